@@ -1,0 +1,82 @@
+"""The ``abdnet`` command: one entry point, one module per sub-command.
+
+Each sub-command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
+``run(args) -> int``. Modules are imported lazily so that ``abdnet --help`` stays fast and a
+command's heavy imports (faiss, onnxruntime, matplotlib) load only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# sub-command -> module under abdnet.cli
+COMMANDS: dict[str, str] = {
+    "train": "train",
+    "eval": "evaluate",
+    "demo": "demo",
+    "synth": "synth",
+    "extract": "extract",
+    "index": "index",
+    "search": "search",
+    "export": "export",
+    "ablate": "ablate",
+    "viz": "viz",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"abdnet.cli.{COMMANDS[name]}")
+
+
+def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="abdnet",
+        description="ABD-Net person re-identification: train, evaluate, search, export, visualize.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in commands if commands is not None else list(COMMANDS):
+        try:
+            module = _load(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == f"abdnet.cli.{COMMANDS[name]}":
+                continue  # sub-command not built yet
+            raise
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Build only the requested sub-command's parser when one is named: keeps start-up fast.
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser([first] if first in COMMANDS else None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        # Library errors carry the file / option at fault; show them without a traceback.
+        if args.verbose:
+            raise
+        print(f"abdnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

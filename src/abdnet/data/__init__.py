@@ -1,0 +1,3 @@
+"""abdnet.data"""
+
+__all__: list[str] = []

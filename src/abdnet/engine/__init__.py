@@ -1,0 +1,3 @@
+"""abdnet.engine"""
+
+__all__: list[str] = []

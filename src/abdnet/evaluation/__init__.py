@@ -1,0 +1,3 @@
+"""abdnet.evaluation"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""abdnet.export"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""abdnet.losses"""
+
+__all__: list[str] = []

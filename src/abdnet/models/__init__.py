@@ -1,0 +1,3 @@
+"""abdnet.models"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""abdnet.retrieval"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""abdnet.viz"""
+
+__all__: list[str] = []
