@@ -1,3 +1,39 @@
-"""abdnet.engine"""
+"""Training engine: two-step schedule, mixed precision, DDP, atomic checkpoints, evaluation."""
 
-__all__: list[str] = []
+from abdnet.engine.checkpoint import (
+    Checkpoint,
+    atomic_directory,
+    capture_rng_state,
+    checkpoint_path,
+    load_checkpoint,
+    load_model_weights,
+    restore_rng_state,
+    save_checkpoint,
+    unwrap_model,
+)
+from abdnet.engine.distributed import DistContext, init_distributed, wrap_ddp
+from abdnet.engine.precision import Precision, choose_precision, cpu_has_native_bf16, resolve_device
+from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
+
+__all__ = [
+    "Checkpoint",
+    "atomic_directory",
+    "capture_rng_state",
+    "checkpoint_path",
+    "load_checkpoint",
+    "load_model_weights",
+    "restore_rng_state",
+    "save_checkpoint",
+    "unwrap_model",
+    "DistContext",
+    "init_distributed",
+    "wrap_ddp",
+    "Precision",
+    "choose_precision",
+    "cpu_has_native_bf16",
+    "resolve_device",
+    "EpochPlan",
+    "TransferSchedule",
+    "apply_freeze",
+    "set_learning_rate",
+]

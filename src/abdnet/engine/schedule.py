@@ -1,0 +1,130 @@
+"""The two-step transfer schedule of section 4.2 (ref. [53]) and the learning rate.
+
+Epochs are counted globally from 0: epochs ``0 .. frozen_epochs-1`` are step 1, epochs
+``frozen_epochs .. frozen_epochs+epochs-1`` are step 2.
+
+* Step 1: backbone frozen, only the new layers (reductions, attention modules incl. the
+  shallow CAM's gamma, classifiers) train, with cross entropy + triplet only (O.F./O.W. off).
+* Step 2: all layers train with the full eq. (6); O.F. switches on at step-2 epoch
+  ``of_start_epoch`` and O.W. at ``ow_start_epoch`` (the official recipe starts O.F. at 23).
+* Learning rate: ``lr`` throughout step 1; in step 2 multiplied by ``gamma`` at each step-2
+  epoch listed in ``milestones`` (paper: 3e-4 -> 3e-5 after 30 -> 3e-6 after 40).
+
+"Frozen" (documented choice, as the official code does): frozen parameters get
+``requires_grad=False`` and every module whose own parameters are all frozen is put in eval
+mode, so its BatchNorm layers use and keep their (ImageNet) running statistics instead of
+re-estimating them from re-ID batches while their affine parameters cannot adapt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from abdnet.config import LossConfig, OptimConfig, TrainConfig
+
+__all__ = ["EpochPlan", "TransferSchedule", "apply_freeze", "set_learning_rate"]
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one epoch does."""
+
+    epoch: int  # global epoch index, 0-based
+    stage: int  # 1 (frozen backbone) or 2 (all layers)
+    stage_epoch: int  # 0-based epoch within the stage
+    lr: float
+    freeze_backbone: bool
+    use_triplet: bool
+    use_of: bool
+    use_ow: bool
+    reset_optimizer: bool  # build a fresh optimizer before this epoch (step boundary)
+
+
+class TransferSchedule:
+    """Epoch -> :class:`EpochPlan` for the configured two-step schedule."""
+
+    def __init__(self, train: TrainConfig, optim: OptimConfig, loss: LossConfig) -> None:
+        for key, value in (
+            ("train.frozen_epochs", train.frozen_epochs),
+            ("train.epochs", train.epochs),
+            ("train.of_start_epoch", train.of_start_epoch),
+            ("train.ow_start_epoch", train.ow_start_epoch),
+        ):
+            if value < 0:
+                raise ValueError(f"{key}: must be >= 0, got {value}")
+        if train.frozen_epochs + train.epochs == 0:
+            raise ValueError("train.frozen_epochs + train.epochs: nothing to train (both 0)")
+        if optim.lr <= 0:
+            raise ValueError(f"optim.lr: must be > 0, got {optim.lr}")
+        if list(optim.milestones) != sorted(optim.milestones):
+            raise ValueError(f"optim.milestones: must be increasing, got {list(optim.milestones)}")
+        self.train = train
+        self.optim = optim
+        self.loss = loss
+
+    @property
+    def total_epochs(self) -> int:
+        return self.train.frozen_epochs + self.train.epochs
+
+    def lr(self, epoch: int) -> float:
+        if epoch < self.train.frozen_epochs:
+            return self.optim.lr
+        stage_epoch = epoch - self.train.frozen_epochs
+        decays = sum(1 for m in self.optim.milestones if stage_epoch >= m)
+        return self.optim.lr * self.optim.gamma**decays
+
+    def plan(self, epoch: int) -> EpochPlan:
+        if not 0 <= epoch < self.total_epochs:
+            raise IndexError(f"epoch {epoch} outside 0..{self.total_epochs - 1}")
+        frozen = epoch < self.train.frozen_epochs
+        stage_epoch = epoch if frozen else epoch - self.train.frozen_epochs
+        return EpochPlan(
+            epoch=epoch,
+            stage=1 if frozen else 2,
+            stage_epoch=stage_epoch,
+            lr=self.lr(epoch),
+            freeze_backbone=frozen,
+            use_triplet=self.loss.beta_tr > 0,
+            use_of=not frozen and stage_epoch >= self.train.of_start_epoch,
+            use_ow=not frozen and stage_epoch >= self.train.ow_start_epoch,
+            # only at a real boundary: a run without step 1 keeps its first optimizer
+            reset_optimizer=(
+                self.train.reset_optimizer
+                and self.train.frozen_epochs > 0
+                and not frozen
+                and stage_epoch == 0
+            ),
+        )
+
+    def __iter__(self) -> Iterable[EpochPlan]:
+        return (self.plan(e) for e in range(self.total_epochs))
+
+
+def apply_freeze(
+    model: nn.Module, backbone_parameters: Iterable[nn.Parameter], frozen: bool
+) -> None:
+    """Put ``model`` in train mode with the backbone frozen (step 1) or free (step 2).
+
+    Call at the start of every epoch (it also sets train mode). Frozen: backbone parameters
+    get ``requires_grad=False`` and every module whose own parameters are all frozen
+    (BatchNorm included) is switched to eval mode.
+    """
+    backbone = {id(p) for p in backbone_parameters}
+    for p in model.parameters():
+        p.requires_grad_(not (frozen and id(p) in backbone))
+    model.train()
+    if not frozen:
+        return
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if own and all(not p.requires_grad for p in own):
+            module.eval()
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
