@@ -1,3 +1,26 @@
-"""abdnet.models"""
+"""abdnet.models: ABD-Net architectures (paper and official), attention, backbones, loaders."""
 
-__all__: list[str] = []
+from abdnet.models.abdnet import OW_SCOPES, ABDNet, build_model, build_model_from_config
+from abdnet.models.attention import CAM, PAM
+from abdnet.models.backbones import BACKBONES, Trunk, build_trunk
+from abdnet.models.official import OfficialABDNet, canonical_official_state_dict, load_official
+from abdnet.models.output import ModelOutput
+from abdnet.models.svd_layer import EigenLayer, svd_restraint_
+
+__all__ = [
+    "ABDNet",
+    "OfficialABDNet",
+    "ModelOutput",
+    "CAM",
+    "PAM",
+    "EigenLayer",
+    "svd_restraint_",
+    "Trunk",
+    "BACKBONES",
+    "OW_SCOPES",
+    "build_trunk",
+    "build_model",
+    "build_model_from_config",
+    "load_official",
+    "canonical_official_state_dict",
+]

@@ -1,0 +1,104 @@
+"""Channel and position attention (section 3.1 of the paper, after DANet, Fu et al. CVPR 2019).
+
+Both modules compute their affinity ("energy") matrices and softmax in fp32 even under
+autocast: the channel energy A·Aᵀ sums H·W products of activations and overflows fp16.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CAM", "PAM", "ATTENTION_VARIANTS"]
+
+# "paper": the equations of the paper; "official": what the authors' code computes.
+ATTENTION_VARIANTS = ("paper", "official")
+
+
+def _check_variant(variant: str) -> str:
+    if variant not in ATTENTION_VARIANTS:
+        raise ValueError(
+            f"attention variant: expected one of {ATTENTION_VARIANTS}, got {variant!r}"
+        )
+    return variant
+
+
+class CAM(nn.Module):
+    """Channel Attention Module, eq. (1)-(2).
+
+    ``variant="paper"``: x_ij = softmax_j(A_i·A_j) (eq. 1).
+    ``variant="official"``: softmax_j(max_k(A_i·A_k) - A_i·A_j), as in DANet and the
+    authors' code (it favours *dissimilar* channels; the official checkpoints need it).
+    E_i = γ Σ_j x_ij A_j + A_i (eq. 2), γ learnable, initialised to 0. CAM has no other
+    parameters.
+    """
+
+    def __init__(self, variant: str = "paper") -> None:
+        super().__init__()
+        self.variant = _check_variant(variant)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            a = x.float().reshape(B, C, H * W)  # (B, C, N)
+            energy = torch.bmm(a, a.transpose(1, 2))  # (B, C, C)
+            if self.variant == "official":
+                energy = energy.amax(dim=-1, keepdim=True) - energy
+            attn = F.softmax(energy, dim=-1)  # (B, C, C), rows sum to 1
+            out = torch.bmm(attn, a).reshape(B, C, H, W)  # (B, C, H, W)
+            out = self.gamma.float() * out + x.float()
+        return out.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}"
+
+
+class PAM(nn.Module):
+    """Position Attention Module (section 3.1.2).
+
+    Query B and key C have ``channels // 8`` channels, value D has ``channels``.
+    ``variant="paper"``: B, C, D each from conv1x1 + BN + ReLU (the paper's text).
+    ``variant="official"``: plain 1x1 convs with bias (the authors' code, weight-compatible:
+    ``query_conv``, ``key_conv``, ``value_conv``).
+    S = softmax over positions of Bᵀ·C (N x N, N = H·W); E = γ · D·Sᵀ + A, γ initialised to 0.
+    """
+
+    def __init__(self, channels: int, *, variant: str = "paper", qk_reduction: int = 8) -> None:
+        super().__init__()
+        self.variant = _check_variant(variant)
+        qk = max(1, channels // qk_reduction)
+        self.query_conv = self._proj(channels, qk)
+        self.key_conv = self._proj(channels, qk)
+        self.value_conv = self._proj(channels, channels)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def _proj(self, cin: int, cout: int) -> nn.Module:
+        if self.variant == "official":
+            return nn.Conv2d(cin, cout, kernel_size=1)
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, kernel_size=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q = self.query_conv(x)  # (B, C', H, W)
+        k = self.key_conv(x)  # (B, C', H, W)
+        v = self.value_conv(x)  # (B, C, H, W)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            q = q.float().reshape(B, -1, H * W).transpose(1, 2)  # (B, N, C')
+            k = k.float().reshape(B, -1, H * W)  # (B, C', N)
+            energy = torch.bmm(q, k)  # (B, N, N): energy[i, j] = B_i . C_j
+            attn = F.softmax(energy, dim=-1)  # (B, N, N), rows sum to 1
+            v = v.float().reshape(B, C, H * W)  # (B, C, N)
+            out = torch.bmm(v, attn.transpose(1, 2)).reshape(
+                B, C, H, W
+            )  # out_i = sum_j attn[i, j] D_j
+            out = self.gamma.float() * out + x.float()
+        return out.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}"

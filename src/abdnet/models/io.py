@@ -1,0 +1,209 @@
+"""Self-describing model files: weights plus the config that rebuilds the network.
+
+``save_model`` writes one ``model.safetensors`` whose safetensors metadata (string -> string)
+carries::
+
+    format          "abdnet-model"
+    format_version  "1"
+    config          the full resolved Config as YAML (abdnet.config.dump_config)
+    num_classes     classifier size, needed to rebuild the classifiers
+
+so the file alone rebuilds the model: no pickled code, no separate config file to lose.
+``load_model`` reads it back, or an official ``.pth.tar`` release of the authors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from abdnet.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    config_from_dict,
+    dump_config,
+    model_config,
+)
+
+__all__ = [
+    "MODEL_FORMAT_VERSION",
+    "MODEL_FILENAME",
+    "LoadedModel",
+    "save_model",
+    "load_model",
+    "resolve_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT_VERSION = 1
+MODEL_FILENAME = "model.safetensors"
+_OFFICIAL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a file, in eval mode, with the Config it was trained with."""
+
+    model: nn.Module
+    config: Config
+    num_classes: int = 0
+    source: Path | None = None  # the file the weights came from
+
+
+def _num_classes(model: nn.Module, num_classes: int | None) -> int:
+    if num_classes is not None:
+        return int(num_classes)
+    value = getattr(model, "num_classes", None)
+    if value is None:
+        raise ValueError(
+            "save_model: the model has no num_classes attribute; pass num_classes explicitly"
+        )
+    return int(value)
+
+
+def save_model(
+    path: str | Path, model: nn.Module, config: Config, *, num_classes: int | None = None
+) -> Path:
+    """Write ``model``'s weights and ``config`` to a safetensors file, atomically.
+
+    ``path`` is the file (``*.safetensors``) or a folder that receives ``model.safetensors``.
+    The file is written to a temporary name in the same folder and renamed over the target,
+    so a crash never leaves a half-written model. Returns the file written.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(config, Config):
+        raise TypeError(f"save_model: config must be an abdnet Config, got {type(config).__name__}")
+    target = Path(path)
+    if target.suffix != ".safetensors":
+        target = target / MODEL_FILENAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": "abdnet-model",
+        "format_version": str(MODEL_FORMAT_VERSION),
+        "config": dump_config(config),
+        "num_classes": str(_num_classes(model, num_classes)),
+    }
+    # safetensors refuses tensors that share storage and non-contiguous ones: give it
+    # independent contiguous CPU copies.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.debug("saved model to %s", target)
+    return target
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The weights file a path stands for.
+
+    - a ``.safetensors`` or official ``.pth.tar`` file: itself;
+    - a checkpoint folder: its ``model.safetensors``;
+    - a run folder: ``checkpoints/best/model.safetensors`` if present, else ``checkpoints/last``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    if p.is_file():
+        if p.suffix == ".safetensors" or p.name.endswith(_OFFICIAL_SUFFIXES):
+            return p
+        raise ValueError(
+            f"{p}: not a checkpoint: expected a .safetensors file, an official .pth.tar, "
+            f"a checkpoint folder or a run folder"
+        )
+    candidates = [
+        p / MODEL_FILENAME,
+        p / "checkpoints" / "best" / MODEL_FILENAME,
+        p / "checkpoints" / "last" / MODEL_FILENAME,
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ValueError(
+        f"{p}: not a checkpoint: none of {', '.join(str(c.relative_to(p)) for c in candidates)} "
+        f"exists in this folder"
+    )
+
+
+def _official_config(model: nn.Module) -> Config:
+    # The authors' release: official network, 384x128 input, ImageNet mean/std (their defaults).
+    model_cfg = getattr(model, "config", None)
+    if not isinstance(model_cfg, ModelConfig):
+        model_cfg = model_config("official")
+    return Config(model=model_cfg, data=DataConfig(height=384, width=128))
+
+
+def _load_safetensors(file: Path, map_location: str | torch.device) -> LoadedModel:
+    from safetensors import SafetensorError, safe_open
+
+    from abdnet.models import build_model_from_config
+
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{file}: not a readable safetensors file: {exc}") from None
+    if "config" not in metadata or "num_classes" not in metadata:
+        raise ValueError(
+            f"{file}: config missing: the safetensors metadata has no abdnet 'config' / "
+            f"'num_classes' (was it written by abdnet.models.save_model?)"
+        )
+    version = int(metadata.get("format_version", "1"))
+    if version > MODEL_FORMAT_VERSION:
+        raise ValueError(
+            f"{file}: model format version {version} is newer than this abdnet supports "
+            f"({MODEL_FORMAT_VERSION})"
+        )
+    try:
+        config = config_from_dict(yaml.safe_load(metadata["config"]))
+    except (ConfigError, yaml.YAMLError) as exc:
+        raise ValueError(f"{file}: the stored config is invalid: {exc}") from None
+    num_classes = int(metadata["num_classes"])
+    # The weights come from the file: never fetch pretrained ImageNet weights to rebuild.
+    model = build_model_from_config(
+        dataclasses.replace(config.model, pretrained="none"), num_classes
+    )
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{file}: weights do not match the stored config: {exc}") from None
+    return LoadedModel(model=model, config=config, num_classes=num_classes, source=file)
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild a model from a run folder, checkpoint folder, ``.safetensors`` or ``.pth.tar``.
+
+    See :func:`resolve_checkpoint` for how a folder is resolved. An official ``.pth.tar``
+    goes through :func:`abdnet.models.load_official` and gets the ``official`` model preset
+    with 384x128 ImageNet-normalized input. The model is returned in eval mode on
+    ``map_location``.
+    """
+    file = resolve_checkpoint(path)
+    if file.suffix == ".safetensors":
+        loaded = _load_safetensors(file, map_location)
+    else:
+        from abdnet.models import load_official
+
+        model = load_official(str(file))
+        loaded = LoadedModel(
+            model=model,
+            config=_official_config(model),
+            num_classes=int(getattr(model, "num_classes", 0)),
+            source=file,
+        )
+    loaded.model.to(map_location).eval()
+    return loaded

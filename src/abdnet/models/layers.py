@@ -1,0 +1,40 @@
+"""Small building blocks shared by the ``abd`` and ``official`` architectures."""
+
+from __future__ import annotations
+
+from torch import nn
+
+__all__ = ["reduction_layer", "init_new_layers_"]
+
+
+def reduction_layer(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
+    """The paper's "reduction layer" (footnote of section 4.1): Linear, BN, ReLU, dropout.
+
+    Indices 0..3 match the official code's ``fc`` (its checkpoints load into it).
+    """
+    return nn.Sequential(
+        nn.Linear(in_dim, out_dim),
+        nn.BatchNorm1d(out_dim),
+        nn.ReLU(inplace=True),
+        nn.Dropout(p=dropout),
+    )
+
+
+def init_new_layers_(module: nn.Module) -> None:
+    """Initialise layers that do not come from the backbone, as the official code does.
+
+    Conv: Kaiming-normal (fan_out, ReLU), bias 0; BatchNorm: weight ~ N(1, 0.02), bias 0;
+    Linear: weight ~ N(0, 0.01), bias 0. Attention gammas are untouched (they start at 0).
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,391 @@
+"""The network of the authors' code (VITA-Group/ABD-Net, ``--arch resnet50``): ``arch="official"``.
+
+Weight-compatible with their checkpoints: module names and shapes equal theirs
+(``common_branch.backbone1`` ... ``branches.{0,1}``), 69,175,184 parameters with 751
+classes, 3072-d embedding. What it computes (facts of their code, see
+``docs``/``official-code-notes.md``):
+
+- trunk conv1..layer1 -> shallow CAM (their DANet CAM variant) -> layer2, layer3;
+- two branches, each with a deep copy of layer4 (stride ``last_stride``):
+  - ABD: reduction conv1x1(2048->1024, no bias)+BN+ReLU; the map is cut into 2 horizontal
+    stripes; on each stripe three DANet heads (no attention / CAM / PAM) are summed, then
+    ``sum_conv`` (Dropout2d(0.1) + conv1x1 with bias) and GAP -> 1024-d, one classifier per
+    stripe;
+  - global: GAP -> Linear(2048, 1024), BN1d, ReLU, Dropout(``dropout``) -> 1024-d + classifier.
+- the embedding is the concatenation of the branch vectors, raw (no L2 norm).
+
+Branch order: this module always has the ABD branch at ``branches.0`` and the global branch
+at ``branches.1`` (the layout of the reference key list), so the embedding is
+``[stripe 1, stripe 2, global]``. The authors' code orders branches by a per-process hash,
+so their embedding may be ``[global, stripe 1, stripe 2]`` for a given checkpoint;
+``load_official`` maps either order onto this layout. Euclidean distances are the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from abdnet.config import ModelConfig, model_config
+from abdnet.models.abdnet import check_common_config, check_of_positions
+from abdnet.models.attention import CAM, PAM
+from abdnet.models.backbones import build_trunk
+from abdnet.models.layers import init_new_layers_, reduction_layer
+from abdnet.models.output import ModelOutput
+
+__all__ = [
+    "OfficialABDNet",
+    "DANetHead",
+    "OFFICIAL_OF_POSITIONS",
+    "OFFICIAL_NUM_STRIPES",
+    "SHALLOW_OF_WEIGHT",
+    "canonical_official_state_dict",
+    "load_official",
+]
+
+logger = logging.getLogger(__name__)
+
+OFFICIAL_OF_POSITIONS = ("shallow", "before", "cam", "pam", "sum")
+OFFICIAL_NUM_STRIPES = 2  # their --abd-np default
+SHALLOW_OF_WEIGHT = 0.01  # their O.F. weight for the shallow-CAM output ("intermediate")
+
+
+class _ShallowCAM(nn.Module):
+    def __init__(self, enabled: bool) -> None:
+        super().__init__()
+        self._cam_module = CAM("official") if enabled else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self._cam_module is None else self._cam_module(x)
+
+
+class _CommonBranch(nn.Module):
+    def __init__(
+        self, stem: nn.Sequential, stem_channels: int, middle: nn.Sequential, shallow_cam: bool
+    ) -> None:
+        super().__init__()
+        self.backbone1 = stem  # conv1, bn1, relu, maxpool, layer1
+        self.shallow_cam = _ShallowCAM(shallow_cam)
+        self.backbone2 = middle  # layer2, layer3
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shallow = self.shallow_cam(self.backbone1(x))  # (B, C2, H/4, W/4)
+        return self.backbone2(shallow), shallow
+
+
+class _DeepBranch(nn.Module):
+    def __init__(self, deep: nn.Module) -> None:
+        super().__init__()
+        self.backbone = deep  # a copy of layer4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+class DANetHead(nn.Module):
+    """conv3x3(C->C/2)+BN+ReLU -> attention -> conv3x3(C/2->C/2)+BN+ReLU -> Dropout2d(0.1) -> conv1x1(C/2->out)."""
+
+    def __init__(self, in_channels: int, out_channels: int, attention: str) -> None:
+        super().__init__()
+        inter = in_channels // 2
+        self.conv5c = nn.Sequential(
+            nn.Conv2d(in_channels, inter, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inter),
+            nn.ReLU(),
+        )
+        if attention == "before":
+            self.attention_module: nn.Module = nn.Identity()
+        elif attention == "cam":
+            self.attention_module = CAM("official")
+        elif attention == "pam":
+            self.attention_module = PAM(inter, variant="official")
+        else:
+            raise ValueError(
+                f"DANetHead: attention must be 'before', 'cam' or 'pam', got {attention!r}"
+            )
+        self.conv52 = nn.Sequential(
+            nn.Conv2d(inter, inter, 3, padding=1, bias=False), nn.BatchNorm2d(inter), nn.ReLU()
+        )
+        self.conv7 = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(inter, out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv7(self.conv52(self.attention_module(self.conv5c(x))))  # (B, out, h, w)
+
+
+class _ABDBranch(nn.Module):
+    def __init__(self, in_channels: int, dim: int, num_classes: int, cam: bool, pam: bool) -> None:
+        super().__init__()
+        self.reduction = nn.Sequential(
+            nn.Conv2d(in_channels, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(inplace=True)
+        )
+        self.before_module = DANetHead(dim, dim, "before")
+        self.cam_module = DANetHead(dim, dim, "cam") if cam else None
+        self.pam_module = DANetHead(dim, dim, "pam") if pam else None
+        self.sum_conv = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(dim, dim, 1))
+        self.classifiers = nn.ModuleList(
+            [nn.Linear(dim, num_classes) for _ in range(OFFICIAL_NUM_STRIPES)]
+        )
+
+    def heads(self) -> list[tuple[str, nn.Module]]:
+        named = [("before", self.before_module), ("cam", self.cam_module), ("pam", self.pam_module)]
+        return [(n, m) for n, m in named if m is not None]
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, list[torch.Tensor]]]:
+        x = self.reduction(x)  # (B, R, h, w)
+        h = x.shape[2]
+        if h % OFFICIAL_NUM_STRIPES:
+            raise ValueError(
+                f"official ABD branch: feature-map height {h} is not divisible by {OFFICIAL_NUM_STRIPES} stripes; "
+                "use an input height that is a multiple of 32 (e.g. 384)"
+            )
+        step = h // OFFICIAL_NUM_STRIPES
+        vecs: list[torch.Tensor] = []
+        maps: dict[str, list[torch.Tensor]] = {"before": [], "cam": [], "pam": [], "sum": []}
+        for p in range(OFFICIAL_NUM_STRIPES):
+            stripe = x[:, :, p * step : (p + 1) * step, :]  # (B, R, h/2, w)
+            total = None
+            for name, head in self.heads():
+                out = head(stripe)  # (B, R, h/2, w)
+                maps[name].append(out)
+                total = out if total is None else total + out
+            after = self.sum_conv(total)  # (B, R, h/2, w)
+            maps["sum"].append(after)
+            vecs.append(F.adaptive_avg_pool2d(after, 1).flatten(1))  # (B, R)
+        return vecs, maps
+
+
+class _GlobalBranch(nn.Module):
+    def __init__(self, in_channels: int, dim: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.fc = reduction_layer(in_channels, dim, dropout)
+        self.classifier = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))  # (B, C5) -> (B, kg)
+
+
+class OfficialABDNet(nn.Module):
+    """The authors' released network (see the module docstring), ``arch="official"``.
+
+    Eval: ``(B, 3, H, W)`` -> ``(B, kg + 2·R)`` = 3072-d. Train: :class:`ModelOutput` with
+    logits ``[stripe 1, stripe 2, global]``, triplet features the three branch vectors
+    (their code applies the triplet loss to each), and O.F. maps: "shallow" (weight 0.01),
+    "before"/"cam"/"pam"/"sum" per stripe with weight 1/2 each (their code averages over
+    stripes). ``cam``/``pam`` false drop that head; ``shallow_cam`` false drops the shallow
+    CAM. Backbones other than resnet50 build the same layout (not weight-compatible).
+    """
+
+    def __init__(self, config: ModelConfig, num_classes: int) -> None:
+        super().__init__()
+        if config.arch != "official":
+            raise ValueError(
+                f"model.arch: OfficialABDNet builds arch 'official', got {config.arch!r}"
+            )
+        check_common_config(config, num_classes)
+        if config.svd_layer:
+            raise ValueError("model.svd_layer: not available for arch 'official' (use arch 'abd')")
+        if config.attentive_dim != config.reduction_dim:
+            raise ValueError(
+                f"model.attentive_dim ({config.attentive_dim}) must equal model.reduction_dim "
+                f"({config.reduction_dim}) for arch 'official': its stripe vectors are pooled reduction maps"
+            )
+        available = (
+            {"shallow", "before", "sum"}
+            | ({"cam"} if config.cam else set())
+            | ({"pam"} if config.pam else set())
+        )
+        check_of_positions(config, OFFICIAL_OF_POSITIONS, available)
+        self.config = config
+        self.num_classes = num_classes
+
+        trunk = build_trunk(
+            config.backbone, pretrained=config.pretrained, last_stride=config.last_stride
+        )
+        self.common_branch = _CommonBranch(
+            trunk.stem, trunk.stem_channels, trunk.middle, config.shallow_cam
+        )
+        r, c5 = config.reduction_dim, trunk.deep_channels
+        abd = _ABDBranch(c5, r, num_classes, config.cam, config.pam)
+        glob = _GlobalBranch(c5, config.global_dim, num_classes, config.dropout)
+        init_new_layers_(abd)
+        init_new_layers_(glob)
+        self.branches = nn.ModuleList(
+            [
+                nn.Sequential(_DeepBranch(copy.deepcopy(trunk.deep)), abd),
+                nn.Sequential(_DeepBranch(trunk.deep), glob),
+            ]
+        )
+        self.feature_dim = OFFICIAL_NUM_STRIPES * r + config.global_dim
+
+    # -- parameter groups -------------------------------------------------------------
+    def backbone_modules(self) -> list[nn.Module]:
+        """The torchvision trunk pieces (res_conv_1..4 and both res_conv_5)."""
+        cb = self.common_branch
+        return [cb.backbone1, cb.backbone2, self.branches[0][0], self.branches[1][0]]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.backbone_modules() for p in m.parameters()]
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Reduction, heads with attention, sum_conv, fc, classifiers, shallow-CAM gamma."""
+        backbone = {id(p) for p in self.backbone_parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone]
+
+    def ow_weights(self) -> list[torch.Tensor]:
+        """Per ``ow_scope``: every trunk conv ("all"), the 7x7 stem conv ("stem", what their code reaches) or none."""
+        if self.config.ow_scope == "none":
+            return []
+        if self.config.ow_scope == "stem":
+            return [self.common_branch.backbone1[0].weight]
+        return [
+            m.weight
+            for part in self.backbone_modules()
+            for m in part.modules()
+            if isinstance(m, nn.Conv2d)
+        ]
+
+    # -- forward ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor | ModelOutput:
+        m, shallow = self.common_branch(x)  # (B, C4, H/16, W/16), (B, C2, H/4, W/4)
+        abd_deep, abd = self.branches[0]
+        glob_deep, glob = self.branches[1]
+        stripe_vecs, maps = abd(abd_deep(m))  # 2 x (B, R)
+        g = glob(glob_deep(m))  # (B, kg)
+        emb = torch.cat([*stripe_vecs, g], dim=1)  # (B, 2R + kg)
+        if not self.training:
+            return emb
+        logits = [abd.classifiers[p](v) for p, v in enumerate(stripe_vecs)] + [glob.classifier(g)]
+        of_maps: list[tuple[str, torch.Tensor, float]] = []
+        for name in self.config.of_positions:
+            if name == "shallow":
+                of_maps.append((name, shallow, SHALLOW_OF_WEIGHT))
+            else:
+                of_maps.extend((name, fm, 1.0 / len(maps[name])) for fm in maps[name])
+        return ModelOutput(
+            embedding=emb, logits=logits, triplet_features=[*stripe_vecs, g], of_maps=of_maps
+        )
+
+
+# -- loading the authors' checkpoints -------------------------------------------------------
+
+
+def _branch_kind(state: dict[str, torch.Tensor], index: int) -> str | None:
+    prefix = f"branches.{index}.1."
+    if any(k.startswith(prefix + "reduction.") for k in state):
+        return "abd"
+    if any(k.startswith(prefix + "fc.") for k in state):
+        return "global"
+    return None
+
+
+def canonical_official_state_dict(
+    state: dict[str, Any], source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """Strip ``module.``, drop the shallow CAM's alias ``_cam_module_abc``, and put the ABD
+    branch at ``branches.0`` and the global branch at ``branches.1`` (found by content:
+    the ABD branch has ``reduction`` keys, the global one ``fc`` keys)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"{source}: not a state dict of tensors (entry {key!r}: {type(value).__name__})"
+            )
+        while key.startswith("module."):
+            key = key[len("module.") :]
+        if ".shallow_cam._cam_module_abc." in key:  # --compatibility alias of _cam_module
+            continue
+        out[key] = value
+    kinds = {i: _branch_kind(out, i) for i in (0, 1)}
+    if sorted(k for k in kinds.values() if k) != ["abd", "global"]:
+        raise ValueError(
+            f"{source}: cannot identify the ABD and global branches (branches.0 looks like {kinds[0]!r}, "
+            f"branches.1 like {kinds[1]!r}); expected one with 'reduction' keys and one with 'fc' keys"
+        )
+    if kinds[0] == "global":
+        swapped: dict[str, torch.Tensor] = {}
+        for key, value in out.items():
+            for a, b in (("branches.0.", "branches.1."), ("branches.1.", "branches.0.")):
+                if key.startswith(a):
+                    key = b + key[len(a) :]
+                    break
+            swapped[key] = value
+        out = swapped
+    return out
+
+
+def load_official(path: str | Path, num_classes: int | None = None) -> OfficialABDNet:
+    """Load a checkpoint written by the authors' code into an ``official`` model, eval mode.
+
+    Accepts ``{'state_dict': ..., ...}`` (their ``.pth.tar``) or a bare state dict, keys
+    possibly prefixed ``module.``, branches in either order (see the module docstring on
+    the embedding order). Read with ``torch.load(weights_only=True)``: a pickle holding
+    anything but tensors and plain containers is refused. ``num_classes`` is inferred from
+    the classifiers; if given, it must agree. Shallow CAM / CAM / PAM heads are switched on
+    or off as the checkpoint has them. A checkpoint that does not fit raises ``ValueError``
+    listing the missing, unexpected and mis-shaped keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"official checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path}: refused: it cannot be loaded with weights_only=True (it holds Python objects "
+            f"other than tensors and plain containers, and unpickling those can run code): {exc}"
+        ) from exc
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable torch checkpoint: {exc}") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(
+            f"{path}: expected a dict with 'state_dict' or a state dict, got {type(obj).__name__}"
+        )
+    state = canonical_official_state_dict(obj, str(path))
+
+    cls_key = "branches.1.1.classifier.weight"
+    if cls_key not in state:
+        raise ValueError(f"{path}: missing key {cls_key!r}: cannot infer the number of classes")
+    found = int(state[cls_key].shape[0])
+    if num_classes is not None and num_classes != found:
+        raise ValueError(
+            f"{path}: num_classes={num_classes} but the checkpoint's classifiers have {found} classes"
+        )
+    shallow_cam = "common_branch.shallow_cam._cam_module.gamma" in state
+    cam = any(k.startswith("branches.0.1.cam_module.") for k in state)
+    pam = any(k.startswith("branches.0.1.pam_module.") for k in state)
+    enabled = (
+        {"shallow", "before", "sum"} | ({"cam"} if cam else set()) | ({"pam"} if pam else set())
+    )
+    of_positions = tuple(p for p in model_config("official").of_positions if p in enabled)
+    cfg = model_config(
+        "official", shallow_cam=shallow_cam, cam=cam, pam=pam, of_positions=of_positions
+    )
+    model = OfficialABDNet(cfg, found)
+
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    misshaped = sorted(
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        raise ValueError(
+            f"{path}: does not fit the official ABD-Net (resnet50): "
+            f"missing keys ({len(missing)}): {missing}; unexpected keys ({len(unexpected)}): {unexpected}; "
+            f"mis-shaped ({len(misshaped)}): {misshaped}"
+        )
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    logger.info("loaded official checkpoint %s (%d classes)", path, found)
+    return model
