@@ -131,6 +131,10 @@ class LossConfig:
     beta_ow: float = 1e-3
     power_iters: int = 2  # power-iteration steps of eq. (5)
     svdo_form: str = "paper"  # "paper": squared eq. (4); "official": the authors' code's scaling
+    # O.F. Gram for svdo_form "paper" (added by the losses engineer): "spatial" = F F^T / N,
+    # N = H*W, keeps the squared eq. (4) at a trainable scale (raw: 1e2-1e5 x the CE, see
+    # losses/svdo.py); "none" = raw F F^T (eq. 4 literally). "official" always uses the raw Gram.
+    of_gram_norm: str = "spatial"
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,35 @@
-"""abdnet.losses"""
+"""abdnet.losses: the loss of eq. (6) and its parts (SVDO of eqs. 4-5, CE-LS, batch-hard triplet).
 
-__all__: list[str] = []
+Imports nothing from ``abdnet.models``: the objective takes plain tensors.
+"""
+
+from .metric import CrossEntropyLabelSmooth, TripletLoss, pairwise_euclidean
+from .objective import ABDObjective, LossTerms
+from .svdo import (
+    GRAM_NORMS,
+    SVDO_FORMS,
+    ExtremeEigs,
+    gram_extreme_eigs,
+    of_penalty,
+    ow_penalty,
+    power_iteration,
+    power_iteration_eigs,
+    svdo_penalty,
+)
+
+__all__ = [
+    "ABDObjective",
+    "LossTerms",
+    "CrossEntropyLabelSmooth",
+    "TripletLoss",
+    "pairwise_euclidean",
+    "ExtremeEigs",
+    "power_iteration",
+    "power_iteration_eigs",
+    "gram_extreme_eigs",
+    "svdo_penalty",
+    "of_penalty",
+    "ow_penalty",
+    "SVDO_FORMS",
+    "GRAM_NORMS",
+]

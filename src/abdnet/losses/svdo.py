@@ -1,0 +1,271 @@
+"""SVDO: spectral value difference orthogonality (section 3.2, eqs. 4-5 of the paper).
+
+Eq. (4) penalizes ``beta * (lambda_1(F F^T) - lambda_min(F F^T))^2`` for a matrix ``F``; the
+two extreme eigenvalues come from the power iteration of eq. (5) (no SVD/EVD):
+
+    p <- X q,   q <- X p,   lambda(X) <- ||q|| / ||p||          (two times by default)
+
+with ``X = F F^T`` for lambda_1 and ``X = F F^T - lambda_1 I`` for lambda_min: the dominant
+eigenvalue of the shifted matrix is ``lambda_min - lambda_1 <= 0``, whose magnitude eq. (5)
+estimates, so ``lambda_min = lambda_1 - |that|`` and the difference of eq. (4) is just that
+magnitude.
+
+Which Gram. The paper reshapes a feature map ``M`` (C, H, W) into ``F`` (C, N), N = H*W, and
+uses ``F F^T`` (C x C, channel correlations); a conv weight (out, in, k, k) becomes
+``W`` (in*k*k, out) and its Gram is ``W^T W`` (out x out). When ``F`` has more rows than
+columns (C > N, e.g. the 1024 x (24*8) maps after the attentive reduction; or a 1x1 conv
+that expands channels) the C x C Gram has rank <= N, so ``lambda_min = 0`` *exactly*. We
+then use that exact value and run eq. (5) for lambda_1 on the N x N Gram ``F^T F``, which
+has the same non-zero eigenvalues and is smaller (cheaper to build and iterate). Otherwise
+both eigenvalues come from eq. (5) on ``F F^T``. (A matrix-free ``F (F^T q)`` iteration was
+tried: it does fewer flops but is memory bound and was 3-5x slower on CPU than building the
+smaller Gram with one batched matrix product.)
+
+Gradients. The paper obtains the gradient by auto-differentiation through the iterations,
+and so do we: every matrix-vector product and the shift ``lambda_1 I`` are differentiated.
+The random start vector is a constant (no gradient). Each iteration rescales ``q`` to unit
+norm to avoid over/underflow over many iterations; the scale factor is detached because
+``||X p|| / ||p||`` is invariant to the scale of ``p``, so this gives exactly the gradient of
+the un-normalized iteration of eq. (5) and no gradient through a norm of a possibly zero
+vector. A zero matrix gives lambda = 0 (not 0/0).
+
+Start vectors are ``torch.randn`` on the input's device from torch's default generator of
+that device, so a restored RNG state reproduces a run. Everything runs in float32 with
+autocast disabled, whatever the caller's precision: two fp16/bf16 matrix products
+would lose the eigenvalue difference of nearly-orthogonal matrices.
+
+Accuracy of 2 iterations (tests/losses/test_svdo.py checks these). For a PSD ``X`` the
+estimate of eq. (5) is a weighted power mean of the eigenvalues, so
+``lambda_min <= lambda_1_hat <= lambda_1`` and the estimated difference lies in
+``[0, lambda_1 - lambda_min]``: SVDO with few iterations under-estimates the spread, it never
+over-estimates it. On Gram matrices of random post-ReLU feature maps (top eigenvalue
+dominant) 2 iterations give lambda_1 within ~1% (see the test for the measured bound).
+
+Magnitude. Measured with ``benchmarks/svdo_magnitude.py`` (torchvision ResNet-50, random
+init, train-mode BN, 4 random 384x128 images; beta_OF = 1e-6; per map and sample):
+
+    map (F)                         lambda_1(FF^T)  eq.4 raw Gram  eq.4 on FF^T/N  official
+    Ta, reduction out, 1024 x 24*8   3.2e4           1.0e3          0.027           0.032
+    res_conv_4 out, 1024 x 24*8      4.8e5           2.3e5          6.2             0.48
+    res_conv_2 out, 256 x 96*32      8.6e5           7.3e5          0.077           0.85
+
+lambda_1 is dominated by the non-zero mean of post-ReLU activations (~ C * N * mean^2), so
+eq. (4) squared on the raw Gram with beta_OF = 1e-6 is 1e2-1e5 times the cross-entropy
+(ln 751 = 6.6 at chance) for every regularized map: the classification gradient would be
+drowned. The authors' code avoids this by not squaring (``form="official"``, which sums over
+the batch / (B/32): ~1.0 per batch for Ta). For ``form="paper"`` we keep eq. (4)'s squared
+form, beta and the batch mean, but default to the spatially normalized Gram ``F F^T / N``
+(``gram_norm="spatial"``, config ``loss.of_gram_norm``): the second-moment matrix of the
+channel vectors, whose size does not grow with the map's resolution (0.03 per map for Ta).
+``gram_norm="none"`` is eq. (4) on the raw Gram, literally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ExtremeEigs",
+    "power_iteration",
+    "power_iteration_eigs",
+    "gram_extreme_eigs",
+    "svdo_penalty",
+    "of_penalty",
+    "ow_penalty",
+    "SVDO_FORMS",
+    "GRAM_NORMS",
+]
+
+SVDO_FORMS = ("paper", "official")
+GRAM_NORMS = ("spatial", "none")
+
+# Below this a norm is treated as zero (the vector is the zero vector).
+_TINY = 1e-30
+# The authors' code normalizes the O.F. batch sum to a 32-image batch.
+_OFFICIAL_OF_BATCH = 32.0
+# The authors' code multiplies the O.W. penalty by 10 on top of beta_OW.
+_OFFICIAL_OW_SCALE = 10.0
+
+
+class ExtremeEigs(NamedTuple):
+    """Largest and smallest eigenvalue estimates, each of shape (batch...,)."""
+
+    lam_max: Tensor
+    lam_min: Tensor
+
+
+def _check_iters(iters: int) -> None:
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"power_iters: expected an integer >= 1, got {iters!r}")
+
+
+def power_iteration(matvec: Callable[[Tensor], Tensor], q0: Tensor, iters: int = 2) -> Tensor:
+    """|dominant eigenvalue| of a symmetric operator by eq. (5): ``||X X q|| / ||X q||``.
+
+    ``matvec`` maps ``(B, n, 1)`` to ``(B, n, 1)``; ``q0`` ``(B, n, 1)`` is the start vector.
+    Returns ``(B,)``. Differentiable through ``matvec``; see the module docstring.
+    """
+    _check_iters(iters)
+    q = q0
+    lam = q0.new_zeros(q0.shape[0])
+    for _ in range(iters):
+        # Scale-only step: lambda below is invariant to it, so detaching loses no gradient.
+        q = q / torch.linalg.vector_norm(q, dim=(1, 2), keepdim=True).detach().clamp_min(_TINY)
+        p = matvec(q)  # (B, n, 1)
+        q = matvec(p)  # (B, n, 1)
+        p_norm = torch.linalg.vector_norm(p, dim=(1, 2))  # (B,)
+        lam = torch.linalg.vector_norm(q, dim=(1, 2)) / p_norm.clamp_min(_TINY)
+    return lam
+
+
+def _fp32_no_autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def power_iteration_eigs(X: Tensor, iters: int = 2) -> ExtremeEigs:
+    """Extreme eigenvalues of symmetric PSD matrices ``X`` (..., n, n) by eq. (5).
+
+    lambda_1 from the iteration on ``X``; lambda_min = lambda_1 - |dominant eigenvalue of
+    X - lambda_1 I| (the paper's shift). Computed in float32 with autocast off.
+    """
+    if X.dim() < 2 or X.shape[-1] != X.shape[-2]:
+        raise ValueError(
+            f"power_iteration_eigs: expected square matrices (..., n, n), got {tuple(X.shape)}"
+        )
+    batch_shape, n = X.shape[:-2], X.shape[-1]
+    with _fp32_no_autocast(X.device):
+        Xf = X.float().reshape(-1, n, n)  # (B, n, n)
+        B = Xf.shape[0]
+        lam_max = _power_iteration_max(Xf, iters)  # (B,)
+        shift = lam_max.view(B, 1, 1)
+        q0 = torch.randn(B, n, 1, device=X.device, dtype=torch.float32)
+        spread = power_iteration(lambda v: Xf @ v - shift * v, q0, iters)  # (B,)
+        lam_min = lam_max - spread
+    return ExtremeEigs(lam_max.reshape(batch_shape), lam_min.reshape(batch_shape))
+
+
+def _power_iteration_max(X: Tensor, iters: int) -> Tensor:
+    """lambda_1 of PSD ``X`` (..., n, n), float32, autocast already off -> (...,)."""
+    batch_shape, n = X.shape[:-2], X.shape[-1]
+    Xf = X.reshape(-1, n, n)  # (B, n, n)
+    q0 = torch.randn(Xf.shape[0], n, 1, device=X.device, dtype=torch.float32)
+    return power_iteration(lambda v: Xf @ v, q0, iters).reshape(batch_shape)
+
+
+def gram_extreme_eigs(F: Tensor, iters: int = 2) -> ExtremeEigs:
+    """Extreme eigenvalues of ``F F^T`` for ``F`` (..., r, c), by eq. (5).
+
+    If r > c, ``F F^T`` (r x r) is rank deficient: lambda_min = 0 exactly and lambda_1 comes
+    from the smaller ``F^T F`` (same non-zero spectrum). Float32, autocast off,
+    differentiable w.r.t. ``F``.
+    """
+    if F.dim() < 2:
+        raise ValueError(f"gram_extreme_eigs: expected matrices (..., r, c), got {tuple(F.shape)}")
+    r, c = F.shape[-2], F.shape[-1]
+    with _fp32_no_autocast(F.device):
+        A = F.float()
+        At = A.transpose(-1, -2)
+        if r > c:
+            G = At @ A  # (..., c, c)
+            lam_max = _power_iteration_max(G, iters)
+            return ExtremeEigs(lam_max, torch.zeros_like(lam_max))
+        return power_iteration_eigs(A @ At, iters)  # (..., r, r)
+
+
+def svdo_penalty(F: Tensor, *, iters: int = 2, squared: bool = True, beta: float = 1.0) -> Tensor:
+    """Eq. (4) per matrix: ``beta * (lambda_1(F F^T) - lambda_min(F F^T))^2``.
+
+    ``F`` (..., r, c); returns (...,) in float32. ``squared=False`` gives the authors' code's
+    un-squared O.F. variant ``beta * (lambda_1 - lambda_min)``.
+    """
+    eigs = gram_extreme_eigs(F, iters)
+    diff = eigs.lam_max - eigs.lam_min
+    return beta * (diff * diff if squared else diff)
+
+
+def _check_form(form: str) -> None:
+    if form not in SVDO_FORMS:
+        raise ValueError(f"svdo_form: expected one of {SVDO_FORMS}, got {form!r}")
+
+
+def of_penalty(
+    maps: Iterable[tuple[str, Tensor, float]],
+    *,
+    iters: int = 2,
+    form: str = "paper",
+    gram_norm: str = "spatial",
+) -> Tensor:
+    """L_OF of eq. (6) (without beta_OF): SVDO on feature maps, summed over positions.
+
+    ``maps``: ``(name, map (B, C, H, W), weight)`` as in ``ModelOutput.of_maps``. Each map
+    becomes ``F`` (B, C, N) and eq. (4) is taken on each sample's ``F F^T`` (C x C).
+    - ``form="paper"``: ``weight * mean_b (lambda_1 - lambda_min)^2`` ("batch-wise": the mean
+      over the batch), on ``F F^T / N`` if ``gram_norm="spatial"`` (default, see the module
+      docstring for why) or on the raw ``F F^T`` if ``"none"`` (eq. 4 literally).
+    - ``form="official"``: the authors' code: ``weight * sum_b (lambda_1 - lambda_min) / (B/32)``
+      on the raw ``F F^T`` (``gram_norm`` is ignored); its 0.01 for the shallow map is the
+      map's weight.
+    Returns a float32 scalar (0 if there are no maps).
+    """
+    _check_form(form)
+    if gram_norm not in GRAM_NORMS:
+        raise ValueError(f"of_gram_norm: expected one of {GRAM_NORMS}, got {gram_norm!r}")
+    total: Tensor | None = None
+    for entry in maps:
+        if len(entry) != 3:
+            raise ValueError(
+                f"of_maps: expected (name, map, weight) triples, got {len(entry)} items"
+            )
+        name, fmap, weight = entry
+        if fmap.dim() != 4:
+            raise ValueError(
+                f"of_maps[{name!r}]: expected a (B, C, H, W) map, got {tuple(fmap.shape)}"
+            )
+        B, C, H, W = fmap.shape
+        F = fmap.reshape(B, C, H * W)  # (B, C, N)
+        if form == "paper":
+            if gram_norm == "spatial":
+                # F F^T / N == (F / sqrt(N)) (F / sqrt(N))^T
+                F = F.float() * (H * W) ** -0.5
+            term = svdo_penalty(F, iters=iters, squared=True).mean()
+        else:
+            term = svdo_penalty(F, iters=iters, squared=False).sum() / (B / _OFFICIAL_OF_BATCH)
+        term = weight * term
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros((), dtype=torch.float32)
+    return total
+
+
+def ow_penalty(weights: Sequence[Tensor], *, iters: int = 2, form: str = "paper") -> Tensor:
+    """L_OW of eq. (6) (without beta_OW): SVDO on weights, summed over layers.
+
+    A conv weight (out, in, k, k) (or linear (out, in)) is reshaped to ``W`` (in*k*k, out) and
+    eq. (4) is taken on ``W^T W`` (out x out); the per-layer penalties are *summed*, as the
+    authors' code does (the paper does not say). ``form="official"`` multiplies by 10 (the
+    code's ``10 * beta * (lambda_1 - lambda_min)^2``). Layers of equal shape are batched.
+    Returns a float32 scalar (0 if there are no weights).
+    """
+    _check_form(form)
+    groups: dict[tuple[int, ...], list[Tensor]] = {}
+    for i, w in enumerate(weights):
+        if w.dim() < 2:
+            raise ValueError(
+                f"ow_weights[{i}]: expected a conv/linear weight (out, in, ...), got {tuple(w.shape)}"
+            )
+        groups.setdefault(tuple(w.shape), []).append(w)
+    total: Tensor | None = None
+    for shape, ws in groups.items():
+        # W^T W in the paper's (in*k*k, out) layout is F F^T for F = weight.view(out, -1).
+        F = torch.stack([w.reshape(shape[0], -1) for w in ws])  # (L, out, in*k*k)
+        term = svdo_penalty(F, iters=iters, squared=True).sum()
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros((), dtype=torch.float32)
+    if form == "official":
+        total = _OFFICIAL_OW_SCALE * total
+    return total
