@@ -11,11 +11,13 @@ with its own copy of res_conv_5; so a trunk is returned as
 - ``deep``:   res_conv_5 (``layer4``), its stride set by ``last_stride`` (paper: 1, which
   gives 24x8 maps at 384x128 instead of 12x4).
 
-DenseNet-121 (the paper's Table 2 row) is split as the official code splits it:
-``stem`` = ``conv0, norm0, relu0, pool0, denseblock1, transition1`` (128 channels, 1/8),
-``middle`` = ``denseblock2, transition2, denseblock3, transition3`` (the last transition's
-2x2 average pool is the down-sampling that ``last_stride=1`` removes), ``deep`` =
-``denseblock4, norm5, ReLU`` (1024 channels; torchvision applies that ReLU in ``forward``).
+DenseNet-121 (the paper's Table 2 row) is split like the official code's ``t3_d4`` variant:
+``stem`` = ``conv0, norm0, relu0, pool0, denseblock1, transition1`` (128 channels, 1/8;
+the shallow CAM sits on it, as in the official code), ``middle`` = ``denseblock2,
+transition2, denseblock3`` (1024 channels, 1/16), ``deep`` = ``transition3, denseblock4,
+norm5, ReLU`` (1024 channels; torchvision applies that ReLU in ``forward``). The 2x2 average
+pool of ``transition3`` is the down-sampling that ``last_stride=1`` removes, so, as for the
+ResNets, ``middle`` ends at 1/16 and only ``deep`` depends on ``last_stride``.
 
 Weights come from torchvision constructors: ``pretrained`` is ``False``/``"none"`` (random
 init), ``True``/``"imagenet"`` (torchvision's weights API; downloads on first use) or the
@@ -52,7 +54,7 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], Any]] = {
 # Old torchvision DenseNet checkpoints name layers "norm.1" instead of "norm1"; torchvision
 # renames them in its own loader, which the weights API's get_state_dict() bypasses.
 _DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
 )
 
 
@@ -110,7 +112,10 @@ def load_torchvision_state_dict(model: nn.Module, state: dict[str, Any], source:
     state = _fix_densenet_keys(state)
     own = model.state_dict()
     head = ("fc.", "classifier.")
-    missing = sorted(k for k in own if k not in state and not k.startswith(head))
+    # Old torchvision files have no BN ``num_batches_tracked`` (load_state_dict fills it in).
+    missing = sorted(
+        k for k in own if k not in state and not k.startswith(head) and not k.endswith("num_batches_tracked")
+    )
     unexpected = sorted(k for k in state if k not in own)
     misshaped = sorted(
         f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -202,14 +207,14 @@ def build_trunk(
     if last_stride == 1:
         f.transition3.pool = nn.Identity()
     stem = nn.Sequential(f.conv0, f.norm0, f.relu0, f.pool0, f.denseblock1, f.transition1)
-    middle = nn.Sequential(f.denseblock2, f.transition2, f.denseblock3, f.transition3)
-    deep = nn.Sequential(f.denseblock4, f.norm5, nn.ReLU(inplace=False))
+    middle = nn.Sequential(f.denseblock2, f.transition2, f.denseblock3)
+    deep = nn.Sequential(f.transition3, f.denseblock4, f.norm5, nn.ReLU(inplace=False))
     return Trunk(
         stem=stem,
         middle=middle,
         deep=deep,
         stem_channels=f.transition1.conv.out_channels,
-        middle_channels=f.transition3.conv.out_channels,
+        middle_channels=f.transition3.conv.in_channels,
         deep_channels=f.norm5.num_features,
         first_conv=f.conv0,
     )
