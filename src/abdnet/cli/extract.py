@@ -1,0 +1,128 @@
+"""``abdnet extract``: embeddings of a folder / list of images into a .npz feature file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "extract L2-normalized embeddings of images into a .npz (features, paths, pids/camids)"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint / --onnx and the extraction options shared by extract and search."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--checkpoint",
+        metavar="RUN|FILE",
+        help="run folder (checkpoints/best, else last), checkpoint folder, model.safetensors "
+        "or an official .pth.tar",
+    )
+    src.add_argument(
+        "--onnx",
+        metavar="MODEL.onnx",
+        help="a model written by 'abdnet export onnx' (no PyTorch checkpoint needed)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="images per forward pass (default 64)"
+    )
+    parser.add_argument(
+        "--flip",
+        action="store_true",
+        help="average the raw embeddings of each image and its mirror, then normalize "
+        "(an ONNX model exported with --flip always does this)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA if available), cpu, cuda, cuda:1 ... (PyTorch only)",
+    )
+
+
+def build_extractor(args: argparse.Namespace, *, normalize: bool = True, flip: bool | None = None):
+    """The FeatureExtractor the arguments describe, and a dict recording how it extracts."""
+    from abdnet.retrieval import FeatureExtractor
+
+    flip = bool(args.flip) if flip is None else flip
+    if args.onnx:
+        from abdnet.export import OnnxEmbedder
+
+        embedder = OnnxEmbedder(args.onnx)
+        # A graph exported with flip already averages; flipping again outside would be wrong.
+        extractor = FeatureExtractor(
+            embedder,
+            batch_size=args.batch_size,
+            flip=flip and not embedder.flip,
+            normalize=normalize,
+            config=embedder.config,
+        )
+        info = {"source": str(args.onnx), "backend": "onnxruntime", "flip": flip or embedder.flip}
+    else:
+        extractor = FeatureExtractor(
+            args.checkpoint,
+            device=args.device,
+            batch_size=args.batch_size,
+            flip=flip,
+            normalize=normalize,
+        )
+        info = {"source": str(args.checkpoint), "backend": "pytorch", "flip": flip}
+    info["normalize"] = normalize
+    return extractor, info
+
+
+def run_extraction(extractor, paths: list[str], *, skip_bad: bool, desc: str):
+    """Extract ``paths`` with a tqdm progress bar on stderr; returns the Extraction."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, leave=False) as bar:
+        return extractor.extract(paths, skip_bad=skip_bad, progress=bar.update)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        required=True,
+        metavar="DIR|FILE",
+        help="image files and/or folders (searched recursively for .jpg/.jpeg/.png/.bmp/...)",
+    )
+    parser.add_argument("--out", required=True, metavar="FEATS.npz", help="output feature file")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip (and list) unreadable images instead of failing",
+    )
+    parser.add_argument(
+        "--raw", action="store_true", help="store raw embeddings (no L2 normalization)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from abdnet.retrieval import FeatureSet, collect_images, parse_labels, save_features
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    paths = collect_images(args.images)
+    if not paths:
+        raise ValueError(f"--images {' '.join(args.images)}: no image files found")
+    extractor, info = build_extractor(args, normalize=not args.raw)
+    result = run_extraction(extractor, paths, skip_bad=args.skip_bad, desc="extract")
+    for item, reason in result.skipped:
+        print(f"skipped {item}: {reason}", file=sys.stderr)
+    kept_paths = [paths[i] for i in result.kept]
+    if not kept_paths:
+        raise ValueError("no image could be read; nothing written")
+    labels = parse_labels(kept_paths)
+    feats = FeatureSet(
+        features=result.features.numpy(),
+        paths=kept_paths,
+        pids=labels[0] if labels else None,
+        camids=labels[1] if labels else None,
+        meta=info,
+    )
+    out = save_features(Path(args.out), feats)
+    n, d = feats.features.shape
+    extra = f", skipped {len(result.skipped)}" if result.skipped else ""
+    print(f"wrote {out}: {n} x {d} features{', with pids/camids' if labels else ''}{extra}")
+    return 0

@@ -1,0 +1,78 @@
+"""``abdnet search``: the top-k gallery images of query images, from an index folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from abdnet.cli.extract import add_model_arguments, build_extractor, run_extraction
+
+HELP = "find the k nearest gallery images of query images in an index (squared Euclidean distance)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Extract the query images with the same model as the gallery and print the k nearest "
+        "gallery images. Distances are squared Euclidean distances between L2-normalized "
+        "features (0 = identical, 4 = opposite; equal to 2 - 2 cos)."
+    )
+    parser.add_argument(
+        "--index", required=True, metavar="INDEX_DIR", help="built by 'abdnet index build'"
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--query", nargs="+", required=True, metavar="IMG", help="query image files (or folders)"
+    )
+    parser.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print a JSON list, one {"query", "results": [{"path", "distance", "rank"}]} per query',
+    )
+    parser.add_argument("--nprobe", type=int, help="ivfpq: override the stored nprobe")
+    parser.add_argument("--k-factor", type=int, help="ivfpq: override the stored re-ranking factor")
+    parser.add_argument("--ef-search", type=int, help="hnsw: override the stored efSearch")
+
+
+def run(args: argparse.Namespace) -> int:
+    from abdnet.retrieval import collect_images, open_index
+
+    if args.k < 1:
+        raise ValueError(f"-k must be >= 1, got {args.k}")
+    opts = {"nprobe": args.nprobe, "k_factor": args.k_factor, "ef_search": args.ef_search}
+    index = open_index(args.index, **{k: v for k, v in opts.items() if v is not None})
+    # Queries are the files as given (in that order); folders expand to their sorted images.
+    queries: list[str] = []
+    for q in args.query:
+        queries.extend(collect_images([q]))
+    extraction = index.extraction
+    flip = bool(args.flip or extraction.get("flip", False))
+    if extraction and not extraction.get("normalize", True):
+        raise ValueError(
+            f"index {args.index} holds raw (un-normalized) features; rebuild it from 'abdnet extract' without --raw"
+        )
+    extractor, _info = build_extractor(args, flip=flip)
+    feats = run_extraction(extractor, queries, skip_bad=False, desc="queries").features.numpy()
+    if feats.shape[1] != index.dim:
+        raise ValueError(
+            f"the model gives {feats.shape[1]}-d features but index {args.index} holds "
+            f"{index.dim}-d features: use the model the gallery was extracted with"
+        )
+    res = index.search(feats, args.k)
+    answers = []
+    for qi, query in enumerate(queries):
+        results = []
+        for rank, (dist, gi) in enumerate(zip(res.distances[qi], res.indices[qi]), start=1):
+            if gi < 0:
+                break
+            path = index.paths[gi] if index.paths is not None else None
+            results.append({"path": path, "distance": float(dist), "rank": rank})
+        answers.append({"query": query, "results": results})
+    if args.json:
+        print(json.dumps(answers, indent=2))
+    else:
+        for ans in answers:
+            print(f"query {ans['query']}")
+            for r in ans["results"]:
+                print(f"  {r['rank']:3d}  {r['distance']:.6f}  {r['path']}")
+    return 0
