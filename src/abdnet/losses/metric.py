@@ -53,12 +53,18 @@ class CrossEntropyLabelSmooth(nn.Module):
 def pairwise_euclidean(x: Tensor) -> Tensor:
     """Euclidean distance matrix (B, B) of the rows of ``x`` (B, d), in float32.
 
-    Uses ``|a|^2 + |b|^2 - 2 a.b`` (one matrix product) and a clamped square root.
+    Uses ``|a|^2 + |b|^2 - 2 a.b`` (one matrix product) on centred features and a clamped
+    square root (diagonal: sqrt(1e-12) = 1e-6, with no gradient).
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
+        # Distances are translation invariant; centring shrinks the norms and with them the
+        # cancellation error of the expansion below.
         x = x.float()
+        x = x - x.mean(dim=0, keepdim=True).detach()
         sq = (x * x).sum(dim=1)  # (B,)
         d2 = sq.unsqueeze(1) + sq.unsqueeze(0) - 2.0 * (x @ x.t())  # (B, B)
+        eye = torch.eye(x.shape[0], dtype=torch.bool, device=x.device)
+        d2 = d2.masked_fill(eye, 0.0)  # exact zeros on the diagonal, not rounding noise
         return d2.clamp_min(_MIN_SQ_DIST).sqrt()
 
 
