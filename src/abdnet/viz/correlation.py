@@ -171,7 +171,7 @@ def plot_correlation(
         ax_h.set_xlabel("|corr| (off-diagonal)")
         ax_h.set_ylabel("channel pairs")
         imgs = "1 image" if st.num_images == 1 else f"average over {st.num_images} images"
-        ax_h.set_title(f"{label}: histogram ({imgs})", fontsize=10)
+        ax_h.set_title(f"histogram of off-diagonal |corr| ({imgs})", fontsize=10)
         ax_h.legend(loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()

@@ -23,7 +23,7 @@ STATUS_STYLE: dict[str, tuple[str, str, str]] = {
     "match": ("limegreen", "-", "correct match"),
     "wrong": ("red", "-", "wrong match"),
     "distractor": ("red", ":", "distractor (counts as wrong)"),
-    "junk": ("grey", "--", "junk: same id, same camera (excluded from ranks)"),
+    "junk": ("grey", "--", "junk: same id + camera, or id -1 (not ranked)"),
 }
 
 
@@ -63,10 +63,14 @@ def rank_query(
     k: int,
     query_index: int = 0,
     distractor_pids: frozenset[int] = frozenset(),
+    junk_pids: frozenset[int] = frozenset({-1}),
     show_junk: bool = True,
 ) -> RankedQuery:
-    """Gallery sorted by distance (ties by index) until ``k`` ranked entries are collected;
-    junk entries met on the way are kept (rank None) when ``show_junk``."""
+    """Gallery sorted by distance (ties by index) until ``k`` ranked entries are collected.
+
+    Junk -- same id and same camera as the query, or a pid in ``junk_pids`` (Market-1501's
+    -1 "junk" images, which ``abdnet.engine.evaluate_model`` leaves out of the gallery) --
+    takes no rank; junk entries met on the way are kept (rank None) when ``show_junk``."""
     d = np.asarray(distances, dtype=np.float64)
     g_pids = np.asarray(g_pids)
     g_camids = np.asarray(g_camids)
@@ -75,7 +79,7 @@ def rank_query(
     rank = 0
     for gi in order:
         pid, cam = int(g_pids[gi]), int(g_camids[gi])
-        if pid == q_pid and cam == q_camid:
+        if (pid == q_pid and cam == q_camid) or pid in junk_pids:
             if show_junk:
                 entries.append(RankEntry(int(gi), "junk", None, float(d[gi]), pid, cam))
             continue

@@ -1,0 +1,140 @@
+"""Table 1 variants: each config builds the intended network, the YAML rows agree, the
+tables are well formed, and an ablation resumes without retraining."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from abdnet.ablation import (
+    TABLE1_VARIANTS,
+    VARIANTS,
+    VariantResult,
+    resolve_variants,
+    variant_config,
+    write_tables,
+)
+from abdnet.config import config_to_dict, load_config
+from abdnet.models import CAM, PAM, EigenLayer, build_model_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (CAM modules, PAM modules, O.F. positions, O.W. on, SVD layer, triplet)
+EXPECTED = {
+    "baseline": (0, 0, [], False, False, False),
+    "pam": (0, 1, [], False, False, False),
+    "cam": (2, 0, [], False, False, False),
+    "pam_cam": (2, 1, [], False, False, False),
+    "of": (0, 0, ["shallow", "reduction"], False, False, False),
+    "ow": (0, 0, [], True, False, False),
+    "of_ow": (0, 0, ["shallow", "reduction"], True, False, False),
+    "svd": (0, 0, [], False, True, False),
+    "abdnet_xe": (2, 1, ["shallow", "reduction", "cam", "pam"], True, False, False),
+    "abdnet": (2, 1, ["shallow", "reduction", "cam", "pam"], True, False, True),
+}
+
+
+def _base():
+    return load_config(
+        None,
+        [
+            "model.backbone=resnet18",
+            "model.global_dim=16",
+            "model.attentive_dim=16",
+            "model.reduction_dim=16",
+        ],
+    )
+
+
+def _resnet18_convs() -> tuple[int, int]:
+    """Conv layers of torchvision's resnet18 and of its layer4 (res_conv_5)."""
+    net = torchvision.models.resnet18()
+    total = sum(isinstance(m, nn.Conv2d) for m in net.modules())
+    return total, sum(isinstance(m, nn.Conv2d) for m in net.layer4.modules())
+
+
+def test_ten_table1_rows_named_as_in_the_paper():
+    labels = [v.label for v in TABLE1_VARIANTS]
+    assert len(labels) == 10 and labels[0] == "baseline (XE)" and labels[-1] == "ABD-Net"
+    assert set(EXPECTED) == {v.name for v in TABLE1_VARIANTS}
+    assert resolve_variants(None) == list(TABLE1_VARIANTS)
+    assert len(resolve_variants(["all"])) == len(VARIANTS) > 10
+    with pytest.raises(ValueError, match="--variants: unknown variant 'nope'"):
+        resolve_variants(["nope"])
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_variant_builds_intended_model(name):
+    n_cam, n_pam, of_pos, ow, svd, triplet = EXPECTED[name]
+    base = _base()
+    cfg = variant_config(name, base)
+    assert cfg.data == base.data and cfg.optim == base.optim and cfg.train == base.train
+    assert cfg.model.backbone == "resnet18" and cfg.model.dropout > 0  # footnote: dropout on
+    assert (cfg.loss.beta_tr > 0) == triplet
+    torch.manual_seed(0)
+    model = build_model_from_config(cfg.model, 4)
+    assert sum(isinstance(m, CAM) for m in model.modules()) == n_cam
+    assert sum(isinstance(m, PAM) for m in model.modules()) == n_pam
+    assert sum(isinstance(m, EigenLayer) for m in model.modules()) == int(svd)
+    total, layer4 = _resnet18_convs()
+    # O.W. on: every trunk conv, res_conv_5 counted twice (two branches)
+    assert len(model.ow_weights()) == (total + layer4 if ow else 0)
+    model.train()
+    out = model(torch.randn(2, 3, 64, 32))
+    assert [name for name, _, _ in out.of_maps] == of_pos
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_yaml_rows_agree_with_the_variant_table(name):
+    path = ROOT / "configs" / "ablation" / f"{name}.yaml"
+    from_yaml = load_config(path)
+    expected = variant_config(name, load_config(ROOT / "configs" / "paper.yaml"))
+    assert config_to_dict(from_yaml.model) == config_to_dict(expected.model)
+    assert config_to_dict(from_yaml.loss) == config_to_dict(expected.loss)
+
+
+def _result(name, top1, paper=True):
+    v = VARIANTS[name]
+    return VariantResult(
+        name=name,
+        label=v.label,
+        top1=top1,
+        top5=0.9,
+        top10=0.95,
+        mAP=0.5,
+        mINP=0.25,
+        train_seconds=12.5,
+        run_dir=f"/x/{name}",
+        paper=v.paper if paper else None,
+    )
+
+
+def test_tables_well_formed(tmp_path):
+    paths = write_tables([_result("baseline", 0.8125), _result("abdnet", 0.9)], tmp_path)
+    lines = paths["md"].read_text().splitlines()
+    rows = [ln for ln in lines if ln.startswith("| ")]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert header[:8] == [
+        "variant",
+        "name",
+        "top-1",
+        "top-5",
+        "top-10",
+        "mAP",
+        "mINP",
+        "train time (s)",
+    ]
+    body = [[c.strip() for c in r.strip("|").split("|")] for r in rows[1:]]
+    assert [b[0] for b in body] == ["baseline (XE)", "ABD-Net"]
+    assert body[0][2:8] == ["81.25", "90.00", "95.00", "50.00", "25.00", "12.5"]
+    assert body[1][8:] == ["95.60", "88.28", "89.00", "78.59"]  # the paper's Table 1 row
+    with paths["csv"].open() as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == header and [r[:8] for r in table[1:]] == [b[:8] for b in body]
+    from PIL import Image
+
+    with Image.open(paths["png"]) as im:
+        assert min(im.size) >= 200
