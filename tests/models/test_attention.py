@@ -61,7 +61,9 @@ def test_attention_variant_is_checked() -> None:
         PAM(16, variant="danet")
 
 
-def _pam_loops(x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: float) -> torch.Tensor:
+def _pam_loops(
+    x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """E_i = gamma * sum_j softmax_j(B_i . C_j) D_j + A_i over positions i, j (float64)."""
     x, q, k, v = (t.double() for t in (x, q, k, v))
     B, C, H, W = x.shape
@@ -71,14 +73,14 @@ def _pam_loops(x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
         K = k[b].reshape(k.shape[1], -1)
         V = v[b].reshape(C, -1)
         X = x[b].reshape(C, -1)
-        O = torch.empty_like(X)
+        Y = torch.empty_like(X)
         N = H * W
         for i in range(N):
             e = torch.stack([Q[:, i] @ K[:, j] for j in range(N)])
             s = torch.exp(e - e.max())
             s = s / s.sum()
-            O[:, i] = gamma * sum(s[j] * V[:, j] for j in range(N)) + X[:, i]
-        out[b] = O.reshape(C, H, W)
+            Y[:, i] = gamma * sum(s[j] * V[:, j] for j in range(N)) + X[:, i]
+        out[b] = Y.reshape(C, H, W)
     return out
 
 

@@ -53,7 +53,9 @@ def test_resnet_trunk_equals_torchvision_forward() -> None:
         v.copy_(path_state[k])
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
-        want = ref.layer4(ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))))))
+        want = ref.layer4(
+            ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x)))))))
+        )
         got = trunk.deep(trunk.middle(trunk.stem(x)))
     torch.testing.assert_close(got, want)
 

@@ -114,7 +114,9 @@ def load_torchvision_state_dict(model: nn.Module, state: dict[str, Any], source:
     head = ("fc.", "classifier.")
     # Old torchvision files have no BN ``num_batches_tracked`` (load_state_dict fills it in).
     missing = sorted(
-        k for k in own if k not in state and not k.startswith(head) and not k.endswith("num_batches_tracked")
+        k
+        for k in own
+        if k not in state and not k.startswith(head) and not k.endswith("num_batches_tracked")
     )
     unexpected = sorted(k for k in state if k not in own)
     misshaped = sorted(
