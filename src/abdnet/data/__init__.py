@@ -1,3 +1,49 @@
-"""abdnet.data"""
+"""abdnet.data: data sets (parsers, synthetic), transforms, P x K sampler and loaders."""
 
-__all__: list[str] = []
+from .dataset import DatasetError, ImageRecord, ReIDDataset, make_dataset, relabel, split_validation
+from .loader import ImageDataset, build_test_loader, build_train_loader, resolve_workers
+from .parsers import (
+    DATASET_NAMES,
+    SYNTHETIC_MARKER,
+    build_dataset,
+    detect_layout,
+    open_dataset,
+    parse_csv,
+    parse_dukemtmc,
+    parse_folder,
+    parse_market1501,
+    parse_msmt17,
+)
+from .sampler import RandomIdentitySampler
+from .synthetic import SyntheticReID, write_synthetic
+from .transforms import RandomErasing, RandomTranslate, build_test_transform, build_train_transform
+
+__all__ = [
+    "DATASET_NAMES",
+    "SYNTHETIC_MARKER",
+    "DatasetError",
+    "ImageDataset",
+    "ImageRecord",
+    "RandomErasing",
+    "RandomIdentitySampler",
+    "RandomTranslate",
+    "ReIDDataset",
+    "SyntheticReID",
+    "build_dataset",
+    "build_test_loader",
+    "build_test_transform",
+    "build_train_loader",
+    "build_train_transform",
+    "detect_layout",
+    "make_dataset",
+    "open_dataset",
+    "parse_csv",
+    "parse_dukemtmc",
+    "parse_folder",
+    "parse_market1501",
+    "parse_msmt17",
+    "relabel",
+    "resolve_workers",
+    "split_validation",
+    "write_synthetic",
+]

@@ -1,0 +1,548 @@
+"""A synthetic person re-ID data set, rendered with numpy, deterministic from a seed.
+
+It is meant to be a real (small) re-ID problem so every command can run with nothing
+downloaded:
+
+- Each identity has a persistent appearance: upper garment colour and pattern (solid,
+  horizontal / vertical stripes, checks, an open jacket showing a shirt, a chest print),
+  lower garment colour and cut (trousers, shorts, skirt), shoes, skin and hair tone, hair
+  length, an optional hat and bag (backpack or shoulder bag), body height and build.
+- Each camera changes it: the viewpoint distribution (front / back / side, mirrored),
+  illumination gain, a strong colour cast, gamma, haze, its own background texture and
+  colours, scale and position, blur, resolution loss and noise; partial occlusions and
+  passers-by appear at random. Front and back views differ (a backpack is a full patch from
+  behind and two straps from the front; jackets and prints show only from the front).
+
+Layout of the splits (``SyntheticConfig(ids, cams, per_id, height, width, seed)``):
+pids 1..ids//2 train, the rest test. A training identity gets ``per_id`` images spread
+over the cameras; a test identity gets ``per_id`` gallery images and one query per camera.
+The gallery also holds ``ids - ids//2`` distractors (pid 0, people seen once). File names
+follow Market-1501 (``0007_c2s1_000123_00.jpg``), so ``write_synthetic`` output is read by
+the Market-1501 parser and auto-detected as ``synthetic`` (marker file).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from abdnet.config import SyntheticConfig
+
+from .dataset import ImageRecord, ReIDDataset, make_dataset
+from .parsers import SYNTHETIC_MARKER
+
+__all__ = ["SyntheticReID", "write_synthetic"]
+
+log = logging.getLogger(__name__)
+
+# Named clothing colours (RGB in [0, 1]); identities draw from them with a small jitter so
+# that colour is a strong but not unique cue, as in real data.
+_PALETTE = np.array(
+    [
+        (0.80, 0.10, 0.10),  # red
+        (0.50, 0.05, 0.08),  # dark red
+        (0.95, 0.50, 0.10),  # orange
+        (0.95, 0.85, 0.20),  # yellow
+        (0.15, 0.60, 0.20),  # green
+        (0.10, 0.30, 0.15),  # dark green
+        (0.10, 0.55, 0.55),  # teal
+        (0.45, 0.70, 0.95),  # light blue
+        (0.15, 0.30, 0.80),  # blue
+        (0.08, 0.10, 0.30),  # navy
+        (0.45, 0.20, 0.60),  # purple
+        (0.95, 0.55, 0.70),  # pink
+        (0.92, 0.92, 0.90),  # white
+        (0.70, 0.70, 0.70),  # light grey
+        (0.45, 0.45, 0.45),  # grey
+        (0.08, 0.08, 0.08),  # black
+        (0.45, 0.28, 0.12),  # brown
+        (0.85, 0.75, 0.55),  # beige
+    ],
+    dtype=np.float32,
+)
+_SKIN = np.array(
+    [
+        (0.96, 0.80, 0.69),
+        (0.88, 0.67, 0.52),
+        (0.76, 0.55, 0.40),
+        (0.55, 0.38, 0.26),
+        (0.36, 0.24, 0.16),
+    ],
+    dtype=np.float32,
+)
+_HAIR = np.array(
+    [
+        (0.05, 0.04, 0.03),
+        (0.25, 0.15, 0.08),
+        (0.55, 0.40, 0.20),
+        (0.85, 0.75, 0.45),
+        (0.6, 0.6, 0.6),
+        (0.5, 0.2, 0.1),
+    ],
+    dtype=np.float32,
+)
+
+# split codes used in the per-image random streams
+_TRAIN, _QUERY, _GALLERY, _DISTRACTOR = 10, 11, 12, 13
+
+
+@dataclass(frozen=True)
+class _Identity:
+    upper: np.ndarray  # (3,) main colour of the upper garment
+    upper2: np.ndarray  # (3,) second colour (stripes, shirt under a jacket, print)
+    upper_pattern: int  # 0 solid, 1 h-stripes, 2 v-stripes, 3 checks, 4 open jacket, 5 chest print
+    period: float  # stripe period in body-height units
+    short_sleeves: bool
+    lower: np.ndarray  # (3,)
+    lower_cut: int  # 0 trousers, 1 shorts, 2 skirt
+    shoes: np.ndarray
+    skin: np.ndarray
+    hair: np.ndarray
+    long_hair: bool
+    hat: np.ndarray | None
+    bag: int  # 0 none, 1 backpack, 2 shoulder bag
+    bag_colour: np.ndarray
+    bag_side: int  # +1 / -1: which hip the shoulder bag hangs on (front view)
+    height: float  # fraction of the image height
+    build: float  # width multiplier
+
+
+@dataclass(frozen=True)
+class _Camera:
+    views: np.ndarray  # (4,) probabilities of front, back, side-left, side-right
+    gain: float
+    cast: np.ndarray  # (3,) per-channel multipliers
+    gamma: float
+    haze: float
+    haze_colour: np.ndarray
+    blur: float
+    noise: float
+    lowres: bool
+    scale: float
+    occlusion: float  # probability of a foreground occluder
+    background: np.ndarray  # (2H, 2W, 3) texture; each image crops it at a random offset
+
+
+def _colour(rng: np.random.Generator, palette: np.ndarray, jitter: float = 0.05) -> np.ndarray:
+    c = palette[rng.integers(len(palette))] + rng.uniform(-jitter, jitter, 3)
+    return np.clip(c, 0.0, 1.0).astype(np.float32)
+
+
+def _make_identity(rng: np.random.Generator) -> _Identity:
+    upper = _colour(rng, _PALETTE)
+    upper2 = _colour(rng, _PALETTE)
+    while np.abs(upper2 - upper).sum() < 0.6:  # the second colour must be visibly different
+        upper2 = _colour(rng, _PALETTE)
+    return _Identity(
+        upper=upper,
+        upper2=upper2,
+        upper_pattern=int(rng.choice(6, p=[0.3, 0.16, 0.12, 0.12, 0.15, 0.15])),
+        period=float(rng.uniform(0.035, 0.07)),
+        short_sleeves=bool(rng.random() < 0.35),
+        lower=_colour(rng, _PALETTE),
+        lower_cut=int(rng.choice(3, p=[0.6, 0.2, 0.2])),
+        shoes=_colour(rng, _PALETTE[[12, 14, 15, 16]]),
+        skin=_colour(rng, _SKIN, 0.03),
+        hair=_colour(rng, _HAIR, 0.03),
+        long_hair=bool(rng.random() < 0.35),
+        hat=_colour(rng, _PALETTE) if rng.random() < 0.2 else None,
+        bag=int(rng.choice(3, p=[0.45, 0.3, 0.25])),
+        bag_colour=_colour(rng, _PALETTE),
+        bag_side=int(rng.choice([-1, 1])),
+        height=float(rng.uniform(0.78, 0.93)),
+        build=float(rng.uniform(0.85, 1.2)),
+    )
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    """Low-frequency noise in [0, 1], (h, w): a coarse random grid, bilinearly upsampled."""
+    grid = (rng.random((cells, max(2, cells // 2))) * 255).astype(np.uint8)
+    img = Image.fromarray(grid).resize((w, h), Image.BILINEAR)
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def _make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A camera's scene texture, (h, w, 3) in [0, 1]; kinds: wall+floor, bricks, foliage, stripes, gradient."""
+    c1 = np.clip(rng.uniform(0.05, 0.95, 3), 0, 1).astype(np.float32)
+    c2 = np.clip(rng.uniform(0.05, 0.95, 3), 0, 1).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    kind = int(rng.integers(5))
+    if kind == 0:  # wall with panels above a tiled floor
+        horizon = rng.uniform(0.45, 0.75) * h
+        panel = rng.uniform(0.1, 0.3) * w
+        wall = np.where(((xx % panel) < 1.5)[..., None], c2 * 0.6, c1)
+        floor = np.where((((yy - horizon) % (0.08 * h)) < 1.5)[..., None], c1 * 0.5, c2)
+        bg = np.where((yy < horizon)[..., None], wall, floor)
+    elif kind == 1:  # bricks
+        bh, bw = rng.uniform(0.04, 0.08) * h, rng.uniform(0.12, 0.3) * w
+        row = np.floor(yy / bh)
+        mortar = ((yy % bh) < 1.2) | (((xx + (row % 2) * bw / 2) % bw) < 1.2)
+        bg = np.where(mortar[..., None], c2, c1)
+    elif kind == 2:  # foliage / cluttered texture
+        t = _smooth_noise(rng, h, w, int(rng.integers(6, 16)))[..., None]
+        bg = c1 * t + c2 * (1 - t)
+    elif kind == 3:  # shop windows / vertical stripes
+        period = rng.uniform(0.15, 0.5) * w
+        bg = np.where(((xx % period) < period * rng.uniform(0.3, 0.7))[..., None], c1, c2)
+    else:  # sky-to-ground gradient
+        t = (yy / h)[..., None]
+        bg = c1 * (1 - t) + c2 * t
+    bg = bg + 0.08 * (_smooth_noise(rng, h, w, 24)[..., None] - 0.5)
+    for _ in range(int(rng.integers(1, 4))):  # fixed scene objects (poles, doors, signs)
+        x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
+        ow, oh = rng.uniform(0.05, 0.3) * w, rng.uniform(0.1, 0.8) * h
+        box = (xx >= x0) & (xx < x0 + ow) & (yy >= y0) & (yy < y0 + oh)
+        bg = np.where(box[..., None], rng.uniform(0, 1, 3).astype(np.float32), bg)
+    return np.clip(bg, 0, 1).astype(np.float32)
+
+
+def _make_camera(rng: np.random.Generator, height: int, width: int) -> _Camera:
+    cast = rng.uniform(0.6, 1.4, 3)
+    cast = cast / cast.mean()  # the cast shifts colour; the gain sets brightness
+    return _Camera(
+        views=rng.dirichlet(np.full(4, 0.8)).astype(np.float64),
+        gain=float(rng.uniform(0.55, 1.3)),
+        cast=cast.astype(np.float32),
+        gamma=float(rng.uniform(0.7, 1.4)),
+        haze=float(rng.uniform(0.0, 0.3)),
+        haze_colour=rng.uniform(0.3, 0.9, 3).astype(np.float32),
+        blur=float(rng.uniform(0.0, 1.2)) * height / 128,
+        noise=float(rng.uniform(0.01, 0.05)),
+        lowres=bool(rng.random() < 0.3),
+        scale=float(rng.uniform(0.88, 1.05)),
+        occlusion=float(rng.uniform(0.1, 0.35)),
+        background=_make_background(rng, 2 * height, 2 * width),
+    )
+
+
+def _box(u: np.ndarray, v: np.ndarray, u0: float, u1: float, v0: float, v1: float) -> np.ndarray:
+    return (u >= u0) & (u < u1) & (v >= v0) & (v < v1)
+
+
+class SyntheticReID:
+    """The synthetic data set of a ``SyntheticConfig``: identities, cameras and a renderer.
+
+    ``dataset()`` returns the in-memory ``ReIDDataset`` (records named like Market-1501 files
+    relative to a virtual root; ``read_image`` renders them). ``render(path)`` renders one
+    record; the same path always gives the same image.
+    """
+
+    def __init__(self, config: SyntheticConfig | None = None) -> None:
+        cfg = config or SyntheticConfig()
+        for key, value, low in (
+            ("ids", cfg.ids, 2),
+            ("cams", cfg.cams, 2),
+            ("per_id", cfg.per_id, 1),
+        ):
+            if value < low:
+                raise ValueError(f"data.synthetic.{key}: must be >= {low}, got {value}")
+        if cfg.ids > 9999:
+            raise ValueError(
+                f"data.synthetic.ids: at most 9999 (4-digit Market-1501 pids), got {cfg.ids}"
+            )
+        if cfg.height < 16 or cfg.width < 8:
+            raise ValueError(
+                f"data.synthetic: image size {cfg.height}x{cfg.width} too small (min 16x8)"
+            )
+        self.config = cfg
+        self.num_train_ids = cfg.ids // 2
+        self.identities = {
+            pid: _make_identity(np.random.default_rng([cfg.seed, 1, pid]))
+            for pid in range(1, cfg.ids + 1)
+        }
+        self.cameras = [
+            _make_camera(np.random.default_rng([cfg.seed, 2, c]), cfg.height, cfg.width)
+            for c in range(cfg.cams)
+        ]
+        yy, xx = np.mgrid[0 : cfg.height, 0 : cfg.width].astype(np.float32)
+        self._yy, self._xx = yy + 0.5, xx + 0.5  # pixel centres
+        # path -> (split code, pid, camera, image number); pid 0 = distractor (number = which)
+        self._specs: dict[str, tuple[int, int, int, int]] = {}
+        self.train: list[ImageRecord] = []
+        self.query: list[ImageRecord] = []
+        self.gallery: list[ImageRecord] = []
+        self._build_records()
+
+    # -- records ---------------------------------------------------------------------------
+    def _add(
+        self, folder: str, out: list[ImageRecord], code: int, pid: int, cam: int, k: int
+    ) -> None:
+        frame = len(self._specs) + 1
+        path = f"{folder}/{pid:04d}_c{cam + 1}s1_{frame:06d}_{k:02d}.jpg"
+        self._specs[path] = (code, pid, cam, k)
+        out.append(ImageRecord(path, pid, cam))
+
+    def _build_records(self) -> None:
+        cfg = self.config
+        layout = np.random.default_rng([cfg.seed, 4])
+        for pid in range(1, cfg.ids + 1):
+            offset = int(layout.integers(cfg.cams))  # cameras cycle from a random start
+            if pid <= self.num_train_ids:
+                for k in range(cfg.per_id):
+                    self._add(
+                        "bounding_box_train", self.train, _TRAIN, pid, (offset + k) % cfg.cams, k
+                    )
+            else:
+                for cam in range(cfg.cams):
+                    self._add("query", self.query, _QUERY, pid, cam, 0)
+                for k in range(cfg.per_id):
+                    self._add(
+                        "bounding_box_test", self.gallery, _GALLERY, pid, (offset + k) % cfg.cams, k
+                    )
+        for j in range(cfg.ids - self.num_train_ids):
+            self._add(
+                "bounding_box_test", self.gallery, _DISTRACTOR, 0, int(layout.integers(cfg.cams)), j
+            )
+
+    def dataset(self) -> ReIDDataset:
+        cfg = self.config
+        root = f"<synthetic ids={cfg.ids} cams={cfg.cams} per_id={cfg.per_id} size={cfg.height}x{cfg.width} seed={cfg.seed}>"
+        return make_dataset(
+            "synthetic", root, self.train, self.query, self.gallery, image_source=self.render
+        )
+
+    # -- rendering -------------------------------------------------------------------------
+    def render(self, path: str) -> Image.Image:
+        """The RGB image of record ``path`` (a path of this generator's records)."""
+        spec = self._specs.get(path)
+        if spec is None:
+            raise FileNotFoundError(f"not an image of this synthetic data set: {path}")
+        return Image.fromarray(self.render_array(*spec))
+
+    def render_array(self, code: int, pid: int, cam: int, k: int) -> np.ndarray:
+        """``(H, W, 3)`` uint8 image: identity ``pid`` (0: distractor ``k``) seen by camera ``cam``."""
+        cfg = self.config
+        if pid == 0:
+            person = _make_identity(np.random.default_rng([cfg.seed, 3, k]))
+        else:
+            person = self.identities[pid]
+        rng = np.random.default_rng([cfg.seed, code, pid, cam, k])
+        return _render(person, self.cameras[cam], rng, self._yy, self._xx)
+
+
+def _render(
+    p: _Identity, cam: _Camera, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray
+) -> np.ndarray:
+    h, w = yy.shape
+    # --- background: a random crop of the camera's scene texture
+    bh, bw = cam.background.shape[:2]
+    oy, ox = int(rng.integers(bh - h + 1)), int(rng.integers(bw - w + 1))
+    img = cam.background[oy : oy + h, ox : ox + w].copy()
+    img *= rng.uniform(0.85, 1.15)
+
+    # --- passer-by behind the person, at an image edge
+    if rng.random() < 0.3:
+        other = _make_identity(rng)
+        pw_ = rng.uniform(0.12, 0.3) * w
+        left = rng.random() < 0.5
+        x_lo, x_hi = (0, pw_) if left else (w - pw_, w)
+        top = rng.uniform(0.05, 0.3) * h
+        mid = top + rng.uniform(0.35, 0.45) * h
+        band = (xx >= x_lo) & (xx < x_hi) & (yy >= top)
+        img = np.where((band & (yy < mid))[..., None], other.upper, img)
+        img = np.where((band & (yy >= mid))[..., None], other.lower, img)
+
+    # --- person box in image coordinates; u, v in [0, 1] inside it
+    ph = min(0.98, p.height * cam.scale * rng.uniform(0.92, 1.06)) * h
+    pw = ph * 0.55 * p.build
+    x0 = (w - pw) / 2 + rng.uniform(-0.08, 0.08) * w
+    y0 = h - ph - rng.uniform(0.0, 0.04) * h
+    view = int(
+        rng.choice(4, p=cam.views)
+    )  # 0 front, 1 back, 2 side facing left, 3 side facing right
+    u = (xx - x0) / pw
+    v = (yy - y0) / ph
+    mirror = view == 2 or (view == 1)  # back view: the person's left/right swap in the image
+    if mirror:
+        u = 1.0 - u
+    side = view >= 2
+    stride = rng.uniform(0.0, 0.22)  # walking: legs apart
+    c = np.abs(u - 0.5)
+
+    # body parts (boolean masks over the image)
+    if side:
+        torso = (c < 0.14) & (v >= 0.16) & (v < 0.54)
+        arm = (np.abs(u - 0.5 - rng.uniform(-0.04, 0.04)) < 0.055) & (v >= 0.18) & (v < 0.50)
+        leg_a = (np.abs(u - 0.5 + stride * (v - 0.53)) < 0.075) & (v >= 0.53) & (v < 0.94)
+        leg_b = (np.abs(u - 0.5 - stride * (v - 0.53)) < 0.075) & (v >= 0.53) & (v < 0.94)
+        head = ((u - 0.5) / 0.12) ** 2 + ((v - 0.085) / 0.075) ** 2 < 1
+    else:
+        shoulder = 0.17 + 0.03 * np.clip((v - 0.16) / 0.04, 0, 1)
+        torso = (c < shoulder) & (v >= 0.16) & (v < 0.54)
+        swing = rng.uniform(-0.03, 0.03)
+        arm = (c >= 0.19) & (c < 0.28) & (v >= 0.17 + swing) & (v < 0.50 + swing)
+        leg_a = (np.abs(u - 0.40 + stride * 0.5 * (v - 0.53)) < 0.085) & (v >= 0.53) & (v < 0.94)
+        leg_b = (np.abs(u - 0.60 - stride * 0.5 * (v - 0.53)) < 0.085) & (v >= 0.53) & (v < 0.94)
+        head = ((u - 0.5) / 0.14) ** 2 + ((v - 0.085) / 0.075) ** 2 < 1
+    legs = leg_a | leg_b
+    shoes = legs & (v >= 0.90)
+    neck = (c < 0.05) & (v >= 0.14) & (v < 0.17)
+
+    # lower garment
+    person = np.zeros_like(img)
+    mask = np.zeros(img.shape[:2], dtype=bool)
+
+    def paint(region: np.ndarray, colour: np.ndarray | float) -> None:
+        nonlocal person, mask
+        person = np.where(region[..., None], colour, person)
+        mask |= region
+
+    if p.lower_cut == 0:
+        paint(legs, p.lower)
+    elif p.lower_cut == 1:
+        paint(legs & (v >= 0.70), p.skin)
+        paint(legs & (v < 0.70), p.lower)
+    else:
+        paint(legs, p.skin)
+        skirt = (c < 0.17 + 0.25 * (v - 0.53)) & (v >= 0.52) & (v < 0.76)
+        paint(skirt, p.lower)
+    paint(shoes, p.shoes)
+
+    # upper garment with its pattern (pattern coordinates follow the body, not the image)
+    upper = torso | arm
+    pat = p.upper_pattern
+    top = np.broadcast_to(p.upper, img.shape).copy()
+    if pat == 1 or pat == 3:
+        stripes = (np.floor((v - 0.16) / p.period) % 2) == 1
+    if pat == 2 or pat == 3:
+        vstripes = (np.floor(u / (p.period * 1.6)) % 2) == 1
+    if pat == 1:
+        top = np.where(stripes[..., None], p.upper2, top)
+    elif pat == 2:
+        top = np.where(vstripes[..., None], p.upper2, top)
+    elif pat == 3:
+        top = np.where((stripes ^ vstripes)[..., None], p.upper2, top)
+    elif pat == 4 and view == 0:  # open jacket: the shirt shows only from the front
+        top = np.where((c < 0.07)[..., None], p.upper2, top)
+    elif pat == 5 and view == 0:  # chest print
+        top = np.where(_box(u, v, 0.38, 0.62, 0.23, 0.35)[..., None], p.upper2, top)
+    person = np.where(upper[..., None], top, person)
+    mask |= upper
+    if p.short_sleeves:
+        paint(arm & (v >= 0.30), p.skin)
+    paint((arm & (v >= 0.49)) | neck, p.skin)  # hands
+
+    # bag
+    if p.bag == 1:  # backpack
+        if view == 1:
+            paint(_box(u, v, 0.30, 0.70, 0.19, 0.44), p.bag_colour)
+        elif view == 0:
+            paint((c >= 0.10) & (c < 0.14) & (v >= 0.16) & (v < 0.36), p.bag_colour)
+        else:
+            paint(_box(u, v, 0.21, 0.37, 0.19, 0.44), p.bag_colour)  # behind (person faces +u)
+    elif p.bag == 2:  # shoulder bag on one hip, strap across the chest
+        hip_side = p.bag_side * (-1 if mirror else 1)
+        bx = 0.72 if hip_side > 0 else 0.14
+        if not side or hip_side > 0:
+            paint(_box(u, v, bx, bx + 0.16, 0.42, 0.56), p.bag_colour)
+        if not side:
+            # strap from the opposite shoulder to the bag: distance to a line in (u, v)
+            ua, va, ub, vb = (0.30, 0.17, 0.78, 0.44) if hip_side > 0 else (0.70, 0.17, 0.22, 0.44)
+            d = np.abs((vb - va) * (u - ua) - (ub - ua) * (v - va)) / np.hypot(vb - va, ub - ua)
+            paint((d < 0.018) & (v >= 0.17) & (v < 0.44) & torso, p.bag_colour)
+
+    # head, hair, hat
+    if view == 1:
+        paint(head, p.hair)
+        if p.long_hair:
+            paint((c < 0.12) & (v >= 0.1) & (v < 0.25), p.hair)
+    else:
+        paint(head, p.skin)
+        if side:
+            paint(head & ((u < 0.5) | (v < 0.04)), p.hair)  # back of the head (faces +u)
+            if p.long_hair:
+                paint(_box(u, v, 0.37, 0.5, 0.08, 0.24), p.hair)
+        else:
+            paint(head & (v < 0.045), p.hair)
+            if p.long_hair:
+                paint(head & (c > 0.09), p.hair)
+                paint((c >= 0.1) & (c < 0.15) & (v >= 0.08) & (v < 0.22), p.hair)
+    if p.hat is not None:
+        paint(head & (v < 0.05), p.hat)
+        paint((c < 0.17) & (v >= 0.04) & (v < 0.06), p.hat)
+
+    # shading: light from one side, darker at the body's edges
+    light = 0.8 + 0.35 * np.clip(1.0 - np.abs(u - 0.5 - rng.uniform(-0.3, 0.3)) * 1.6, 0, 1)
+    img = np.where(mask[..., None], person * light[..., None], img)
+
+    # --- foreground occluder (car, bench, railing, another person's shoulder)
+    if rng.random() < cam.occlusion:
+        col = rng.uniform(0.05, 0.95, 3).astype(np.float32)
+        if rng.random() < 0.6:
+            top_ = h * rng.uniform(0.6, 0.85)
+            occ = yy >= top_
+        else:
+            occ_w = rng.uniform(0.15, 0.3) * w
+            occ = xx < occ_w if rng.random() < 0.5 else xx >= w - occ_w
+        img = np.where(occ[..., None], col * rng.uniform(0.7, 1.0), img)
+
+    # --- camera: colour cast, gain, gamma, haze
+    img = np.clip(img * cam.cast * (cam.gain * rng.uniform(0.85, 1.15)), 0, 1)
+    img = img**cam.gamma
+    img = img * (1 - cam.haze) + cam.haze * cam.haze_colour
+    out = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8))
+    if cam.lowres:
+        out = out.resize((max(4, w // 2), max(8, h // 2)), Image.BILINEAR).resize(
+            (w, h), Image.BILINEAR
+        )
+    radius = cam.blur + rng.uniform(0, 0.4)
+    if radius > 0.2:
+        out = out.filter(ImageFilter.GaussianBlur(radius))
+    arr = np.asarray(out, dtype=np.float32) + rng.normal(0, cam.noise * 255, (h, w, 3)).astype(
+        np.float32
+    )
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def write_synthetic(
+    out_dir: str | Path, config: SyntheticConfig | None = None, *, overwrite: bool = False
+) -> Path:
+    """Render the synthetic set to ``out_dir`` in the Market-1501 layout (JPEG, quality 95).
+
+    Writes ``bounding_box_train/``, ``query/``, ``bounding_box_test/``, the marker file
+    ``ABDNET_SYNTHETIC.json`` (generator settings and counts; lets auto-detection name the
+    set ``synthetic``) and a README. A non-empty ``out_dir`` is an error unless
+    ``overwrite`` (then only the three image folders and the two files are replaced).
+    """
+    gen = SyntheticReID(config)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"--out {out}: folder is not empty (use --overwrite to replace a synthetic set)"
+            )
+        for folder in ("bounding_box_train", "query", "bounding_box_test"):
+            shutil.rmtree(out / folder, ignore_errors=True)
+    for folder in ("bounding_box_train", "query", "bounding_box_test"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    for path, spec in gen._specs.items():
+        Image.fromarray(gen.render_array(*spec)).save(out / path, quality=95)
+    info = {
+        "generator": "abdnet.data.synthetic",
+        "config": asdict(gen.config),
+        "train_images": len(gen.train),
+        "query_images": len(gen.query),
+        "gallery_images": len(gen.gallery),
+    }
+    (out / SYNTHETIC_MARKER).write_text(json.dumps(info, indent=2) + "\n")
+    (out / "README.txt").write_text(
+        "Synthetic person re-ID data set written by `abdnet synth` (Market-1501 layout).\n"
+        "File names: <pid>_c<camera>s1_<frame>_<n>.jpg; pid 0000 = distractor (gallery only).\n"
+        f"Settings and counts: {SYNTHETIC_MARKER}\n"
+    )
+    log.info(
+        "wrote synthetic set to %s: %d train, %d query, %d gallery images",
+        out,
+        len(gen.train),
+        len(gen.query),
+        len(gen.gallery),
+    )
+    return out

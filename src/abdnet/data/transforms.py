@@ -1,0 +1,126 @@
+"""Image transforms: PIL image -> normalized ``(3, H, W)`` float tensor.
+
+Training (section 4.2 of the paper): resize to ``height x width``, optional random 2D
+translation (the official code: resize x1.125 then a random crop, with probability
+``translate_p``), random horizontal flip, optional colour jitter, normalization, random
+erasing (Zhong et al., ref. [52]). Test: resize + normalization only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torchvision.transforms import v2
+
+from abdnet.config import DataConfig
+
+__all__ = ["RandomErasing", "RandomTranslate", "build_train_transform", "build_test_transform"]
+
+
+class RandomErasing(nn.Module):
+    """Random erasing (Zhong et al. 2017, ref. [52], Algorithm 1) on a normalized tensor.
+
+    With probability ``p`` a rectangle of area ``S_e`` ~ U(``area``) x image area and aspect
+    ``r_e`` ~ U(``aspect``) is placed at a uniformly random position where it fits (up to
+    100 tries) and filled with ``fill``: "mean" writes 0, i.e. the normalization mean (the
+    ImageNet mean pixel once normalized), "random" writes N(0, 1) noise.
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        area: tuple[float, float] = (0.02, 0.4),
+        aspect: tuple[float, float] = (0.3, 1 / 0.3),
+        fill: str = "mean",
+    ) -> None:
+        super().__init__()
+        if fill not in ("mean", "random"):
+            raise ValueError(f"RandomErasing fill: expected 'mean' or 'random', got {fill!r}")
+        self.p, self.area, self.aspect, self.fill = p, area, aspect, fill
+
+    def forward(self, img: Tensor) -> Tensor:  # (C, H, W)
+        if self.p <= 0 or torch.rand(()).item() >= self.p:
+            return img
+        _, h, w = img.shape
+        for _ in range(100):
+            target = (self.area[0] + (self.area[1] - self.area[0]) * torch.rand(()).item()) * h * w
+            ratio = self.aspect[0] + (self.aspect[1] - self.aspect[0]) * torch.rand(()).item()
+            eh, ew = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+            if 0 < eh < h and 0 < ew < w:
+                y = int(torch.randint(0, h - eh + 1, ()).item())
+                x = int(torch.randint(0, w - ew + 1, ()).item())
+                img = img.clone()
+                if self.fill == "mean":
+                    img[:, y : y + eh, x : x + ew] = 0.0
+                else:
+                    img[:, y : y + eh, x : x + ew] = torch.randn(
+                        img.shape[0], eh, ew, dtype=img.dtype
+                    )
+                return img
+        return img
+
+
+class RandomTranslate(nn.Module):
+    """With probability ``p``: resize to ``1.125 x (height, width)`` and crop a random
+    ``height x width`` window (the official code's Random2DTranslation); else plain resize."""
+
+    def __init__(self, height: int, width: int, p: float = 0.5, factor: float = 1.125) -> None:
+        super().__init__()
+        self.height, self.width, self.p = height, width, p
+        self.big = (int(round(height * factor)), int(round(width * factor)))
+
+    def forward(self, img: Image.Image) -> Image.Image:
+        if self.p <= 0 or torch.rand(()).item() >= self.p:
+            return img.resize((self.width, self.height), Image.BILINEAR)
+        big = img.resize((self.big[1], self.big[0]), Image.BILINEAR)
+        y = int(torch.randint(0, self.big[0] - self.height + 1, ()).item())
+        x = int(torch.randint(0, self.big[1] - self.width + 1, ()).item())
+        return big.crop((x, y, x + self.width, y + self.height))
+
+
+def _check(cfg: DataConfig) -> None:
+    if cfg.height < 1 or cfg.width < 1:
+        raise ValueError(f"data.height/data.width: must be positive, got {cfg.height}x{cfg.width}")
+    if len(cfg.mean) != 3 or len(cfg.std) != 3:
+        raise ValueError(f"data.mean/data.std: expected 3 values each, got {cfg.mean} / {cfg.std}")
+    for key in ("flip_p", "erasing_p", "translate_p"):
+        value = getattr(cfg, key)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"data.{key}: must be a probability in [0, 1], got {value}")
+
+
+def _to_normalized_tensor(cfg: DataConfig) -> list[nn.Module]:
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(cfg.mean), list(cfg.std)),
+    ]
+
+
+def build_train_transform(cfg: DataConfig) -> v2.Compose:
+    """Training augmentation of ``cfg`` (see the module docstring); PIL -> ``(3, H, W)``."""
+    _check(cfg)
+    steps: list[nn.Module] = []
+    if cfg.translate_p > 0:
+        steps.append(RandomTranslate(cfg.height, cfg.width, cfg.translate_p))
+    else:
+        steps.append(v2.Resize((cfg.height, cfg.width), antialias=True))
+    if cfg.flip_p > 0:
+        steps.append(v2.RandomHorizontalFlip(cfg.flip_p))
+    if cfg.color_jitter:
+        steps.append(v2.ColorJitter(brightness=0.2, contrast=0.15, saturation=0.1, hue=0.0))
+    steps += _to_normalized_tensor(cfg)
+    if cfg.erasing_p > 0:
+        steps.append(RandomErasing(cfg.erasing_p))
+    return v2.Compose(steps)
+
+
+def build_test_transform(cfg: DataConfig) -> v2.Compose:
+    """Resize to ``cfg.height x cfg.width`` and normalize; PIL -> ``(3, H, W)``."""
+    _check(cfg)
+    return v2.Compose(
+        [v2.Resize((cfg.height, cfg.width), antialias=True), *_to_normalized_tensor(cfg)]
+    )
