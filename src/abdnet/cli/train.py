@@ -1,0 +1,75 @@
+"""``abdnet train``: train from a config, or resume a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+HELP = "train a model from a YAML config (or --resume a run folder)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="C", help="YAML config (e.g. configs/paper.yaml)")
+    parser.add_argument("--out", metavar="RUN", help="run folder to create")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in RUN from RUN/checkpoints/last (uses RUN/config.yaml)",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="ROOT",
+        help="data set folder (Market-1501 / DukeMTMC-reID / MSMT17 root, folder tree, CSV "
+        "or `abdnet synth` output; layout detected) replacing the config's data set",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=1e-4 (repeatable)",
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop after N epochs in total (resume later to finish the schedule)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from abdnet.config import load_config
+    from abdnet.engine import train
+
+    progress = not args.no_progress
+    if args.resume:
+        if args.config or args.data or args.overrides or args.out:
+            raise ValueError(
+                "--resume RUN takes its config from RUN/config.yaml; "
+                "do not combine it with --config/--data/--set/--out"
+            )
+        result = train(
+            None, args.resume, resume=True, progress=progress, max_epochs=args.max_epochs
+        )
+    else:
+        if not args.config or not args.out:
+            raise ValueError("--config C and --out RUN are required (or --resume RUN)")
+        cfg = load_config(args.config, args.overrides)
+        if args.data:
+            # the data set changes, the input size/augmentation of the config stay
+            data = dataclasses.replace(cfg.data, name="auto", root=str(args.data))
+            cfg = dataclasses.replace(cfg, data=data)
+        result = train(cfg, args.out, progress=progress, max_epochs=args.max_epochs)
+    summary = {
+        "run_dir": str(result.run_dir),
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "test": result.test,
+        "seconds": round(result.seconds, 1),
+    }
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
