@@ -91,6 +91,8 @@ class SearchResult(NamedTuple):
 
 
 def _faiss():
+    # faiss logs every CPU-feature probe at INFO on first import; keep the CLI output clean.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - depends on the environment

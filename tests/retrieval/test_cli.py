@@ -1,0 +1,292 @@
+"""abdnet extract / index / search end to end on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from abdnet.cli.main import main
+from abdnet.config import Config, DataConfig, SyntheticConfig, model_config
+from abdnet.data import write_synthetic
+from abdnet.models import build_model_from_config
+from abdnet.models.io import save_model
+
+
+def _tiny_run(root: Path, dim: int, seed: int = 0) -> Path:
+    cfg = Config(
+        model=model_config(
+            "paper", backbone="resnet18", global_dim=dim, attentive_dim=dim, reduction_dim=dim
+        ),
+        data=DataConfig(height=64, width=32),
+    )
+    torch.manual_seed(seed)
+    model = build_model_from_config(cfg.model, 4)
+    save_model(root / "checkpoints" / "last", model, cfg)
+    return root
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    syn = write_synthetic(
+        root / "syn", SyntheticConfig(ids=8, cams=2, per_id=4, height=64, width=32)
+    )
+    run = _tiny_run(root / "run", 16)
+    gallery = root / "syn" / "bounding_box_test"
+    assert (
+        main(
+            [
+                "extract",
+                "--checkpoint",
+                str(run),
+                "--images",
+                str(gallery),
+                "--out",
+                str(root / "g.npz"),
+            ]
+        )
+        == 0
+    )
+    return root, Path(syn), run, gallery
+
+
+def _load(path: Path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_extract_writes_sorted_paths_labels_and_unit_features(env):
+    root, _, _, gallery = env
+    g = _load(root / "g.npz")
+    names = sorted(p.name for p in gallery.iterdir() if p.suffix == ".jpg")
+    assert [Path(p).name for p in g["paths"]] == names
+    assert list(g["paths"]) == sorted(g["paths"])
+    assert all(p.startswith(str(gallery)) for p in g["paths"])
+    # Market names "PPPP_cC...": pid as written, camera 0-based
+    assert g["pids"].tolist() == [int(n.split("_")[0]) for n in names]
+    assert g["camids"].tolist() == [int(n.split("_")[1][1]) - 1 for n in names]
+    assert g["features"].dtype == np.float32 and g["features"].shape == (len(names), 32)
+    np.testing.assert_allclose(np.linalg.norm(g["features"], axis=1), 1.0, rtol=1e-5)
+
+
+def test_extract_onnx_matches_checkpoint(env):
+    root, _, run, gallery = env
+    onnx_path = root / "m.onnx"
+    assert (
+        main(
+            ["export", "onnx", "--checkpoint", str(run), "--out", str(onnx_path), "--dynamic-batch"]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "extract",
+                "--onnx",
+                str(onnx_path),
+                "--images",
+                str(gallery),
+                "--out",
+                str(root / "g_onnx.npz"),
+                "--batch-size",
+                "5",
+            ]
+        )
+        == 0
+    )
+    a, b = _load(root / "g.npz"), _load(root / "g_onnx.npz")
+    assert a["paths"].tolist() == b["paths"].tolist()
+    assert np.abs(a["features"] - b["features"]).max() <= 1e-4
+
+
+def test_index_flat_search_json_equals_brute_force(env, capsys):
+    root, syn, run, _ = env
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--features",
+                str(root / "g.npz"),
+                "--out",
+                str(root / "ix"),
+                "--kind",
+                "flat",
+            ]
+        )
+        == 0
+    )
+    queries = sorted(str(p) for p in (syn / "query").iterdir())[:3]
+    # the query features through the extract command, the distances by hand
+    assert (
+        main(
+            [
+                "extract",
+                "--checkpoint",
+                str(run),
+                "--images",
+                *queries,
+                "--out",
+                str(root / "q.npz"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(root / "ix"),
+                "--checkpoint",
+                str(run),
+                "--query",
+                *queries,
+                "-k",
+                "10",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    answers = json.loads(capsys.readouterr().out)
+    g, q = _load(root / "g.npz"), _load(root / "q.npz")
+    assert [a["query"] for a in answers] == queries == q["paths"].tolist()
+    for qi, ans in enumerate(answers):
+        d = ((g["features"].astype(np.float64) - q["features"][qi].astype(np.float64)) ** 2).sum(1)
+        order = np.argsort(d, kind="stable")[:10]
+        assert [r["path"] for r in ans["results"]] == g["paths"][order].tolist()
+        assert [r["rank"] for r in ans["results"]] == list(range(1, 11))
+        np.testing.assert_allclose([r["distance"] for r in ans["results"]], d[order], atol=1e-5)
+
+
+def test_search_help_names_the_distance(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "squared Euclidean" in out and "L2-normalized" in out
+
+
+def test_index_add_appends(env, capsys):
+    root, syn, run, _ = env
+    ix = root / "ix_add"
+    train = syn / "bounding_box_train"
+    assert main(["index", "build", "--features", str(root / "g.npz"), "--out", str(ix)]) == 0
+    assert (
+        main(
+            [
+                "extract",
+                "--checkpoint",
+                str(run),
+                "--images",
+                str(train),
+                "--out",
+                str(root / "t.npz"),
+            ]
+        )
+        == 0
+    )
+    assert main(["index", "add", "--index", str(ix), "--features", str(root / "t.npz")]) == 0
+    meta = json.loads((ix / "meta.json").read_text())
+    n_g, n_t = len(_load(root / "g.npz")["paths"]), len(_load(root / "t.npz")["paths"])
+    assert meta["count"] == n_g + n_t
+    # adding the same files again is refused, naming one of them
+    assert main(["index", "add", "--index", str(ix), "--features", str(root / "t.npz")]) == 2
+    assert "already in index" in capsys.readouterr().err
+
+
+def test_unreadable_image_fails_unless_skip_bad(env, tmp_path, capsys):
+    root, _, run, gallery = env
+    folder = tmp_path / "imgs"
+    shutil.copytree(gallery, folder)
+    bad = folder / "0001_c1s1_000000_00.jpg"
+    bad.write_text("not a jpeg")
+    out = tmp_path / "f.npz"
+    assert (
+        main(["extract", "--checkpoint", str(run), "--images", str(folder), "--out", str(out)]) == 2
+    )
+    assert str(bad) in capsys.readouterr().err and not out.exists()
+    assert (
+        main(
+            [
+                "extract",
+                "--checkpoint",
+                str(run),
+                "--images",
+                str(folder),
+                "--out",
+                str(out),
+                "--skip-bad",
+            ]
+        )
+        == 0
+    )
+    assert f"skipped {bad}" in capsys.readouterr().err
+    assert str(bad) not in _load(out)["paths"].tolist()
+
+
+def test_search_errors_name_the_fault(env, tmp_path, capsys):
+    root, syn, run, _ = env
+    if not (root / "ix").exists():
+        main(["index", "build", "--features", str(root / "g.npz"), "--out", str(root / "ix")])
+    query = sorted(str(p) for p in (syn / "query").iterdir())[0]
+    other = _tiny_run(tmp_path / "other", 8)  # 16-d model vs the 32-d index
+    assert (
+        main(["search", "--index", str(root / "ix"), "--checkpoint", str(other), "--query", query])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "16-d" in err and "32-d" in err and str(root / "ix") in err
+    not_image = tmp_path / "query.jpg"
+    not_image.write_text("text")
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(root / "ix"),
+                "--checkpoint",
+                str(run),
+                "--query",
+                str(not_image),
+            ]
+        )
+        == 2
+    )
+    assert str(not_image) in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "noindex"),
+                "--checkpoint",
+                str(run),
+                "--query",
+                query,
+            ]
+        )
+        == 2
+    )
+    assert "noindex" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "extract",
+                "--checkpoint",
+                str(run),
+                "--images",
+                str(tmp_path / "nodir"),
+                "--out",
+                str(tmp_path / "x.npz"),
+            ]
+        )
+        == 2
+    )
+    assert "nodir" in capsys.readouterr().err
