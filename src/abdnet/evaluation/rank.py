@@ -1,0 +1,520 @@
+"""Market-1501 ranking metrics: CMC and mAP as torchreid computes them, mINP as fast-reid.
+
+Protocol (torchreid ``eval_market1501``): for each query, gallery images with the query's
+pid *and* camera are removed ("junk"); a query left with no gallery image of its pid is
+skipped (and counted); CMC is averaged over the valid queries; the AP of a query is
+``mean_i (i / rank_i)`` over its matches (``rank_i`` 1-based among the kept gallery);
+INP (Ye et al., "Deep Learning for Person Re-identification: A Survey", eq. of mINP, as
+fast-reid's ``rank.py``) is ``num_matches / rank_of_the_hardest_match``.
+
+How it is computed without sorting every row
+--------------------------------------------
+Every metric above is a function of the 0-based positions ``p_0 < p_1 < ...`` of a query's
+matches in its kept gallery list, and ``p_k = k + #{negatives closer than the k-th
+match}``. So per query we only need, for each of its few matches (the "thresholds"), the
+number of gallery distances below it. On the CPU the row is quantized to ``uint16`` keys by
+a monotone affine map focused on the matches' distance range; one ``bincount`` gives the
+exact count of keys below each threshold's key, and the few gallery items whose key equals
+a threshold's key are compared exactly. On CUDA the row is sorted (fast there) and the
+thresholds are located by ``searchsorted``. Both give exact counts of ``<`` and ``<=``.
+
+Ties: when a match and a non-match (both kept) are at exactly the same distance the order
+between them is decided by ``np.argsort`` (numpy's default, not stable), which is what
+torchreid does; such rows (rare with float features) and rows with non-finite distances are
+recomputed with exactly torchreid's procedure on ``np.argsort`` of the float32 row, so the
+result equals torchreid's, ties included. Distances are compared in float32, as torchreid's
+compiled ``evaluate_cy`` casts them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["RankResult", "evaluate_rank", "evaluate_features", "pairwise_distance"]
+
+logger = logging.getLogger(__name__)
+
+ArrayLike = np.ndarray | torch.Tensor
+
+# Elements of a distance block processed at once (rows x gallery): 16 Mi float32 = 64 MiB.
+_BLOCK_ELEMENTS = 1 << 24
+_METRICS = ("euclidean", "cosine")
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """CMC curve, mAP and mINP of a query/gallery evaluation (all in 0..1).
+
+    ``cmc[k - 1]`` is the rank-k accuracy; ``num_valid`` queries had a valid match and were
+    averaged, ``num_skipped`` had none.
+    """
+
+    cmc: np.ndarray  # (max_rank,) float64
+    mAP: float
+    mINP: float
+    num_valid: int
+    num_skipped: int
+
+    def rank(self, k: int) -> float:
+        """Rank-``k`` accuracy (``k`` is 1-based)."""
+        if not 1 <= k <= len(self.cmc):
+            raise ValueError(f"rank k={k} is outside the CMC curve (1..{len(self.cmc)})")
+        return float(self.cmc[k - 1])
+
+    def as_dict(self) -> dict[str, float]:
+        """mAP, mINP, rank1/5/10 (NaN beyond the curve) and the query counts."""
+        out = {"mAP": self.mAP, "mINP": self.mINP}
+        for k in (1, 5, 10):
+            out[f"rank{k}"] = self.rank(k) if k <= len(self.cmc) else float("nan")
+        out["num_query_used"] = self.num_valid
+        out["num_query_skipped"] = self.num_skipped
+        return out
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+
+
+def _ids(x: ArrayLike, name: str) -> np.ndarray:
+    a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if a.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of integers, got shape {tuple(a.shape)}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.equal(np.mod(a, 1), 0)):
+            raise ValueError(
+                f"{name}: expected integer ids, got dtype {a.dtype} with fractional values"
+            )
+    return a.astype(np.int64, copy=False)
+
+
+def _check_ids(
+    num_q: int,
+    num_g: int,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    arrays = (
+        _ids(q_pids, "q_pids"),
+        _ids(g_pids, "g_pids"),
+        _ids(q_camids, "q_camids"),
+        _ids(g_camids, "g_camids"),
+    )
+    for name, arr, n, side in zip(
+        ("q_pids", "g_pids", "q_camids", "g_camids"),
+        arrays,
+        (num_q, num_g, num_q, num_g),
+        ("query", "gallery") * 2,
+    ):
+        if len(arr) != n:
+            raise ValueError(f"{name}: has {len(arr)} entries but {what} has {n} {side} items")
+    return arrays
+
+
+def _max_rank(max_rank: int, num_g: int) -> int:
+    if max_rank < 1:
+        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+    if num_g < max_rank:
+        # torchreid does the same (and prints a note).
+        logger.warning("gallery has only %d items: CMC truncated to max_rank=%d", num_g, num_g)
+        return num_g
+    return max_rank
+
+
+class _SamePid:
+    """For each query, the gallery items sharing its pid (matches and junk), padded."""
+
+    def __init__(
+        self, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray
+    ):
+        self.q_pids, self.g_pids, self.q_camids, self.g_camids = q_pids, g_pids, q_camids, g_camids
+        self.order = np.argsort(g_pids, kind="stable")
+        uniq, starts, counts = np.unique(g_pids[self.order], return_index=True, return_counts=True)
+        # the gallery is non-empty (checked by the callers), so uniq is too
+        where = np.searchsorted(uniq, q_pids).clip(max=len(uniq) - 1)
+        found = uniq[where] == q_pids
+        self.start = np.where(found, starts[where], 0)
+        self.count = np.where(found, counts[where], 0)
+
+    def block(self, rows: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(sidx, valid, pos)`` each ``(R, S)``: gallery index, padding mask, match mask."""
+        count = self.count[rows]
+        smax = max(int(count.max(initial=0)), 1)
+        ar = np.arange(smax)
+        valid = ar[None, :] < count[:, None]  # (R, S)
+        sidx = self.order[np.where(valid, self.start[rows, None] + ar[None, :], 0)]  # (R, S)
+        junk = valid & (self.g_camids[sidx] == self.q_camids[rows, None])
+        return sidx, valid, valid & ~junk
+
+
+# ---------------------------------------------------------------------------------------
+# per-block statistics: AP, INP, position of the first match, tie flag
+
+
+@dataclass
+class _Stats:
+    ap: np.ndarray  # (Q,) float64
+    inp: np.ndarray  # (Q,) float64
+    first: np.ndarray  # (Q,) int64, 0-based position of the first match among kept items
+    valid: np.ndarray  # (Q,) bool
+
+    @classmethod
+    def empty(cls, n: int) -> _Stats:
+        return cls(np.zeros(n), np.zeros(n), np.zeros(n, np.int64), np.zeros(n, bool))
+
+    def put(self, rows: np.ndarray, positions: list[np.ndarray]) -> None:
+        for r, p in zip(rows, positions):
+            k = np.arange(1, len(p) + 1)
+            self.ap[r] = np.mean(k / (p + 1.0))
+            self.inp[r] = len(p) / (p[-1] + 1.0)
+            self.first[r] = p[0]
+            self.valid[r] = True
+
+
+def _torchreid_rows(
+    dist: np.ndarray,
+    q_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_pids: np.ndarray,
+    g_camids: np.ndarray,
+) -> list[np.ndarray | None]:
+    """Positions of the matches per row by torchreid's own procedure (``np.argsort``).
+
+    ``dist`` is ``(R, G)`` float32: argsort of the float32 row reproduces torchreid's tie
+    order. Returns, per row, the sorted 0-based positions among kept items (None: no match).
+    """
+    order = np.argsort(dist, axis=1)  # numpy's default kind, as torchreid
+    match = g_pids[order] == q_pids[:, None]  # (R, G) in ranked order
+    keep = ~(match & (g_camids[order] == q_camids[:, None]))
+    kept_pos = np.cumsum(keep, axis=1) - 1  # position among kept items
+    out: list[np.ndarray | None] = []
+    for r in range(len(dist)):
+        p = kept_pos[r][match[r] & keep[r]]
+        out.append(p.astype(np.int64) if len(p) else None)
+    return out
+
+
+def _quantize(
+    x: np.ndarray, a: np.ndarray, b: np.ndarray, nbins: int, out: np.ndarray
+) -> np.ndarray:
+    """Monotone map to uint16 keys: ``clip(x * a + b, 0, nbins - 1)`` (float32 arithmetic).
+
+    Used identically for the row and its thresholds, so ``key(v) < key(t)`` implies
+    ``v < t`` and ``key(v) > key(t)`` implies ``v > t``; only equal keys need a look.
+    """
+    np.multiply(x, a, out=out)
+    np.add(out, b, out=out)
+    np.clip(out, 0, nbins - 1, out=out)
+    return out.astype(np.uint16)
+
+
+def _block_positions_cpu(
+    dist: np.ndarray, sidx: np.ndarray, valid: np.ndarray, pos: np.ndarray
+) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """Match positions per row of a float32 block ``(R, G)``; also the rows needing argsort."""
+    num_r, num_g = dist.shape
+    nbins = int(min(1 << 16, max(256, 1 << int(np.ceil(np.log2(max(num_g, 2)))))))
+    rows = np.arange(num_r)[:, None]
+    dsame = dist[rows, sidx]  # (R, S) distances of same-pid items
+    n_pos = pos.sum(1)
+    thr = np.sort(np.where(pos, dsame, np.inf), axis=1)  # (R, S) matches first, ascending
+    finite = np.isfinite(dist).all(axis=1)
+    fallback = ~finite & (n_pos > 0)
+
+    # Affine map focused on [first match, last match]: resolution where it is needed.
+    lo = thr[:, 0].astype(np.float64)
+    hi = thr[np.arange(num_r), np.maximum(n_pos - 1, 0)].astype(np.float64)
+    with np.errstate(all="ignore"):
+        a = (nbins - 3) / (hi - lo)
+        b = 1.5 - lo * a
+        bad = ~(np.isfinite(a) & np.isfinite(b) & (a > 0))
+        if bad.any():  # one match, or all matches at one distance: use the row's range
+            rmin = dist[bad].min(axis=1).astype(np.float64)
+            rmax = dist[bad].max(axis=1).astype(np.float64)
+            a[bad] = (nbins - 3) / (rmax - rmin)
+            b[bad] = 1.5 - rmin * a[bad]
+        bad = ~(np.isfinite(a) & np.isfinite(b) & (a > 0))
+        a[bad], b[bad] = 0.0, 0.0  # constant map: every item is looked at exactly
+    a32 = a.astype(np.float32)[:, None]
+    b32 = b.astype(np.float32)[:, None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        keys = _quantize(dist, a32, b32, nbins, np.empty_like(dist))  # (R, G) uint16
+        tkeys = _quantize(thr, a32, b32, nbins, np.empty_like(thr))  # (R, S) uint16
+
+    positions: list[np.ndarray | None] = [None] * num_r
+    flag = np.zeros(nbins, dtype=bool)
+    for r in np.flatnonzero((n_pos > 0) & finite):
+        n = int(n_pos[r])
+        t, tk = thr[r, :n], tkeys[r, :n].astype(np.int64)
+        hist = np.bincount(keys[r], minlength=nbins)
+        below = np.cumsum(hist) - hist  # below[k] = #{keys < k}
+        lt = below[tk]
+        le = lt.copy()
+        flag[tk] = True
+        amb = np.flatnonzero(flag[keys[r]])  # items sharing a key with some threshold
+        flag[tk] = False
+        same_key = keys[r, amb].astype(np.int64)[:, None] == tk[None, :]  # (A, n)
+        vals = dist[r, amb][:, None]
+        lt += (same_key & (vals < t[None, :])).sum(0)
+        le += (same_key & (vals <= t[None, :])).sum(0)
+        # remove the same-pid items (matches and junk) from the counts
+        s = np.sort(dsame[r, valid[r]])
+        neg_lt = lt - np.searchsorted(s, t, side="left")
+        neg_le = le - np.searchsorted(s, t, side="right")
+        if np.any(neg_le != neg_lt):  # a match tied with a non-match: torchreid's order
+            fallback[r] = True
+            continue
+        positions[r] = neg_lt + np.arange(n)
+    return positions, fallback
+
+
+def _block_positions_torch(
+    dist: torch.Tensor, sidx: np.ndarray, valid: np.ndarray, pos: np.ndarray
+) -> tuple[list[np.ndarray | None], np.ndarray]:
+    """As ``_block_positions_cpu`` by sorting each row (for CUDA tensors)."""
+    dev = dist.device
+    sidx_t = torch.from_numpy(sidx).to(dev)
+    valid_t = torch.from_numpy(valid).to(dev)
+    pos_t = torch.from_numpy(pos).to(dev)
+    inf = torch.tensor(float("inf"), device=dev)
+    dsame = dist.gather(1, sidx_t)  # (R, S)
+    thr = torch.where(pos_t, dsame, inf).sort(1).values  # (R, S)
+    srt = dist.sort(1).values  # (R, G)
+    lt = torch.searchsorted(srt, thr, right=False)
+    le = torch.searchsorted(srt, thr, right=True)
+    same = torch.where(valid_t, dsame, inf).sort(1).values
+    n_valid = valid_t.sum(1, keepdim=True)
+    lt = lt - torch.searchsorted(same, thr, right=False)
+    # padding is +inf, which is <= an infinite threshold: clamp to the real count
+    le = le - torch.minimum(torch.searchsorted(same, thr, right=True), n_valid)
+    n_pos = pos.sum(1)
+    lt_np, le_np = lt.cpu().numpy(), le.cpu().numpy()
+    finite = torch.isfinite(dist).all(1).cpu().numpy()
+    fallback = ~finite & (n_pos > 0)
+    positions: list[np.ndarray | None] = [None] * len(n_pos)
+    for r in np.flatnonzero((n_pos > 0) & finite):
+        n = int(n_pos[r])
+        if np.any(le_np[r, :n] != lt_np[r, :n]):
+            fallback[r] = True
+            continue
+        positions[r] = lt_np[r, :n] + np.arange(n)
+    return positions, fallback
+
+
+def _accumulate(
+    stats: _Stats, same: _SamePid, rows: slice, dist: torch.Tensor | np.ndarray
+) -> None:
+    """Fill ``stats`` for the query ``rows`` of a ``(R, G)`` distance block."""
+    sidx, valid, pos = same.block(rows)
+    idx = np.arange(rows.start, rows.stop)
+    if isinstance(dist, torch.Tensor) and dist.device.type != "cpu":
+        dist = dist.float()
+        positions, fallback = _block_positions_torch(dist, sidx, valid, pos)
+        dist_np = None
+    else:
+        dist_np = dist.detach().cpu().numpy() if isinstance(dist, torch.Tensor) else dist
+        dist_np = np.ascontiguousarray(dist_np, dtype=np.float32)
+        positions, fallback = _block_positions_cpu(dist_np, sidx, valid, pos)
+    if fallback.any():
+        fb = np.flatnonzero(fallback)
+        rows_np = (
+            dist_np[fb]
+            if dist_np is not None
+            else dist[torch.from_numpy(fb).to(dist.device)].cpu().numpy()
+        )
+        exact = _torchreid_rows(
+            rows_np, same.q_pids[idx[fb]], same.q_camids[idx[fb]], same.g_pids, same.g_camids
+        )
+        for r, p in zip(fb, exact):
+            positions[r] = p
+    keep = [i for i, p in enumerate(positions) if p is not None]
+    stats.put(idx[keep], [positions[i] for i in keep])
+
+
+def _finish(stats: _Stats, max_rank: int) -> RankResult:
+    num_valid = int(stats.valid.sum())
+    if num_valid == 0:
+        raise ValueError("no query has a gallery match from another camera: nothing to evaluate")
+    first = stats.first[stats.valid]
+    hits = np.bincount(np.minimum(first, max_rank), minlength=max_rank + 1)[:max_rank]
+    cmc = np.cumsum(hits) / num_valid
+    return RankResult(
+        cmc=cmc.astype(np.float64),
+        mAP=float(stats.ap[stats.valid].mean()),
+        mINP=float(stats.inp[stats.valid].mean()),
+        num_valid=num_valid,
+        num_skipped=int(len(stats.valid) - num_valid),
+    )
+
+
+def _row_blocks(num_q: int, num_g: int, chunk_size: int | None) -> Iterator[slice]:
+    step = chunk_size if chunk_size is not None else max(1, _BLOCK_ELEMENTS // max(num_g, 1))
+    if step < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    for start in range(0, num_q, step):
+        yield slice(start, min(start + step, num_q))
+
+
+# ---------------------------------------------------------------------------------------
+# public API
+
+
+def evaluate_rank(
+    distmat: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 50,
+    *,
+    chunk_size: int | None = None,
+) -> RankResult:
+    """CMC/mAP/mINP of a ``(num_query, num_gallery)`` distance matrix, Market-1501 protocol.
+
+    Equals torchreid's ``evaluate_rank`` (CMC, mAP) and fast-reid's mINP, ties included
+    (see the module docstring). ``distmat`` may be a numpy array or a torch tensor (CPU or
+    CUDA); it is compared in float32. The CMC has ``min(max_rank, num_gallery)`` entries.
+    """
+    if isinstance(distmat, torch.Tensor):
+        dist = distmat.detach()
+    else:
+        dist = np.asarray(distmat)
+    if dist.ndim != 2:
+        raise ValueError(
+            f"distmat: expected a 2-D (num_query, num_gallery) matrix, got shape {tuple(dist.shape)}"
+        )
+    num_q, num_g = dist.shape
+    ids = _check_ids(
+        num_q, num_g, q_pids, g_pids, q_camids, g_camids, f"distmat {tuple(dist.shape)}"
+    )
+    if num_q == 0 or num_g == 0:
+        raise ValueError(f"distmat: empty query or gallery (shape {tuple(dist.shape)})")
+    max_rank = _max_rank(max_rank, num_g)
+    same = _SamePid(*ids)
+    stats = _Stats.empty(num_q)
+    for rows in _row_blocks(num_q, num_g, chunk_size):
+        _accumulate(stats, same, rows, dist[rows])
+    return _finish(stats, max_rank)
+
+
+def _as_features(x: ArrayLike, name: str) -> torch.Tensor:
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if t.ndim != 2:
+        raise ValueError(
+            f"{name}: expected a 2-D (num_items, dim) feature matrix, got shape {tuple(t.shape)}"
+        )
+    if not t.is_floating_point():
+        t = t.float()
+    elif t.dtype in (torch.float16, torch.bfloat16):
+        t = t.float()  # half-precision products lose ranking resolution
+    return t
+
+
+def _prepare(
+    qf: torch.Tensor, gf: torch.Tensor, metric: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if metric not in _METRICS:
+        raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
+    if qf.shape[1] != gf.shape[1]:
+        raise ValueError(
+            f"qf {tuple(qf.shape)} and gf {tuple(gf.shape)}: feature dimensions differ"
+        )
+    if qf.device != gf.device:
+        raise ValueError(f"qf is on {qf.device} but gf is on {gf.device}")
+    dtype = torch.promote_types(qf.dtype, gf.dtype)
+    qf, gf = qf.to(dtype), gf.to(dtype)
+    if metric == "cosine":
+        qf = torch.nn.functional.normalize(qf, dim=1)
+        gf = torch.nn.functional.normalize(gf, dim=1)
+        return qf, gf, torch.empty(0, dtype=dtype, device=gf.device)
+    return qf, gf, gf.pow(2).sum(1)  # (G,)
+
+
+def _distance_block(
+    q: torch.Tensor, gf: torch.Tensor, g_sq: torch.Tensor, metric: str
+) -> torch.Tensor:
+    """``(R, G)`` distances: squared Euclidean as torchreid's expansion, or 1 - cosine."""
+    if metric == "euclidean":
+        # ||q||^2 + ||g||^2 - 2 q.g, the order of operations torchreid uses
+        d = q.pow(2).sum(1, keepdim=True) + g_sq[None, :]  # (R, G)
+        return d.addmm_(q, gf.T, beta=1, alpha=-2)
+    return torch.mm(q, gf.T).neg_().add_(1)
+
+
+def pairwise_distance(
+    qf: ArrayLike, gf: ArrayLike, metric: str = "euclidean", *, chunk_size: int | None = None
+) -> torch.Tensor:
+    """Full ``(Q, G)`` distance matrix, computed in the same chunks as ``evaluate_features``.
+
+    ``euclidean`` is the *squared* Euclidean distance (torchreid, official ABD-Net code);
+    ``cosine`` is ``1 - cos``.
+    """
+    q, g = _as_features(qf, "qf"), _as_features(gf, "gf")
+    q, g, g_sq = _prepare(q, g, metric)
+    out = torch.empty(q.shape[0], g.shape[0], dtype=q.dtype, device=q.device)
+    for rows in _row_blocks(q.shape[0], g.shape[0], chunk_size):
+        out[rows] = _distance_block(q[rows], g, g_sq, metric)
+    return out
+
+
+def evaluate_features(
+    qf: ArrayLike,
+    gf: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 50,
+    metric: str = "euclidean",
+    *,
+    chunk_size: int | None = None,
+    rerank: bool = False,
+    aqe: bool = False,
+) -> RankResult:
+    """``evaluate_rank`` of the ``metric`` distances of ``qf (Q, D)`` to ``gf (G, D)``, chunked.
+
+    Never holds the full distance matrix: distances are computed ``chunk_size`` queries at
+    a time (default: about 16 Mi distances per block) on the features' device, and each
+    block is reduced to the positions of its queries' matches. Results equal
+    ``evaluate_rank(pairwise_distance(qf, gf, metric), ...)``, ties included.
+
+    ``aqe=True`` first applies average query expansion (``query_expansion.average_query_expansion``);
+    ``rerank=True`` uses k-reciprocal re-ranking (``rerank.k_reciprocal_rerank``), which
+    needs the query+gallery neighbourhoods and therefore a full (float32) distance matrix.
+    """
+    q, g = _as_features(qf, "qf"), _as_features(gf, "gf")
+    ids = _check_ids(
+        q.shape[0],
+        g.shape[0],
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        f"qf/gf {q.shape[0]}x{g.shape[0]}",
+    )
+    if q.shape[0] == 0 or g.shape[0] == 0:
+        raise ValueError(f"empty query ({q.shape[0]}) or gallery ({g.shape[0]}) features")
+    if aqe:
+        from abdnet.evaluation.query_expansion import average_query_expansion
+
+        q = average_query_expansion(q, g, metric=metric)
+    if rerank:
+        from abdnet.evaluation.rerank import k_reciprocal_rerank
+
+        dist = k_reciprocal_rerank(q, g, metric=metric)
+        return evaluate_rank(dist, *ids, max_rank=max_rank)
+    q, g, g_sq = _prepare(q, g, metric)
+    max_rank = _max_rank(max_rank, g.shape[0])
+    same = _SamePid(*ids)
+    stats = _Stats.empty(q.shape[0])
+    with torch.no_grad():
+        for rows in _row_blocks(q.shape[0], g.shape[0], chunk_size):
+            _accumulate(stats, same, rows, _distance_block(q[rows], g, g_sq, metric))
+    return _finish(stats, max_rank)
