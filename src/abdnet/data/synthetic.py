@@ -503,7 +503,7 @@ def _render(
 def write_synthetic(
     out_dir: str | Path, config: SyntheticConfig | None = None, *, overwrite: bool = False
 ) -> Path:
-    """Render the synthetic set to ``out_dir`` in the Market-1501 layout (JPEG, quality 95).
+    """Render the synthetic set to ``out_dir`` in the Market-1501 layout (JPEG, quality 95, no chroma subsampling).
 
     Writes ``bounding_box_train/``, ``query/``, ``bounding_box_test/``, the marker file
     ``ABDNET_SYNTHETIC.json`` (generator settings and counts; lets auto-detection name the
@@ -513,10 +513,10 @@ def write_synthetic(
     gen = SyntheticReID(config)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out}: exists and is not a folder")
+        raise ValueError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FileExistsError(
+            raise ValueError(
                 f"--out {out}: folder is not empty (use --overwrite to replace a synthetic set)"
             )
         for folder in ("bounding_box_train", "query", "bounding_box_test"):
@@ -524,7 +524,7 @@ def write_synthetic(
     for folder in ("bounding_box_train", "query", "bounding_box_test"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     for path, spec in gen._specs.items():
-        Image.fromarray(gen.render_array(*spec)).save(out / path, quality=95)
+        Image.fromarray(gen.render_array(*spec)).save(out / path, quality=95, subsampling=0)
     info = {
         "generator": "abdnet.data.synthetic",
         "config": asdict(gen.config),
