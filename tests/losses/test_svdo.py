@@ -75,8 +75,8 @@ def test_two_iterations_equal_the_closed_form(iters):
     est = power_iteration_eigs(X, iters=iters)
     # The same draws the implementation makes: one start vector per eigenvalue search.
     torch.manual_seed(123)
-    q_max = torch.randn(8, 12, 1)
-    q_min = torch.randn(8, 12, 1)
+    q_max = torch.rand(8, 12, 1)
+    q_min = torch.rand(8, 12, 1)
 
     lam_max = _eq5_closed_form(lam, V, q_max, iters)
     torch.testing.assert_close(est.lam_max.double(), lam_max, rtol=1e-5, atol=0)
@@ -100,9 +100,9 @@ def test_two_iterations_documented_bound():
     """The bound in the svdo module docstring, on 400 random matrices of two kinds.
 
     Always (theory): lambda_1_hat <= lambda_1 and 0 <= estimated spread <= true spread.
-    Measured: post-ReLU feature Grams (dominant mean direction) give lambda_1 to < 1e-3 in
-    the median and the spread within 10%; flat Wishart spectra (random weights) under-estimate
-    the spread by 10-50%.
+    Measured: post-ReLU feature Grams (dominant mean direction) give lambda_1 to < 1e-3 and
+    the spread within 10%; flat Wishart spectra (random weights) under-estimate the spread by
+    5-50%.
     """
     torch.manual_seed(7)
     relu = torch.relu(torch.randn(200, 32, 128))
@@ -112,7 +112,7 @@ def test_two_iterations_documented_bound():
         assert (err_max <= 1e-5).all()
         assert (err_spread <= 1e-5).all() and (err_spread >= -1.0).all()
     err_max, err_spread = _relative_errors(relu, iters=2)
-    assert err_max.abs().median() < 1e-3
+    assert err_max.abs().max() < 1e-3
     assert err_spread.min() > -0.10
     err_max, err_spread = _relative_errors(gauss, iters=2)
     assert -0.5 < err_spread.min() and err_spread.max() < -0.05
