@@ -3,6 +3,18 @@
 Imports nothing else of abdnet.
 """
 
+from abdnet.evaluation.flip import FLIP_MODES, flip_average
+from abdnet.evaluation.query_expansion import average_query_expansion
 from abdnet.evaluation.rank import RankResult, evaluate_features, evaluate_rank, pairwise_distance
+from abdnet.evaluation.rerank import k_reciprocal_rerank
 
-__all__ = ["RankResult", "evaluate_rank", "evaluate_features", "pairwise_distance"]
+__all__ = [
+    "RankResult",
+    "evaluate_rank",
+    "evaluate_features",
+    "pairwise_distance",
+    "k_reciprocal_rerank",
+    "average_query_expansion",
+    "flip_average",
+    "FLIP_MODES",
+]
