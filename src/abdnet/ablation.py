@@ -266,12 +266,22 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _metrics_from(obj: Any) -> dict[str, float]:
-    """top-1/5/10, mAP, mINP from an EvalReport / RankResult (``cmc``, ``mAP``, ``mINP``)."""
-    for attr in ("rank_result", "result", "rank", "metrics"):
-        inner = getattr(obj, attr, None)
-        if inner is not None and hasattr(inner, "cmc"):
-            obj = inner
-            break
+    """top-1/5/10, mAP, mINP from an EvalReport / RankResult (``cmc``, ``mAP``, ``mINP``) or
+    from the trainer's test dict (``rank1``, ``rank5``, ``rank10``, ``mAP``, ``mINP``)."""
+    if isinstance(obj, dict):
+        try:
+            return {
+                "top1": float(obj["rank1"]),
+                "top5": float(obj["rank5"]),
+                "top10": float(obj["rank10"]),
+                "mAP": float(obj["mAP"]),
+                "mINP": float(obj["mINP"]),
+            }
+        except KeyError as exc:
+            raise ValueError(f"test metrics lack {exc}") from None
+    inner = getattr(obj, "result", None)
+    if inner is not None and hasattr(inner, "cmc"):
+        obj = inner
     cmc = getattr(obj, "cmc", None)
     if cmc is None:
         raise ValueError(f"cannot read CMC/mAP from {type(obj).__name__}")
@@ -286,6 +296,23 @@ def _metrics_from(obj: Any) -> dict[str, float]:
         "mAP": float(obj.mAP),
         "mINP": float(obj.mINP),
     }
+
+
+def _training_seconds(run_dir: Path) -> float | None:
+    """Sum of the per-epoch training times in the run's ``metrics.jsonl`` (all sessions of a
+    resumed run; a re-run epoch counts once), or None without that file."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    per_epoch: dict[Any, float] = {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by an interruption
+        if isinstance(rec, dict) and "seconds" in rec:
+            per_epoch[rec.get("epoch", len(per_epoch))] = float(rec["seconds"])
+    return sum(per_epoch.values()) if per_epoch else None
 
 
 def _default_train(cfg: Config, out_dir: Path, resume: bool) -> Any:

@@ -179,6 +179,7 @@ def attention_figure(
         "models": [],
     }
     shown_ref = None
+    tap_names: list[str] = []
     for vm in models:
         key, ftap = _pick_tap(vm, tap, layer)
         images, shown = _batch(dataset, queries, vm)
@@ -206,13 +207,9 @@ def attention_figure(
         vm.model.eval()
         rcap = capture_taps(vm.model, images, {key: ftap}, lambda o, t=target: ranking_score(o, t))
         ram = grad_cam(rcap.maps[key], rcap.gradients[key])
-        columns.append(
-            (
-                f"{vm.label}\nGrad-CAM ({ftap.label.split(' before')[0]})",
-                _overlays(shown_ref, gc, size),
-            )
-        )
-        columns.append((f"{vm.label}\nRAM (top-1 match)", _overlays(shown_ref, ram, size)))
+        tap_names.append(f"{vm.label}: {ftap.label}")
+        columns.append((f"{vm.label}\nGrad-CAM", _overlays(shown_ref, gc, size)))
+        columns.append((f"{vm.label}\nRAM", _overlays(shown_ref, ram, size)))
         entry = {
             "label": vm.label,
             "tap": ftap.label,
@@ -240,9 +237,7 @@ def attention_figure(
                 lo = resp.flatten(1).amin(1)[:, None, None]
                 hi = resp.flatten(1).amax(1)[:, None, None]
                 resp = (resp - lo) / (hi - lo).clamp_min(1e-12)
-                columns.append(
-                    (f"{vm.label}\nraw {name} (channel mean)", _overlays(shown_ref, resp, size))
-                )
+                columns.append((f"{vm.label}\nraw {name}", _overlays(shown_ref, resp, size)))
                 entry["raw"][name] = np.round(resp.cpu().numpy(), 5).tolist()
         numbers["models"].append(entry)
 
@@ -264,7 +259,13 @@ def attention_figure(
     fig.colorbar(
         mappable, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label="normalized activation"
     )
-    fig.suptitle("Attention: Grad-CAM [73] and ranking activation map (RAM) [74]", fontsize=10)
+    fig.suptitle(
+        "Grad-CAM [73] (predicted class) and ranking activation map RAM [74] (top-1 gallery match)"
+        + ("; raw = channel mean of the module output" if raw else "")
+        + "\n"
+        + "; ".join(tap_names),
+        fontsize=8,
+    )
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return numbers
