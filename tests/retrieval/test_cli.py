@@ -290,3 +290,95 @@ def test_search_errors_name_the_fault(env, tmp_path, capsys):
         == 2
     )
     assert "nodir" in capsys.readouterr().err
+
+
+def test_index_build_option_errors(env, capsys):
+    root, _, _, _ = env
+    feats = str(root / "g.npz")
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--features",
+                feats,
+                "--out",
+                str(root / "e1"),
+                "--kind",
+                "flat",
+                "--nlist",
+                "4",
+            ]
+        )
+        == 2
+    )
+    assert "--nlist" in capsys.readouterr().err
+    # a gallery of a few dozen vectors cannot train 2**8 PQ centroids
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--features",
+                feats,
+                "--out",
+                str(root / "e2"),
+                "--kind",
+                "ivfpq",
+                "--nlist",
+                "4",
+                "--m",
+                "4",
+            ]
+        )
+        == 2
+    )
+    assert "too few training vectors" in capsys.readouterr().err
+    assert (
+        main(["index", "build", "--features", str(root / "none.npz"), "--out", str(root / "e3")])
+        == 2
+    )
+    assert "none.npz" in capsys.readouterr().err
+
+
+def test_index_hnsw_cli_finds_exact_neighbours_on_small_gallery(env, capsys):
+    root, syn, run, _ = env
+    out = root / "ix_hnsw"
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--features",
+                str(root / "g.npz"),
+                "--out",
+                str(out),
+                "--kind",
+                "hnsw",
+            ]
+        )
+        == 0
+    )
+    g = _load(root / "g.npz")
+    query = g["paths"][3]  # a gallery image is its own nearest neighbour, distance ~0
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(out),
+                "--checkpoint",
+                str(run),
+                "--query",
+                query,
+                "-k",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    ans = json.loads(capsys.readouterr().out)
+    assert ans[0]["results"][0]["path"] == query
+    assert ans[0]["results"][0]["distance"] < 1e-6
