@@ -3,6 +3,7 @@
 from abdnet.models.abdnet import OW_SCOPES, ABDNet, build_model, build_model_from_config
 from abdnet.models.attention import CAM, PAM
 from abdnet.models.backbones import BACKBONES, Trunk, build_trunk
+from abdnet.models.io import LoadedModel, load_model, resolve_checkpoint, save_model
 from abdnet.models.official import OfficialABDNet, canonical_official_state_dict, load_official
 from abdnet.models.output import ModelOutput
 from abdnet.models.svd_layer import EigenLayer, svd_restraint_
@@ -22,5 +23,9 @@ __all__ = [
     "build_model",
     "build_model_from_config",
     "load_official",
+    "LoadedModel",
+    "save_model",
+    "load_model",
+    "resolve_checkpoint",
     "canonical_official_state_dict",
 ]
