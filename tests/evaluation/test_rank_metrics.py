@@ -16,17 +16,18 @@ CASES = sorted(
 )
 
 
-def slow_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+def slow_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, kind=None):
     """torchreid's per-query Market-1501 loop, plus fast-reid's INP, written out plainly.
 
-    Ranking is ``np.argsort`` of the float32 row (numpy's default kind), as torchreid.
+    Ranking is ``np.argsort`` of the float32 row: numpy's default kind, as torchreid, or
+    ``kind="stable"`` (equal distances in gallery-index order).
     """
     distmat = np.asarray(distmat, dtype=np.float32)
     num_q, num_g = distmat.shape
     max_rank = min(max_rank, num_g)
     all_cmc, all_ap, all_inp = [], [], []
     for i in range(num_q):
-        order = np.argsort(distmat[i])
+        order = np.argsort(distmat[i], kind=kind)
         raw = []
         for j in order:
             if g_pids[j] == q_pids[i] and g_camids[j] == q_camids[i]:
@@ -99,10 +100,12 @@ def test_reference_cases_found():
 def test_equals_slow_reference(seed, levels):
     p = random_problem(seed, levels=levels)
     ref = slow_reference(*p)
+    ref_stable = slow_reference(*p, kind="stable")
     for chunk in (None, 1, 7):
         r = evaluate_rank(*p, chunk_size=chunk)
         assert_same(r, ref)
         assert r.num_skipped == len(p[1]) - ref[3]
+        assert_same(evaluate_rank(*p, chunk_size=chunk, ties="stable"), ref_stable)
     assert r.num_skipped > 0  # the problem really has queries without a valid match
 
 
@@ -112,8 +115,11 @@ def test_ties_are_exercised():
     distmat, q_pids, g_pids, q_camids, g_camids = random_problem(3, levels=7)
     same = rank_mod._SamePid(q_pids, g_pids, q_camids, g_camids)
     sidx, valid, pos = same.block(slice(0, len(q_pids)))
-    _, fallback = rank_mod._block_positions_cpu(distmat, sidx, valid, pos)
+    args = (distmat, sidx, valid, pos, g_pids, q_pids)
+    _, fallback = rank_mod._block_positions_cpu(*args, "torchreid")
     assert fallback.sum() > len(q_pids) // 2
+    _, fallback = rank_mod._block_positions_cpu(*args, "stable")
+    assert not fallback.any()  # stable ties are resolved without sorting
 
 
 def test_torch_inputs_and_float64():
@@ -127,14 +133,14 @@ def test_torch_inputs_and_float64():
 
 def test_sorting_path_equals_histogram_path():
     # the CUDA path (row sort + searchsorted) and the CPU path (uint16 histogram) agree
-    for levels in (None, 5):
+    for levels, ties in ((None, "torchreid"), (5, "torchreid"), (5, "stable"), (300, "stable")):
         distmat, q_pids, g_pids, q_camids, g_camids = random_problem(
             5, num_q=30, num_g=2000, levels=levels
         )
         same = rank_mod._SamePid(q_pids, g_pids, q_camids, g_camids)
         sidx, valid, pos = same.block(slice(0, 30))
-        a, fa = rank_mod._block_positions_cpu(distmat, sidx, valid, pos)
-        b, fb = rank_mod._block_positions_torch(torch.from_numpy(distmat), sidx, valid, pos)
+        a, fa = rank_mod._block_positions_cpu(distmat, sidx, valid, pos, g_pids, q_pids, ties)
+        b, fb = rank_mod._block_positions_torch(torch.from_numpy(distmat), sidx, valid, pos, ties)
         np.testing.assert_array_equal(fa, fb)
         for x, y in zip(a, b):
             assert (x is None) == (y is None)
@@ -199,12 +205,13 @@ def test_features_chunked_equal_full_matrix(metric):
         # whose distances are tie-free (the matrix product's rounding may differ by chunk)
         qf, gf = np.round(qf), np.round(gf)
     full = pairwise_distance(torch.from_numpy(qf), torch.from_numpy(gf), metric)
-    ref = evaluate_rank(full, q_pids, g_pids, q_cams, g_cams)
-    for chunk in (None, 1, 5, 64):
-        r = evaluate_features(
-            qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric, chunk_size=chunk
-        )
-        assert_same(r, (ref.cmc, ref.mAP, ref.mINP, ref.num_valid), tol=1e-12)
+    for ties in ("torchreid", "stable"):
+        ref = evaluate_rank(full, q_pids, g_pids, q_cams, g_cams, ties=ties)
+        for chunk in (None, 1, 5, 64):
+            r = evaluate_features(
+                qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric, chunk_size=chunk, ties=ties
+            )
+            assert_same(r, (ref.cmc, ref.mAP, ref.mINP, ref.num_valid), tol=1e-12)
     # and the full matrix is the metric's distance (checked by torch.cdist)
     q64, g64 = torch.from_numpy(qf).double(), torch.from_numpy(gf).double()
     if metric == "euclidean":
@@ -255,6 +262,8 @@ def test_bad_inputs_give_clear_errors():
         )
     with pytest.raises(ValueError, match="q_pids"):
         evaluate_features(np.zeros((3, 4)), np.zeros((5, 4)), [1, 2], [1] * 5, [0] * 3, [1] * 5)
+    with pytest.raises(ValueError, match="ties"):
+        evaluate_rank(d, q_pids, g_pids, q_cams, g_cams, ties="random")
     with pytest.raises(ValueError, match="rank k"):
         evaluate_rank(d, q_pids, g_pids, q_cams, g_cams, max_rank=5).rank(6)
 

@@ -184,13 +184,15 @@ def _torchreid_rows(
     q_camids: np.ndarray,
     g_pids: np.ndarray,
     g_camids: np.ndarray,
+    ties: str = "torchreid",
 ) -> list[np.ndarray | None]:
     """Positions of the matches per row by torchreid's own procedure (``np.argsort``).
 
     ``dist`` is ``(R, G)`` float32: argsort of the float32 row reproduces torchreid's tie
     order. Returns, per row, the sorted 0-based positions among kept items (None: no match).
     """
-    order = np.argsort(dist, axis=1)  # numpy's default kind, as torchreid
+    # numpy's default kind, as torchreid (or stable: gallery-index order among ties)
+    order = np.argsort(dist, axis=1, kind="stable" if ties == "stable" else None)
     match = g_pids[order] == q_pids[:, None]  # (R, G) in ranked order
     keep = ~(match & (g_camids[order] == q_camids[:, None]))
     kept_pos = np.cumsum(keep, axis=1) - 1  # position among kept items
@@ -216,15 +218,28 @@ def _quantize(
 
 
 def _block_positions_cpu(
-    dist: np.ndarray, sidx: np.ndarray, valid: np.ndarray, pos: np.ndarray
+    dist: np.ndarray,
+    sidx: np.ndarray,
+    valid: np.ndarray,
+    pos: np.ndarray,
+    g_pids: np.ndarray,
+    q_pids: np.ndarray,
+    ties: str,
 ) -> tuple[list[np.ndarray | None], np.ndarray]:
-    """Match positions per row of a float32 block ``(R, G)``; also the rows needing argsort."""
+    """Match positions per row of a float32 block ``(R, G)``; also the rows needing argsort.
+
+    ``ties="stable"`` orders items at equal distance by gallery index; ``"torchreid"``
+    flags rows where a match ties with a non-match (their order needs ``np.argsort``).
+    """
     num_r, num_g = dist.shape
     nbins = int(min(1 << 16, max(256, 1 << int(np.ceil(np.log2(max(num_g, 2)))))))
     rows = np.arange(num_r)[:, None]
     dsame = dist[rows, sidx]  # (R, S) distances of same-pid items
     n_pos = pos.sum(1)
-    thr = np.sort(np.where(pos, dsame, np.inf), axis=1)  # (R, S) matches first, ascending
+    # matches first, ascending by (distance, gallery index): the stable order among them
+    order = np.lexsort((np.where(pos, sidx, num_g), np.where(pos, dsame, np.inf)), axis=1)
+    thr = np.take_along_axis(np.where(pos, dsame, np.inf), order, 1)  # (R, S)
+    thr_g = np.take_along_axis(sidx, order, 1)  # (R, S) gallery index of each threshold
     finite = np.isfinite(dist).all(axis=1)
     fallback = ~finite & (n_pos > 0)
 
@@ -246,82 +261,89 @@ def _block_positions_cpu(
     b32 = b.astype(np.float32)[:, None]
     with np.errstate(invalid="ignore", over="ignore"):
         keys = _quantize(dist, a32, b32, nbins, np.empty_like(dist))  # (R, G) uint16
-        tkeys = _quantize(thr, a32, b32, nbins, np.empty_like(thr))  # (R, S) uint16
+        tkeys = _quantize(thr, a32, b32, nbins, np.empty_like(thr)).astype(np.int64)  # (R, S)
+        skeys = _quantize(dsame, a32, b32, nbins, np.empty_like(dsame)).astype(np.int64)  # (R, S)
 
     positions: list[np.ndarray | None] = [None] * num_r
     flag = np.zeros(nbins, dtype=bool)
     for r in np.flatnonzero((n_pos > 0) & finite):
         n = int(n_pos[r])
-        t, tk = thr[r, :n], tkeys[r, :n].astype(np.int64)
-        hist = np.bincount(keys[r], minlength=nbins)
-        below = np.cumsum(hist) - hist  # below[k] = #{keys < k}
-        lt = below[tk]
-        le = lt.copy()
+        t, tk = thr[r, :n], tkeys[r, :n]
+        kr = keys[r]
+        hist = np.bincount(kr, minlength=nbins)
+        lt = hist.cumsum()[tk] - hist[tk]  # #{items with key < key(t)}, same-pid items included
+        lt -= np.searchsorted(np.sort(skeys[r, valid[r]]), tk, side="left")  # now negatives only
         flag[tk] = True
-        amb = np.flatnonzero(flag[keys[r]])  # items sharing a key with some threshold
+        amb = np.flatnonzero(flag[kr])  # items sharing a key with some threshold
         flag[tk] = False
-        same_key = keys[r, amb].astype(np.int64)[:, None] == tk[None, :]  # (A, n)
+        amb = amb[g_pids[amb] != q_pids[r]]  # negatives only
+        same_key = kr[amb].astype(np.int64)[:, None] == tk[None, :]  # (A, n)
         vals = dist[r, amb][:, None]
         lt += (same_key & (vals < t[None, :])).sum(0)
-        le += (same_key & (vals <= t[None, :])).sum(0)
-        # remove the same-pid items (matches and junk) from the counts
-        s = np.sort(dsame[r, valid[r]])
-        neg_lt = lt - np.searchsorted(s, t, side="left")
-        neg_le = le - np.searchsorted(s, t, side="right")
-        if np.any(neg_le != neg_lt):  # a match tied with a non-match: torchreid's order
-            fallback[r] = True
-            continue
-        positions[r] = neg_lt + np.arange(n)
+        tied = same_key & (vals == t[None, :])  # (A, n) non-matches at a match's distance
+        if tied.any():
+            if ties == "torchreid":
+                fallback[r] = True
+                continue
+            lt += (tied & (amb[:, None] < thr_g[r, :n][None, :])).sum(0)  # gallery-index order
+        positions[r] = lt + np.arange(n)
     return positions, fallback
 
 
 def _block_positions_torch(
-    dist: torch.Tensor, sidx: np.ndarray, valid: np.ndarray, pos: np.ndarray
+    dist: torch.Tensor, sidx: np.ndarray, valid: np.ndarray, pos: np.ndarray, ties: str
 ) -> tuple[list[np.ndarray | None], np.ndarray]:
-    """As ``_block_positions_cpu`` by sorting each row (for CUDA tensors)."""
+    """As ``_block_positions_cpu`` by a stable sort of each row (for CUDA tensors)."""
     dev = dist.device
+    num_r, num_g = dist.shape
     sidx_t = torch.from_numpy(sidx).to(dev)
-    valid_t = torch.from_numpy(valid).to(dev)
-    pos_t = torch.from_numpy(pos).to(dev)
-    inf = torch.tensor(float("inf"), device=dev)
-    dsame = dist.gather(1, sidx_t)  # (R, S)
-    thr = torch.where(pos_t, dsame, inf).sort(1).values  # (R, S)
-    srt = dist.sort(1).values  # (R, G)
-    lt = torch.searchsorted(srt, thr, right=False)
-    le = torch.searchsorted(srt, thr, right=True)
-    same = torch.where(valid_t, dsame, inf).sort(1).values
-    n_valid = valid_t.sum(1, keepdim=True)
-    lt = lt - torch.searchsorted(same, thr, right=False)
-    # padding is +inf, which is <= an infinite threshold: clamp to the real count
-    le = le - torch.minimum(torch.searchsorted(same, thr, right=True), n_valid)
+    srt, order = dist.sort(dim=1, stable=True)  # (R, G)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(num_g, device=dev).expand(num_r, num_g))  # stable rank
+    rank_s = rank.gather(1, sidx_t).cpu().numpy()  # (R, S) stable rank of same-pid items
     n_pos = pos.sum(1)
-    lt_np, le_np = lt.cpu().numpy(), le.cpu().numpy()
     finite = torch.isfinite(dist).all(1).cpu().numpy()
     fallback = ~finite & (n_pos > 0)
-    positions: list[np.ndarray | None] = [None] * len(n_pos)
+    if ties == "torchreid":
+        # a match tied with a non-match: #items equal to its distance > #same-pid items equal
+        d_s = dist.gather(1, sidx_t)  # (R, S)
+        n_eq = (
+            (torch.searchsorted(srt, d_s, right=True) - torch.searchsorted(srt, d_s, right=False))
+            .cpu()
+            .numpy()
+        )
+        d_s = d_s.cpu().numpy()
+    positions: list[np.ndarray | None] = [None] * num_r
     for r in np.flatnonzero((n_pos > 0) & finite):
-        n = int(n_pos[r])
-        if np.any(le_np[r, :n] != lt_np[r, :n]):
-            fallback[r] = True
-            continue
-        positions[r] = lt_np[r, :n] + np.arange(n)
+        if ties == "torchreid":
+            vs = d_s[r, valid[r]]
+            same_eq = (vs[:, None] == d_s[r, pos[r]][None, :]).sum(0)
+            if np.any(n_eq[r, pos[r]] > same_eq):
+                fallback[r] = True
+                continue
+        junk = np.sort(rank_s[r, valid[r] & ~pos[r]])
+        rp = np.sort(rank_s[r, pos[r]])
+        positions[r] = rp - np.searchsorted(junk, rp)  # drop the junk ranked before each match
     return positions, fallback
 
 
 def _accumulate(
-    stats: _Stats, same: _SamePid, rows: slice, dist: torch.Tensor | np.ndarray
+    stats: _Stats, same: _SamePid, rows: slice, dist: torch.Tensor | np.ndarray, ties: str
 ) -> None:
     """Fill ``stats`` for the query ``rows`` of a ``(R, G)`` distance block."""
     sidx, valid, pos = same.block(rows)
     idx = np.arange(rows.start, rows.stop)
     if isinstance(dist, torch.Tensor) and dist.device.type != "cpu":
         dist = dist.float()
-        positions, fallback = _block_positions_torch(dist, sidx, valid, pos)
+        positions, fallback = _block_positions_torch(dist, sidx, valid, pos, ties)
         dist_np = None
     else:
         dist_np = dist.detach().cpu().numpy() if isinstance(dist, torch.Tensor) else dist
         dist_np = np.ascontiguousarray(dist_np, dtype=np.float32)
-        positions, fallback = _block_positions_cpu(dist_np, sidx, valid, pos)
+        q_pids = same.q_pids[idx]
+        positions, fallback = _block_positions_cpu(
+            dist_np, sidx, valid, pos, same.g_pids, q_pids, ties
+        )
     if fallback.any():
         fb = np.flatnonzero(fallback)
         rows_np = (
@@ -330,7 +352,7 @@ def _accumulate(
             else dist[torch.from_numpy(fb).to(dist.device)].cpu().numpy()
         )
         exact = _torchreid_rows(
-            rows_np, same.q_pids[idx[fb]], same.q_camids[idx[fb]], same.g_pids, same.g_camids
+            rows_np, same.q_pids[idx[fb]], same.q_camids[idx[fb]], same.g_pids, same.g_camids, ties
         )
         for r, p in zip(fb, exact):
             positions[r] = p
@@ -354,6 +376,14 @@ def _finish(stats: _Stats, max_rank: int) -> RankResult:
     )
 
 
+_TIES = ("torchreid", "stable")
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in _TIES:
+        raise ValueError(f"ties: expected one of {_TIES}, got {ties!r}")
+
+
 def _row_blocks(num_q: int, num_g: int, chunk_size: int | None) -> Iterator[slice]:
     step = chunk_size if chunk_size is not None else max(1, _BLOCK_ELEMENTS // max(num_g, 1))
     if step < 1:
@@ -374,6 +404,7 @@ def evaluate_rank(
     g_camids: ArrayLike,
     max_rank: int = 50,
     *,
+    ties: str = "torchreid",
     chunk_size: int | None = None,
 ) -> RankResult:
     """CMC/mAP/mINP of a ``(num_query, num_gallery)`` distance matrix, Market-1501 protocol.
@@ -399,8 +430,9 @@ def evaluate_rank(
     max_rank = _max_rank(max_rank, num_g)
     same = _SamePid(*ids)
     stats = _Stats.empty(num_q)
+    _check_ties(ties)
     for rows in _row_blocks(num_q, num_g, chunk_size):
-        _accumulate(stats, same, rows, dist[rows])
+        _accumulate(stats, same, rows, dist[rows], ties)
     return _finish(stats, max_rank)
 
 
@@ -474,6 +506,7 @@ def evaluate_features(
     max_rank: int = 50,
     metric: str = "euclidean",
     *,
+    ties: str = "stable",
     chunk_size: int | None = None,
     rerank: bool = False,
     aqe: bool = False,
@@ -489,6 +522,7 @@ def evaluate_features(
     ``rerank=True`` uses k-reciprocal re-ranking (``rerank.k_reciprocal_rerank``), which
     needs the query+gallery neighbourhoods and therefore a full (float32) distance matrix.
     """
+    _check_ties(ties)
     q, g = _as_features(qf, "qf"), _as_features(gf, "gf")
     ids = _check_ids(
         q.shape[0],
@@ -509,12 +543,12 @@ def evaluate_features(
         from abdnet.evaluation.rerank import k_reciprocal_rerank
 
         dist = k_reciprocal_rerank(q, g, metric=metric)
-        return evaluate_rank(dist, *ids, max_rank=max_rank)
+        return evaluate_rank(dist, *ids, max_rank=max_rank, ties=ties)
     q, g, g_sq = _prepare(q, g, metric)
     max_rank = _max_rank(max_rank, g.shape[0])
     same = _SamePid(*ids)
     stats = _Stats.empty(q.shape[0])
     with torch.no_grad():
         for rows in _row_blocks(q.shape[0], g.shape[0], chunk_size):
-            _accumulate(stats, same, rows, _distance_block(q[rows], g, g_sq, metric))
+            _accumulate(stats, same, rows, _distance_block(q[rows], g, g_sq, metric), ties)
     return _finish(stats, max_rank)
