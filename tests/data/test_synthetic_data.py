@@ -74,7 +74,12 @@ def test_identity_is_persistent_and_cameras_differ():
     assert np.abs(m0 - m1).max() > 5
 
 
-def test_bad_settings_are_named():
+def test_bad_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) idz"):
+        open_dataset("synthetic", idz=4)
+    (tmp_path / "x").mkdir()
+    with pytest.raises(ValueError, match="no known data set layout"):
+        open_dataset("synthetic", root=str(tmp_path / "x"))
     with pytest.raises(ValueError, match=r"data.synthetic.cams"):
         SyntheticReID(SyntheticConfig(cams=1))
     with pytest.raises(ValueError, match=r"data.synthetic.ids"):
@@ -115,6 +120,9 @@ def test_synth_cli_output_is_auto_detected_and_matches_memory(tmp_path, capsys):
     for split in ("train", "query", "gallery"):
         assert key(getattr(disk, split)) == key(getattr(mem, split))
     assert disk.pid_map == mem.pid_map
+    # name "synthetic" with a root reads the written set
+    from_cfg = build_dataset(DataConfig(name="synthetic", root=str(out)))
+    assert key(from_cfg.query) == key(disk.query) and from_cfg.root == str(out)
     # the file is a JPEG (quality 95, 4:4:4) of the in-memory image
     r_disk = sorted(disk.query, key=lambda r: Path(r.path).name)[0]
     r_mem = sorted(mem.query, key=lambda r: Path(r.path).name)[0]

@@ -322,7 +322,8 @@ def open_dataset(name_or_root: str | Path, **kw: Any) -> ReIDDataset:
     """A data set by built-in name or by path (layout auto-detected).
 
     - ``open_dataset("synthetic", ids=40, cams=4, ...)``: the in-memory synthetic set
-      (keyword arguments are ``SyntheticConfig`` fields, or ``config=SyntheticConfig(...)``).
+      (keyword arguments are ``SyntheticConfig`` fields, or ``config=SyntheticConfig(...)``);
+      with ``root=DIR``: the set ``abdnet synth`` wrote to DIR.
     - ``open_dataset("market1501", root=PATH)`` (also dukemtmcreid, msmt17, folder, csv):
       that parser on ``root``; ``root`` may also be a folder that contains the data set.
     - ``open_dataset(PATH)``: auto-detect (see ``detect_layout``); ``synth`` output is
@@ -330,10 +331,28 @@ def open_dataset(name_or_root: str | Path, **kw: Any) -> ReIDDataset:
     Remaining keywords go to the parser (e.g. ``combine_val`` for msmt17).
     """
     name = str(name_or_root)
+    if name == "synthetic" and kw.get("root"):
+        # a set written by ``abdnet synth``: read it from disk
+        root = Path(kw.pop("root")).expanduser()
+        kind, where = detect_layout(root)
+        if kind != "synthetic":
+            raise DatasetError(
+                f"{root}: not a synthetic set written by `abdnet synth` (no {SYNTHETIC_MARKER})"
+            )
+        return _parse(kind, where, **kw)
     if name == "synthetic":
         from .synthetic import SyntheticReID
 
-        config = kw.pop("config", None) or SyntheticConfig(**kw)
+        kw.pop("root", None)
+        config = kw.pop("config", None)
+        if config is None:
+            unknown = sorted(set(kw) - set(SyntheticConfig.__dataclass_fields__))
+            if unknown:
+                raise ValueError(
+                    f"open_dataset('synthetic'): unknown option(s) {', '.join(unknown)}; "
+                    f"expected SyntheticConfig fields {', '.join(SyntheticConfig.__dataclass_fields__)}"
+                )
+            config = SyntheticConfig(**kw)
         return SyntheticReID(config).dataset()
     if name in DATASET_NAMES or name == "auto":
         root = kw.pop("root", None)
@@ -364,10 +383,18 @@ def open_dataset(name_or_root: str | Path, **kw: Any) -> ReIDDataset:
 
 
 def build_dataset(cfg: DataConfig) -> ReIDDataset:
-    """The data set a ``DataConfig`` names (``name`` + ``root``; ``synthetic`` in memory)."""
+    """The data set a ``DataConfig`` names (``name`` + ``root``).
+
+    ``name: synthetic`` renders ``cfg.synthetic`` in memory, or reads ``root`` when it is
+    set (a folder written by ``abdnet synth``); ``name: auto`` detects the layout of ``root``.
+    """
     if cfg.name == "synthetic":
         if cfg.root:
-            log.info("data.name is synthetic: data.root=%r is ignored", cfg.root)
+            log.info(
+                "data.name is synthetic with data.root=%r: reading the written set (data.synthetic unused)",
+                cfg.root,
+            )
+            return open_dataset("synthetic", root=cfg.root)
         return open_dataset("synthetic", config=cfg.synthetic)
     if cfg.name not in DATASET_NAMES and cfg.name != "auto":
         raise ValueError(
