@@ -53,6 +53,23 @@ def test_train_loader_pk_batches(ds):
         assert pid.tolist() == [ds.train[i].pid for i in index.tolist()]
 
 
+def test_train_loader_splits_the_global_batch_over_ranks(ds):
+    cfg = DataConfig(height=32, width=16, batch_size=8, num_instances=2, workers=0)
+    loaders = [
+        build_train_loader(ds.train, ds.read_image, cfg, seed=0, rank=r, world_size=2)
+        for r in range(2)
+    ]
+    assert len(loaders[0]) == len(loaders[1]) > 0
+    seen = [set(ix for _, _, _, index in loader for ix in index.tolist()) for loader in loaders]
+    assert not seen[0] & seen[1]
+    for _, pid, _, _ in loaders[0]:
+        assert len(pid) == 4 and sorted(Counter(pid.tolist()).values()) == [2, 2]
+    with pytest.raises(ValueError, match=r"data.batch_size=6 must split into 2 process batches"):
+        build_train_loader(
+            ds.train, ds.read_image, DataConfig(batch_size=6, num_instances=2), world_size=2
+        )
+
+
 def test_train_loader_worker_seeding_is_deterministic(ds):
     cfg = DataConfig(height=32, width=16, batch_size=4, num_instances=2, workers=1)
 

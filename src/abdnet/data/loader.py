@@ -78,19 +78,26 @@ def build_train_loader(
 ) -> DataLoader:
     """P x K training loader: ``RandomIdentitySampler`` + ``build_train_transform(cfg)``.
 
-    ``cfg.batch_size`` is the per-process batch; call ``loader.sampler.set_epoch(epoch)``
-    every epoch. Records must carry training labels (0..N-1). Augmentation randomness comes
-    from a generator seeded with ``seed + rank`` (worker processes) or the global torch RNG
-    (``workers == 0``).
+    ``cfg.batch_size`` is the global batch (paper: 64 = 16 ids x 4); with ``world_size``
+    processes each gets ``batch_size // world_size`` images, which must be a multiple of
+    ``cfg.num_instances``. Call ``loader.sampler.set_epoch(epoch)`` every epoch. Records
+    must carry training labels (0..N-1). Augmentation randomness comes from a generator
+    seeded with ``seed + rank`` (worker processes) or the global torch RNG (``workers == 0``).
     """
+    per_rank = cfg.batch_size // world_size
+    if per_rank * world_size != cfg.batch_size or per_rank % cfg.num_instances:
+        raise ValueError(
+            f"data.batch_size={cfg.batch_size} must split into {world_size} process batches that are "
+            f"multiples of data.num_instances={cfg.num_instances}"
+        )
     sampler = RandomIdentitySampler(
-        [r.pid for r in dataset_records], cfg.batch_size, cfg.num_instances, seed, rank, world_size
+        [r.pid for r in dataset_records], per_rank, cfg.num_instances, seed, rank, world_size
     )
     generator = torch.Generator()
     generator.manual_seed(seed + rank)
     return DataLoader(
         ImageDataset(dataset_records, reader, build_train_transform(cfg)),
-        batch_size=cfg.batch_size,
+        batch_size=per_rank,
         sampler=sampler,
         drop_last=True,
         generator=generator,
