@@ -2,6 +2,8 @@
 tables are well formed, and an ablation resumes without retraining."""
 
 import csv
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,9 @@ from abdnet.ablation import (
     TABLE1_VARIANTS,
     VARIANTS,
     VariantResult,
+    read_result,
     resolve_variants,
+    run_ablation,
     variant_config,
     write_tables,
 )
@@ -138,3 +142,69 @@ def test_tables_well_formed(tmp_path):
 
     with Image.open(paths["png"]) as im:
         assert min(im.size) >= 200
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: faster than threads fighting for shared cores
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny_base():
+    return load_config(
+        ROOT / "configs" / "tiny.yaml",
+        [
+            "model.global_dim=16",
+            "model.attentive_dim=16",
+            "model.reduction_dim=16",
+            "data.height=64",
+            "data.width=32",
+            "data.synthetic.ids=8",
+            "data.synthetic.height=64",
+            "data.synthetic.width=32",
+            "train.frozen_epochs=1",
+            "train.epochs=1",
+        ],
+    )
+
+
+@pytest.mark.slow
+def test_two_variant_ablation_writes_tables_and_resumes(tmp_path, one_thread):
+    from abdnet.engine import train
+
+    calls: list[tuple[str, bool]] = []
+
+    def counting_train(cfg, run_dir, resume):
+        calls.append((Path(run_dir).name, resume))
+        return train(cfg, run_dir, resume=resume)
+
+    base = _tiny_base()
+    # An interrupted variant: one of its two epochs done, a checkpoint written.
+    train(variant_config("pam", base), tmp_path / "pam", max_epochs=1)
+    results = run_ablation(base, tmp_path, ["baseline", "pam"], train_fn=counting_train)
+    assert calls == [("baseline", False), ("pam", True)]  # the unfinished one resumed
+    for r in results:
+        # the numbers are the trainer's own test evaluation of the last epoch
+        lines = (tmp_path / r.name / "metrics.jsonl").read_text().splitlines()
+        last = json.loads(lines[-1])
+        assert last["epoch"] == 2
+        # training time: the epochs' own times, both sessions of the resumed run
+        per_epoch = {json.loads(ln)["epoch"]: json.loads(ln)["seconds"] for ln in lines}
+        assert r.train_seconds == pytest.approx(sum(per_epoch.values()))
+        assert (r.top1, r.mAP, r.mINP) == (
+            last["test"]["rank1"],
+            last["test"]["mAP"],
+            last["test"]["mINP"],
+        )
+    md = (tmp_path / "table.md").read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| baseline")]
+    assert len(rows) == 2 and all(re.search(r"\| \d+\.\d\d \|", row) for row in rows)
+    stamp = (tmp_path / "baseline" / "ablation_result.json").stat().st_mtime_ns
+
+    again = run_ablation(base, tmp_path, ["baseline", "pam"], train_fn=counting_train)
+    assert len(calls) == 2  # nothing retrained
+    assert (tmp_path / "baseline" / "ablation_result.json").stat().st_mtime_ns == stamp
+    assert [r.to_json() for r in again] == [r.to_json() for r in results]
+    assert read_result(tmp_path / "pam").label == "baseline (XE) + PAM"

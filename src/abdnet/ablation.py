@@ -363,12 +363,12 @@ def _run_one(
     log.info("%s (%s): %s", variant.name, variant.label, "resuming" if resume else "training")
     t0 = time.perf_counter()
     result = train_fn(cfg, run_dir, resume)
-    seconds = float(
-        getattr(result, "train_seconds", None) or getattr(result, "seconds", None) or 0.0
-    )
-    if seconds <= 0.0:
-        seconds = time.perf_counter() - t0
-    metrics = evaluate_fn(cfg, run_dir)
+    seconds = _training_seconds(run_dir)
+    if seconds is None:
+        seconds = float(getattr(result, "seconds", 0.0) or 0.0) or (time.perf_counter() - t0)
+    # The trainer evaluates its final model on the test split; evaluate only when it did not.
+    test = getattr(result, "test", None)
+    metrics = _metrics_from(test) if test else evaluate_fn(cfg, run_dir)
     vr = VariantResult(
         name=variant.name,
         label=variant.label,
