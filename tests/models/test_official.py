@@ -318,3 +318,25 @@ def test_official_config_checks() -> None:
     assert not any(k.startswith("branches.0.1.pam_module") for k in m.state_dict())
     with pytest.raises(ValueError, match="divisible"):
         m.eval()(torch.randn(1, 3, 48, 32))
+
+
+def test_canonical_state_dict_prefix_alias_and_order() -> None:
+    t = {i: torch.full((1,), float(i)) for i in range(5)}
+    raw = {
+        "module.common_branch.shallow_cam._cam_module.gamma": t[0],
+        "module.common_branch.shallow_cam._cam_module_abc.gamma": t[0],  # --compatibility alias
+        "module.branches.0.1.fc.0.weight": t[1],
+        "module.branches.0.0.backbone.0.conv1.weight": t[2],
+        "module.branches.1.1.reduction.0.weight": t[3],
+        "module.branches.1.0.backbone.0.conv1.weight": t[4],
+    }
+    out = canonical_official_state_dict(raw, "ckpt.pth.tar")
+    assert out == {
+        "common_branch.shallow_cam._cam_module.gamma": t[0],
+        "branches.1.1.fc.0.weight": t[1],
+        "branches.1.0.backbone.0.conv1.weight": t[2],
+        "branches.0.1.reduction.0.weight": t[3],
+        "branches.0.0.backbone.0.conv1.weight": t[4],
+    }
+    with pytest.raises(ValueError, match="ckpt.pth.tar"):
+        canonical_official_state_dict({"branches.0.1.fc.0.weight": "not a tensor"}, "ckpt.pth.tar")
