@@ -68,3 +68,26 @@ def test_attention_taps_follow_the_config():
         "Ta",
         "PAM",
     }
+
+
+def test_official_taps_rebuild_the_striped_map():
+    cfg = model_config(
+        "official", backbone="resnet18", global_dim=16, attentive_dim=16, reduction_dim=16
+    )
+    torch.manual_seed(0)
+    model = build_model_from_config(cfg, 5).eval()
+    x = torch.randn(2, 3, 64, 32)
+    taps = default_taps(model)
+    cap = capture_taps(model, x, taps)
+    emb = cap.output  # eval: [stripe 1, stripe 2, global]
+    fmap = cap.maps["attentive"]  # the two stripes' sum_conv outputs stacked on height
+    assert fmap.shape == (2, 16, 4, 2)
+    torch.testing.assert_close(fmap[:, :, :2].mean(dim=(2, 3)), emb[:, :16])
+    torch.testing.assert_close(fmap[:, :, 2:].mean(dim=(2, 3)), emb[:, 16:32])
+    assert cap.maps["global"].shape[:2] == (2, 512)  # res_conv_5 of resnet18
+    assert {"Ta", "CAM", "PAM", "shallow CAM"} == set(attention_taps(model))
+    with classifier_mode(model) as m:
+        g = capture_taps(m, x, {"attentive": taps["attentive"]}, lambda o: o.logits[0][:, 1])
+    # stripe 1's classifier reads only the top stripe: no gradient reaches the bottom one
+    assert g.gradients["attentive"][:, :, 2:].abs().max() == 0
+    assert g.gradients["attentive"][:, :, :2].abs().max() > 0
