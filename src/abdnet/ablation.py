@@ -415,6 +415,14 @@ def run_ablation(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     chosen = resolve_variants(variants)
+    if base.model.dropout == 0.0 or (base.data.flip_p == 0.0 and base.data.erasing_p == 0.0):
+        log.warning(
+            "Table 1's footnote trains every row with dropout and data augmentation; this config "
+            "has model.dropout=%s, data.flip_p=%s, data.erasing_p=%s",
+            base.model.dropout,
+            base.data.flip_p,
+            base.data.erasing_p,
+        )
     (out / "base_config.yaml").write_text(dump_config(base))
     results: list[VariantResult] = []
     if jobs > 1 and train_fn is None and evaluate_fn is None:

@@ -52,3 +52,12 @@ def test_ranks_png(tmp_path):
     plot_ranks(rows, lambda i: img, lambda i: img, str(out))
     w, h = _size(out)
     assert w >= 200 and h >= 200
+
+
+def test_choose_records_is_seeded():
+    from abdnet.viz.figures import choose_records
+
+    recs = list(range(50))
+    a, b, c = choose_records(recs, 7, 3), choose_records(recs, 7, 3), choose_records(recs, 7, 4)
+    assert a == b and a != c and len(set(a)) == 7 and a == sorted(a)
+    assert choose_records(recs[:5], 7, 0) == recs[:5]

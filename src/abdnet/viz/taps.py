@@ -41,9 +41,8 @@ class FeatureTap:
 @dataclass
 class TapCapture:
     maps: dict[str, Tensor]  # tap name -> (B, C, H, W), detached
-    gradients: dict[
-        str, Tensor
-    ]  # tap name -> d(sum of scores)/d map, same shape (empty without a score)
+    # tap name -> d(sum of scores)/d map, same shape (empty without a score)
+    gradients: dict[str, Tensor]
     output: object  # what the model returned (detached not guaranteed)
     scores: Tensor | None
 
@@ -53,9 +52,10 @@ def default_taps(model: nn.Module) -> dict[str, FeatureTap]:
     names = {n for n, _ in model.named_modules()}
     if {"global_deep", "reduction", "attentive_reduction"} <= names:  # arch "abd"
         parts = tuple(n for n in ("reduction", "cam", "pam") if n in names)
+        shown = ", ".join({"reduction": "Ta", "cam": "CAM(Ta)", "pam": "PAM(Ta)"}[n] for n in parts)
         return {
             "attentive": FeatureTap(
-                "attentive branch [Ta, CAM, PAM] before GAP", parts, "attentive_reduction"
+                f"attentive branch [{shown}] before GAP", parts, "attentive_reduction"
             ),
             "global": FeatureTap("global branch res_conv_5 before GAP", ("global_deep",)),
         }
