@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "already resized and normalized with the checkpoint's mean/std (stored in the file's "
         "metadata, which 'abdnet extract --onnx' uses). Output: the raw, un-normalized "
         "embedding. The export is refused (nothing written) if ONNX Runtime differs from "
-        "PyTorch by more than --atol (max abs on the raw embedding).",
+        "PyTorch by more than --atol x max(1, largest |embedding|) (max abs on the raw "
+        "embedding: the plain --atol for embeddings of magnitude <= 1).",
     )
     p.add_argument(
         "--checkpoint",
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--atol",
         type=float,
         default=1e-4,
-        help="parity tolerance, max abs difference (default 1e-4)",
+        help="parity tolerance: max abs difference, relative to the embedding scale when it exceeds 1 (default 1e-4)",
     )
 
 
