@@ -521,7 +521,7 @@ def _bar_chart(results: Sequence[VariantResult], path: Path) -> None:
     labels = [r.label for r in results]
     y = np.arange(len(results))
     h = 0.26
-    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.55 * max(len(results), 2)))
+    fig, ax = plt.subplots(figsize=(10, 2.4 + 0.6 * len(results)))
     for i, (key, name, colour) in enumerate(
         (("top1", "top-1", "tab:blue"), ("mAP", "mAP", "tab:orange"), ("mINP", "mINP", "tab:green"))
     ):
@@ -536,7 +536,7 @@ def _bar_chart(results: Sequence[VariantResult], path: Path) -> None:
     ax.set_xlim(0, 100)
     ax.set_xlabel("%")
     ax.set_title("Table 1 ablation: test-set top-1 / mAP / mINP")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=5, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # keeps the legend below the axes
     plt.close(fig)
