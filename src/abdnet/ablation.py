@@ -356,6 +356,14 @@ def _run_one(
     cfg = variant_config(variant, base)
     if done is not None:
         log.info("%s: finished earlier (%s), not retrained", variant.name, run_dir / RESULT_FILE)
+        saved = run_dir / "ablation_variant.yaml"
+        if saved.is_file() and saved.read_text() != dump_config(cfg):
+            log.warning(
+                "%s was trained with a different config than %s asks for now; delete the folder "
+                "to retrain it",
+                run_dir,
+                variant.name,
+            )
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "ablation_variant.yaml").write_text(dump_config(cfg))
