@@ -18,12 +18,21 @@ exact count of keys below each threshold's key, and the few gallery items whose 
 a threshold's key are compared exactly. On CUDA the row is sorted (fast there) and the
 thresholds are located by ``searchsorted``. Both give exact counts of ``<`` and ``<=``.
 
-Ties: when a match and a non-match (both kept) are at exactly the same distance the order
-between them is decided by ``np.argsort`` (numpy's default, not stable), which is what
-torchreid does; such rows (rare with float features) and rows with non-finite distances are
-recomputed with exactly torchreid's procedure on ``np.argsort`` of the float32 row, so the
-result equals torchreid's, ties included. Distances are compared in float32, as torchreid's
-compiled ``evaluate_cy`` casts them.
+Ties (a match and a kept non-match at exactly the same float32 distance), two orders:
+
+- ``ties="torchreid"`` (default of ``evaluate_rank``): the order ``np.argsort`` gives
+  (numpy's default kind, not stable), which is what torchreid does. Rows with such a tie,
+  and rows with non-finite distances, are recomputed by torchreid's own procedure on
+  ``np.argsort`` of the float32 row, so results equal torchreid's, ties included.
+- ``ties="stable"`` (default of ``evaluate_features``): items at equal distance are ranked
+  by gallery index (``np.argsort(kind="stable")``); resolved from the few items that share
+  a key with a match, with no sort. This is the default for features because float32 ties
+  are *not* rare at scale: with random 2048-d features and an MSMT17-sized gallery
+  (squared distances around 4096, float32 spacing 0.0005) nearly every query has a match
+  tied with some non-match, and torchreid's order would need a full argsort of each row.
+  The two orders move a match by at most the size of its tie group.
+
+Distances are compared in float32, as torchreid's compiled ``evaluate_cy`` casts them.
 """
 
 from __future__ import annotations
@@ -294,7 +303,7 @@ def _block_positions_cpu(
         lt = hist.cumsum()[tk] - hist[tk]  # #{items with key < key(t)}, same-pid items included
         lt -= np.searchsorted(np.sort(skeys[r, valid[r]]), tk, side="left")  # now negatives only
         flag[tk] = True
-        amb = np.flatnonzero(flag[kr])  # items sharing a key with some threshold
+        amb = np.flatnonzero(np.take(flag, kr))  # items sharing a key with some threshold
         flag[tk] = False
         amb = amb[g_pids[amb] != q_pids[r]]  # negatives only
         same_key = kr[amb].astype(np.int64)[:, None] == tk[None, :]  # (A, n)
@@ -429,8 +438,9 @@ def evaluate_rank(
 ) -> RankResult:
     """CMC/mAP/mINP of a ``(num_query, num_gallery)`` distance matrix, Market-1501 protocol.
 
-    Equals torchreid's ``evaluate_rank`` (CMC, mAP) and fast-reid's mINP, ties included
-    (see the module docstring). ``distmat`` may be a numpy array or a torch tensor (CPU or
+    With ``ties="torchreid"`` (default) equals torchreid's ``evaluate_rank`` (CMC, mAP) and
+    fast-reid's mINP, ties included; ``ties="stable"`` ranks equal distances by gallery
+    index (see the module docstring). ``distmat`` may be a numpy array or a torch tensor (CPU or
     CUDA); it is compared in float32. The CMC has ``min(max_rank, num_gallery)`` entries.
     """
     if isinstance(distmat, torch.Tensor):
@@ -541,7 +551,9 @@ def evaluate_features(
     Never holds the full distance matrix: distances are computed ``chunk_size`` queries at
     a time (default: about 16 Mi distances per block) on the features' device, and each
     block is reduced to the positions of its queries' matches. Results equal
-    ``evaluate_rank(pairwise_distance(qf, gf, metric), ...)``, ties included.
+    ``evaluate_rank(pairwise_distance(qf, gf, metric), ..., ties=ties)``; note the default
+    ``ties="stable"`` here (float32 ties are common at scale, see the module docstring);
+    ``ties="torchreid"`` reproduces torchreid's order at the cost of an argsort per tied row.
 
     ``aqe=True`` first applies average query expansion (``query_expansion.average_query_expansion``);
     ``rerank=True`` uses k-reciprocal re-ranking (``rerank.k_reciprocal_rerank``), which
