@@ -70,3 +70,20 @@ def test_flip_bad_inputs():
         flip_average(torch.zeros(2, 3), torch.zeros(2, 3), "mean")
     with pytest.raises(ValueError, match="shape"):
         flip_average(torch.zeros(2, 3), torch.zeros(3, 3))
+
+
+def test_evaluate_features_with_aqe_uses_expanded_queries():
+    from abdnet.evaluation import evaluate_features, evaluate_rank, pairwise_distance
+
+    rng = np.random.default_rng(5)
+    centers = rng.normal(size=(8, 6)) * 2
+    q_pids, g_pids = rng.integers(0, 8, 15), rng.integers(0, 8, 70)
+    qf = (centers[q_pids] + rng.normal(size=(15, 6))).astype(np.float32)
+    gf = (centers[g_pids] + rng.normal(size=(70, 6))).astype(np.float32)
+    q_cams, g_cams = np.zeros(15, int), np.ones(70, int)
+    r = evaluate_features(qf, gf, q_pids, g_pids, q_cams, g_cams, aqe=True)
+    expanded = average_query_expansion(qf, gf)
+    ref = evaluate_rank(
+        pairwise_distance(expanded, gf), q_pids, g_pids, q_cams, g_cams, ties="stable"
+    )
+    assert r.mAP == ref.mAP and np.array_equal(r.cmc, ref.cmc)

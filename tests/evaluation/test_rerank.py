@@ -12,6 +12,7 @@ from abdnet.evaluation import (
     k_reciprocal_rerank,
     pairwise_distance,
 )
+from abdnet.evaluation import rerank as rerank_mod
 
 
 def dense_rerank(dist_all, num_q, k1=20, k2=6, lam=0.3):
@@ -68,6 +69,15 @@ def test_equals_dense_reference(metric, k1, k2):
         out = k_reciprocal_rerank(qf, gf, k1=k1, k2=k2, metric=metric, chunk_size=chunk)
         assert out.shape == (len(qf), len(gf)) and out.dtype == torch.float32
         np.testing.assert_allclose(out.numpy(), ref, atol=2e-5)
+
+
+def test_small_memory_budget_gives_same_result(monkeypatch):
+    # a tiny block budget forces many chunks in every pass (rows, expansion, Jaccard pairs)
+    qf, gf, _, _ = clustered_features(3)
+    full = k_reciprocal_rerank(qf, gf, k1=6, k2=3)
+    monkeypatch.setattr(rerank_mod, "_BLOCK_ELEMENTS", 300)
+    small = k_reciprocal_rerank(qf, gf, k1=6, k2=3)
+    np.testing.assert_allclose(small.numpy(), full.numpy(), atol=1e-6)
 
 
 def test_rerank_helps_on_clustered_data_and_plugs_into_evaluate_features():

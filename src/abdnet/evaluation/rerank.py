@@ -106,7 +106,15 @@ def k_reciprocal_rerank(
 
     # V (eq. 7) as sparse rows, built chunk by chunk
     v_rows, v_cols, v_vals = [], [], []
-    step_v = max(1, _BLOCK_ELEMENTS // ((k1 + 1) * (kh + 1) * (k1 + 1)))
+    # rows per step: bounded by the (R, a, b, a') membership test and the (R, E, D) gather
+    width = (k1 + 1) * (kh + 2)  # E: R(i, k1) plus every member's R(c, k1/2)
+    step_v = max(
+        1,
+        min(
+            _BLOCK_ELEMENTS // ((k1 + 1) * (kh + 1) * (k1 + 1)),
+            _BLOCK_ELEMENTS // (width * x.shape[1]),
+        ),
+    )
     for s in range(0, n, step_v):
         rows = np.arange(s, min(s + step_v, n))
         cand = nn[rows]  # (R, k1+1)
@@ -151,9 +159,18 @@ def k_reciprocal_rerank(
     v_g_t = v[num_q:].T.tocsr()  # (N, G): for feature k, the gallery items using it
 
     out = torch.empty(num_q, num_g, dtype=torch.float32)
-    step_q = max(1, _BLOCK_ELEMENTS // max(num_g, 1))
-    for s in range(0, num_q, step_q):
-        e = min(s + step_q, num_q)
+    # query chunks bounded both in rows (dense (R, G) output) and in expanded pairs
+    col_count = np.diff(v_g_t.indptr)  # (N,) gallery items using each feature k
+    row_of_nnz = np.repeat(np.arange(num_q), np.diff(v_q.indptr))
+    pairs = np.bincount(row_of_nnz, weights=col_count[v_q.indices], minlength=num_q)  # (Q,)
+    bounds, s = [], 0
+    max_rows = max(1, _BLOCK_ELEMENTS // max(num_g, 1))
+    while s < num_q:
+        csum = np.cumsum(pairs[s : s + max_rows])
+        e = s + max(1, int(np.searchsorted(csum, _BLOCK_ELEMENTS // 2, side="right")))
+        bounds.append((s, e))
+        s = e
+    for s, e in bounds:
         # sum_k min(V_q[i, k], V_g[j, k]) over the shared non-zeros
         blk = v_q[s:e].tocoo()
         counts = np.diff(v_g_t.indptr)[blk.col]
