@@ -54,7 +54,6 @@ ArrayLike = np.ndarray | torch.Tensor
 # Elements of a distance block processed at once (rows x gallery): 32 Mi float32 = 128 MiB
 # (with its uint16 keys and a scratch copy, about 320 MiB of working memory).
 _BLOCK_ELEMENTS = 1 << 25
-_POOL = ThreadPoolExecutor(max_workers=2)  # numpy ufuncs release the GIL
 _METRICS = ("euclidean", "cosine")
 
 
@@ -237,10 +236,14 @@ def _quantize_rows(x: np.ndarray, a: np.ndarray, b: np.ndarray, nbins: int) -> n
     if half < 2:
         return _quantize(x, a, b, nbins, np.empty_like(x))
     parts = [slice(0, half), slice(half, len(x))]
-    futures = [_POOL.submit(_quantize, x[s], a[s], b[s], nbins, np.empty_like(x[s])) for s in parts]
     out = np.empty(x.shape, np.uint16)
-    for s, f in zip(parts, futures):
-        out[s] = f.result()
+    # numpy ufuncs release the GIL; a pool per call stays safe across fork()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [
+            pool.submit(_quantize, x[s], a[s], b[s], nbins, np.empty_like(x[s])) for s in parts
+        ]
+        for s, f in zip(parts, futures):
+            out[s] = f.result()
     return out
 
 
