@@ -296,28 +296,37 @@ def _block_positions_cpu(
         tkeys = _quantize(thr, a32, b32, nbins, np.empty_like(thr)).astype(np.int64)  # (R, S)
         skeys = _quantize(dsame, a32, b32, nbins, np.empty_like(dsame)).astype(np.int64)  # (R, S)
 
+    # same-pid items (matches and junk) with a key below each threshold's key: they are in
+    # the histogram counts and must come out (vectorized when the padded width is small)
+    skeys = np.where(valid, skeys, nbins)  # padding never counts
+    if skeys.shape[1] <= 96:
+        same_below = (skeys[:, None, :] < tkeys[:, :, None]).sum(-1)  # (R, S)
+    else:
+        same_below = np.stack([np.searchsorted(np.sort(sk), tk) for sk, tk in zip(skeys, tkeys)])
+
     positions: list[np.ndarray | None] = [None] * num_r
     flag = np.zeros(nbins, dtype=bool)
+    csum = np.zeros(nbins + 1, dtype=np.int64)  # csum[k] = #{items with key < k}
     for r in np.flatnonzero((n_pos > 0) & finite):
         n = int(n_pos[r])
         t, tk = thr[r, :n], tkeys[r, :n]
         kr = keys[r]
-        hist = np.bincount(kr, minlength=nbins)
-        lt = hist.cumsum()[tk] - hist[tk]  # #{items with key < key(t)}, same-pid items included
-        lt -= np.searchsorted(np.sort(skeys[r, valid[r]]), tk, side="left")  # now negatives only
+        np.cumsum(np.bincount(kr, minlength=nbins), out=csum[1:])
+        lt = csum[tk] - same_below[r, :n]  # negatives with a smaller key
         flag[tk] = True
         amb = np.flatnonzero(np.take(flag, kr))  # items sharing a key with some threshold
         flag[tk] = False
         amb = amb[g_pids[amb] != q_pids[r]]  # negatives only
-        same_key = kr[amb].astype(np.int64)[:, None] == tk[None, :]  # (A, n)
-        vals = dist[r, amb][:, None]
-        lt += (same_key & (vals < t[None, :])).sum(0)
-        tied = same_key & (vals == t[None, :])  # (A, n) non-matches at a match's distance
-        if tied.any():
-            if ties == "torchreid":
-                fallback[r] = True
-                continue
-            lt += (tied & (amb[:, None] < thr_g[r, :n][None, :])).sum(0)  # gallery-index order
+        if len(amb):
+            same_key = kr[amb][:, None] == tk[None, :]  # (A, n)
+            vals = dist[r, amb][:, None]
+            lt += (same_key & (vals < t[None, :])).sum(0)
+            tied = same_key & (vals == t[None, :])  # (A, n) non-matches at a match's distance
+            if tied.any():
+                if ties == "torchreid":
+                    fallback[r] = True
+                    continue
+                lt += (tied & (amb[:, None] < thr_g[r, :n][None, :])).sum(0)  # gallery-index order
         positions[r] = lt + np.arange(n)
     return positions, fallback
 
