@@ -208,3 +208,14 @@ def test_two_variant_ablation_writes_tables_and_resumes(tmp_path, one_thread):
     assert (tmp_path / "baseline" / "ablation_result.json").stat().st_mtime_ns == stamp
     assert [r.to_json() for r in again] == [r.to_json() for r in results]
     assert read_result(tmp_path / "pam").label == "baseline (XE) + PAM"
+
+
+def test_cli_lists_variants_and_names_a_bad_one(capsys):
+    from abdnet.cli.main import main
+
+    cfg = str(ROOT / "configs" / "tiny.yaml")
+    assert main(["ablate", "--config", cfg, "--out", "unused", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == [v.name for v in TABLE1_VARIANTS]
+    assert main(["ablate", "--config", cfg, "--out", "unused", "--variants", "pam", "bogus"]) == 2
+    assert "--variants: unknown variant 'bogus'" in capsys.readouterr().err
