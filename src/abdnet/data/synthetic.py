@@ -203,20 +203,20 @@ def _make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _make_camera(rng: np.random.Generator, height: int, width: int) -> _Camera:
-    cast = rng.uniform(0.6, 1.4, 3)
+    cast = rng.uniform(0.75, 1.25, 3)
     cast = cast / cast.mean()  # the cast shifts colour; the gain sets brightness
     return _Camera(
         views=rng.dirichlet(np.full(4, 0.8)).astype(np.float64),
-        gain=float(rng.uniform(0.55, 1.3)),
+        gain=float(rng.uniform(0.65, 1.2)),
         cast=cast.astype(np.float32),
-        gamma=float(rng.uniform(0.7, 1.4)),
-        haze=float(rng.uniform(0.0, 0.3)),
+        gamma=float(rng.uniform(0.8, 1.25)),
+        haze=float(rng.uniform(0.0, 0.2)),
         haze_colour=rng.uniform(0.3, 0.9, 3).astype(np.float32),
         blur=float(rng.uniform(0.0, 1.2)) * height / 128,
         noise=float(rng.uniform(0.01, 0.05)),
         lowres=bool(rng.random() < 0.3),
         scale=float(rng.uniform(0.88, 1.05)),
-        occlusion=float(rng.uniform(0.1, 0.35)),
+        occlusion=float(rng.uniform(0.05, 0.25)),
         background=_make_background(rng, 2 * height, 2 * width),
     )
 
@@ -337,7 +337,7 @@ def _render(
     img *= rng.uniform(0.85, 1.15)
 
     # --- passer-by behind the person, at an image edge
-    if rng.random() < 0.3:
+    if rng.random() < 0.2:
         other = _make_identity(rng)
         pw_ = rng.uniform(0.12, 0.3) * w
         left = rng.random() < 0.5
