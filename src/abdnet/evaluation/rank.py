@@ -134,7 +134,7 @@ def _max_rank(max_rank: int, num_g: int) -> int:
         raise ValueError(f"max_rank must be >= 1, got {max_rank}")
     if num_g < max_rank:
         # torchreid does the same (and prints a note).
-        logger.warning("gallery has only %d items: CMC truncated to max_rank=%d", num_g, num_g)
+        logger.info("gallery has only %d items: CMC truncated to max_rank=%d", num_g, num_g)
         return num_g
     return max_rank
 
