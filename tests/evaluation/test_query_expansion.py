@@ -1,4 +1,4 @@
-"""Average query expansion and flip averaging against hand-written references."""
+"""Average query expansion against a brute-force reference."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from abdnet.evaluation import average_query_expansion, flip_average
+from abdnet.evaluation import average_query_expansion
 
 
 def brute_aqe(qf, gf, k, alpha, metric):
@@ -50,26 +50,6 @@ def test_aqe_k1_hand_computed():
 def test_aqe_bad_k():
     with pytest.raises(ValueError, match="k must be"):
         average_query_expansion(np.zeros((2, 3)), np.ones((4, 3)), k=5)
-
-
-def test_flip_modes():
-    f = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
-    g = torch.tensor([[0.0, 2.0], [0.0, 10.0]])
-    torch.testing.assert_close(flip_average(f, g, "raw"), torch.tensor([[1.5, 3.0], [0.5, 5.0]]))
-    # normalized: each L2-normalized first: [0.6, 0.8] & [0, 1] -> [0.3, 0.9]; [1, 0] & [0, 1] -> [0.5, 0.5]
-    torch.testing.assert_close(
-        flip_average(f, g, "normalized"), torch.tensor([[0.3, 0.9], [0.5, 0.5]])
-    )
-    out = flip_average(f.numpy(), g.numpy())
-    assert isinstance(out, np.ndarray)
-    np.testing.assert_allclose(out, [[1.5, 3.0], [0.5, 5.0]])
-
-
-def test_flip_bad_inputs():
-    with pytest.raises(ValueError, match="flip mode"):
-        flip_average(torch.zeros(2, 3), torch.zeros(2, 3), "mean")
-    with pytest.raises(ValueError, match="shape"):
-        flip_average(torch.zeros(2, 3), torch.zeros(3, 3))
 
 
 def test_evaluate_features_with_aqe_uses_expanded_queries():
