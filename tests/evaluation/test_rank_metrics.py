@@ -274,3 +274,19 @@ def test_cuda_equals_cpu():
     ref = evaluate_rank(*p)
     r = evaluate_rank(torch.from_numpy(p[0]).cuda(), *p[1:])
     assert_same(r, (ref.cmc, ref.mAP, ref.mINP, ref.num_valid), tol=1e-12)
+
+
+def test_pairwise_distance_uses_torchreid_arithmetic():
+    # torchreid's compute_distance_matrix, written out: evaluate_features ranks the very
+    # numbers torchreid's pipeline would hand to its evaluate_rank
+    gen = torch.Generator().manual_seed(0)
+    q, g = torch.randn(30, 64, generator=gen), torch.randn(200, 64, generator=gen)
+    m, n = len(q), len(g)
+    ref = torch.pow(q, 2).sum(dim=1, keepdim=True).expand(m, n)
+    ref = ref + torch.pow(g, 2).sum(dim=1, keepdim=True).expand(n, m).t()
+    ref.addmm_(q, g.t(), beta=1, alpha=-2)
+    torch.testing.assert_close(pairwise_distance(q, g), ref, rtol=0, atol=1e-5)
+    qn, gn = torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(g, dim=1)
+    torch.testing.assert_close(
+        pairwise_distance(q, g, "cosine"), 1 - qn @ gn.t(), rtol=0, atol=1e-6
+    )

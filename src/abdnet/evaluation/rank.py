@@ -512,14 +512,19 @@ def _prepare(
 
 
 def _sq_norms(x: torch.Tensor) -> torch.Tensor:
-    """Row-wise ``||x||^2`` as batched dot products (no ``x**2`` temporary; exact on integers)."""
-    return torch.einsum("ij,ij->i", x, x)
+    """Row-wise ``||x||^2`` as torchreid computes it (``pow(2).sum(1)``), in row chunks."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for s in range(0, x.shape[0], 4096):  # no (N, D) temporary
+        out[s : s + 4096] = x[s : s + 4096].pow(2).sum(1)
+    return out
 
 
 def _distance_block(
     q: torch.Tensor, gf: torch.Tensor, g_sq: torch.Tensor, metric: str
 ) -> torch.Tensor:
-    """``(R, G)`` distances: squared Euclidean as torchreid's expansion, or 1 - cosine."""
+    """``(R, G)`` distances with the arithmetic of torchreid's ``compute_distance_matrix``:
+    squared Euclidean ``(||q||^2 + ||g||^2).addmm_(q, g.T, alpha=-2)``, or ``1 - q.g`` on
+    L2-normalized features."""
     if metric == "euclidean":
         # ||q||^2 + ||g||^2 - 2 q.g, the order of operations torchreid uses
         d = _sq_norms(q)[:, None] + g_sq[None, :]  # (R, G)
