@@ -87,8 +87,9 @@ def extract_features(
     from torch.utils.data import DataLoader
 
     from abdnet.data import ImageDataset
-    from abdnet.evaluation import flip_average
 
+    if flip:
+        from abdnet.evaluation import flip_average
     precision = precision or Precision("fp32", device.type, False, "default")
     loader = DataLoader(
         ImageDataset(list(records), reader, transform),

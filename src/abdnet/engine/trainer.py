@@ -290,7 +290,8 @@ def _report_dict(report: EvalReport) -> dict[str, float]:
 # the run
 
 
-def _prepare_run(cfg: Config | None, out_dir: Path, resume: bool, is_main: bool) -> Config:
+def _resolve_config(cfg: Config | None, out_dir: Path, resume: bool) -> Config:
+    """The run's config: the given one, or (resume) the one saved in the run folder."""
     config_file = out_dir / CONFIG_FILE
     if resume:
         if not config_file.is_file():
@@ -309,9 +310,6 @@ def _prepare_run(cfg: Config | None, out_dir: Path, resume: bool, is_main: bool)
             f"--out {out_dir}: already holds a run with checkpoints; use --resume {out_dir} "
             "or another folder"
         )
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        config_file.write_text(dump_config(cfg))
     return cfg
 
 
@@ -333,11 +331,12 @@ def train(
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
-    device = resolve_device((cfg or load_config(out_dir / CONFIG_FILE)).train.device)
-    ctx, device = D.init_distributed(device)
+    cfg = _resolve_config(cfg, out_dir, resume)
+    ctx, device = D.init_distributed(resolve_device(cfg.train.device))
     try:
-        cfg = _prepare_run(cfg, out_dir, resume, ctx.is_main)
-        D.barrier(ctx)
+        if ctx.is_main and not resume:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / CONFIG_FILE).write_text(dump_config(cfg))
         seed_everything(cfg.train.seed, cfg.train.deterministic)
         precision = choose_precision(device, cfg.train.precision)
         log.info("device %s, precision %s (%s)", device, precision.name, precision.reason)

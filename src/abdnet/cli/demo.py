@@ -1,0 +1,146 @@
+"""``abdnet demo``: ABD-Net learning re-ID on the built-in synthetic data, on a CPU, in minutes.
+
+Trains a ResNet-18 ABD-Net (paper preset: shallow CAM, CAM, PAM, O.F., O.W., triplet) with
+the two-step schedule on synthetic pedestrians, evaluates it on the synthetic query/gallery
+and compares it with the same network untrained (same seed, same initial weights). Writes
+``DIR/metrics.json``, ``DIR/report.md`` and the run folder ``DIR/run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+HELP = "train ABD-Net on built-in synthetic data on the CPU and compare it with the untrained net"
+
+# The demo recipe: a small network at a small input size so that a 2-core CPU trains it in
+# a few minutes; everything else is the paper's recipe (two steps, eq. 6, P x K batches).
+DEMO_CONFIG: dict = {
+    "model": {
+        "preset": "paper",
+        "backbone": "resnet18",
+        "pretrained": "none",
+        "global_dim": 256,
+        "attentive_dim": 256,
+        "reduction_dim": 256,
+    },
+    "data": {
+        "name": "synthetic",
+        "synthetic": {"ids": 40, "cams": 4, "per_id": 8, "height": 128, "width": 64, "seed": 0},
+        "height": 96,
+        "width": 48,
+        "batch_size": 32,
+        "num_instances": 4,
+        "workers": 0,
+    },
+    "optim": {"lr": 1.0e-3, "milestones": [14]},
+    "train": {
+        "frozen_epochs": 2,
+        "epochs": 18,
+        "device": "cpu",
+        "precision": "auto",
+        "channels_last": True,
+        "eval_every": 0,
+        "checkpoint_every": 5,
+        "seed": 0,
+    },
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the demo recipe, e.g. --set train.epochs=10",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    import copy
+
+    import torch
+
+    from abdnet.config import apply_overrides, config_from_dict
+    from abdnet.data import build_dataset
+    from abdnet.engine import choose_precision, evaluate_model, seed_everything, train
+    from abdnet.models import build_model_from_config
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    cfg = config_from_dict(apply_overrides(copy.deepcopy(DEMO_CONFIG), args.overrides))
+    run_dir = out / "run"
+    if run_dir.exists():
+        if not (run_dir / "config.yaml").is_file():
+            raise ValueError(
+                f"--out {out}: {run_dir} exists and is not a run folder; not overwriting"
+            )
+        shutil.rmtree(run_dir)  # the previous demo's run
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.train.device)
+    precision = choose_precision(device, cfg.train.precision)
+
+    # The untrained network: what train() starts from (same seed -> same initial weights).
+    dataset = build_dataset(cfg.data)
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    untrained = build_model_from_config(cfg.model, dataset.num_train_pids).to(device)
+    before = evaluate_model(untrained, dataset, cfg.eval, cfg.data, device, precision=precision)
+    del untrained
+
+    result = train(cfg, run_dir, progress=not args.no_progress)
+    if result.test is None:
+        raise RuntimeError("demo: the training run reported no test metrics")
+    after = result.test
+    seconds = time.perf_counter() - t0
+    metrics = {
+        "abdnet": {k: after[k] for k in ("mAP", "rank1", "rank5", "mINP")},
+        "untrained": {k: before.to_dict()[k] for k in ("mAP", "rank1", "rank5", "mINP")},
+        "seconds": round(seconds, 1),
+        "train_seconds": round(result.seconds, 1),
+        "precision": precision.name,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    report = _report(cfg, metrics, dataset, result)
+    (out / "report.md").write_text(report)
+    print(report)
+    print(f"wrote {out / 'metrics.json'}, {out / 'report.md'} and the run folder {run_dir}")
+    return 0
+
+
+def _report(cfg, metrics: dict, dataset, result) -> str:
+    a, u = metrics["abdnet"], metrics["untrained"]
+    s = cfg.data.synthetic
+    lines = [
+        "# abdnet demo",
+        "",
+        f"ABD-Net ({cfg.model.backbone}, paper preset: shallow CAM + CAM + PAM, O.F. + O.W., "
+        f"triplet) trained from scratch on the built-in synthetic data set "
+        f"({s.ids // 2} training identities, {len(dataset.train)} images, {s.cams} cameras; "
+        f"input {cfg.data.height}x{cfg.data.width}) for {cfg.train.frozen_epochs} + "
+        f"{cfg.train.epochs} epochs (two-step schedule) on {metrics['device']} "
+        f"({metrics['threads']} threads, {metrics['precision']}).",
+        "",
+        f"Test split: {len(dataset.query)} queries, {len(dataset.gallery)} gallery images "
+        "(unseen identities + distractors).",
+        "",
+        "| model | mAP | rank-1 | rank-5 | mINP |",
+        "|---|---|---|---|---|",
+        f"| ABD-Net, trained | {100 * a['mAP']:.1f}% | {100 * a['rank1']:.1f}% | "
+        f"{100 * a['rank5']:.1f}% | {100 * a['mINP']:.1f}% |",
+        f"| same network, untrained | {100 * u['mAP']:.1f}% | {100 * u['rank1']:.1f}% | "
+        f"{100 * u['rank5']:.1f}% | {100 * u['mINP']:.1f}% |",
+        "",
+        f"Training took {metrics['train_seconds']:.0f} s, the whole demo {metrics['seconds']:.0f} s. "
+        f"Per-epoch losses: {result.run_dir / 'metrics.jsonl'}.",
+        "",
+    ]
+    return "\n".join(lines)
