@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0, help="faiss OpenMP threads (0: all cores)")
     ap.add_argument("--nlist", type=int, help="ivfpq nlist (default ~4 sqrt(N))")
-    ap.add_argument("--m", type=int, help="ivfpq sub-quantizers (default D/8 <= 64)")
+    ap.add_argument("--m", type=int, help="ivfpq sub-quantizers (default D/16 <= 64)")
     ap.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64])
     ap.add_argument("--refine", default="flat", choices=("flat", "sq8", "fp16", "none"))
     ap.add_argument("--k-factor", type=int, default=8)

@@ -162,3 +162,13 @@ def test_k_larger_than_gallery_is_clipped(data):
     res = build_index(x[:7], "flat").search(q[:2], 10)
     assert res.indices.shape == (2, 7)
     assert sorted(res.indices[0]) == list(range(7))
+
+
+@pytest.mark.parametrize(("n", "dim"), [(1_000_000, 512), (1_000_000, 3072), (5000, 100), (700, 7)])
+def test_default_ivfpq_params_are_valid(n, dim):
+    from abdnet.retrieval import default_ivfpq_params
+
+    p = default_ivfpq_params(n, dim)
+    assert dim % p["m"] == 0 and 1 <= p["m"] <= 64
+    assert p["nlist"] & (p["nlist"] - 1) == 0  # power of two
+    assert p["nlist"] == 16 or p["nlist"] * 39 <= n  # k-means gets its 39 points per centroid

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--nlist", type=int, help="ivfpq: inverted lists (default ~4 sqrt(N), power of 2)"
     )
     b.add_argument(
-        "--m", type=int, help="ivfpq: PQ sub-quantizers, must divide D (default D/8, <= 64)"
+        "--m", type=int, help="ivfpq: PQ sub-quantizers, must divide D (default D/16, <= 64)"
     )
     b.add_argument("--nbits", type=int, help="ivfpq: bits per PQ code (default 8)")
     b.add_argument(
