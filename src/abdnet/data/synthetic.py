@@ -345,8 +345,8 @@ def _render(
         top = rng.uniform(0.05, 0.3) * h
         mid = top + rng.uniform(0.35, 0.45) * h
         band = (xx >= x_lo) & (xx < x_hi) & (yy >= top)
-        img = np.where((band & (yy < mid))[..., None], other.upper, img)
-        img = np.where((band & (yy >= mid))[..., None], other.lower, img)
+        img[band & (yy < mid)] = other.upper
+        img[band & (yy >= mid)] = other.lower
 
     # --- person box in image coordinates; u, v in [0, 1] inside it
     ph = min(0.98, p.height * cam.scale * rng.uniform(0.92, 1.06)) * h
@@ -388,10 +388,9 @@ def _render(
     person = np.zeros_like(img)
     mask = np.zeros(img.shape[:2], dtype=bool)
 
-    def paint(region: np.ndarray, colour: np.ndarray | float) -> None:
-        nonlocal person, mask
-        person = np.where(region[..., None], colour, person)
-        mask |= region
+    def paint(region: np.ndarray, colour: np.ndarray) -> None:
+        person[region] = colour  # later parts are drawn over earlier ones
+        mask[region] = True
 
     if p.lower_cut == 0:
         paint(legs, p.lower)
@@ -407,22 +406,23 @@ def _render(
     # upper garment with its pattern (pattern coordinates follow the body, not the image)
     upper = torso | arm
     pat = p.upper_pattern
-    top = np.broadcast_to(p.upper, img.shape).copy()
+    top = np.empty_like(img)
+    top[:] = p.upper
     if pat == 1 or pat == 3:
         stripes = (np.floor((v - 0.16) / p.period) % 2) == 1
     if pat == 2 or pat == 3:
         vstripes = (np.floor(u / (p.period * 1.6)) % 2) == 1
     if pat == 1:
-        top = np.where(stripes[..., None], p.upper2, top)
+        top[stripes] = p.upper2
     elif pat == 2:
-        top = np.where(vstripes[..., None], p.upper2, top)
+        top[vstripes] = p.upper2
     elif pat == 3:
-        top = np.where((stripes ^ vstripes)[..., None], p.upper2, top)
+        top[stripes ^ vstripes] = p.upper2
     elif pat == 4 and view == 0:  # open jacket: the shirt shows only from the front
-        top = np.where((c < 0.07)[..., None], p.upper2, top)
+        top[c < 0.07] = p.upper2
     elif pat == 5 and view == 0:  # chest print
-        top = np.where(_box(u, v, 0.38, 0.62, 0.23, 0.35)[..., None], p.upper2, top)
-    person = np.where(upper[..., None], top, person)
+        top[_box(u, v, 0.38, 0.62, 0.23, 0.35)] = p.upper2
+    person[upper] = top[upper]
     mask |= upper
     if p.short_sleeves:
         paint(arm & (v >= 0.30), p.skin)
@@ -469,7 +469,7 @@ def _render(
 
     # shading: light from one side, darker at the body's edges
     light = 0.8 + 0.35 * np.clip(1.0 - np.abs(u - 0.5 - rng.uniform(-0.3, 0.3)) * 1.6, 0, 1)
-    img = np.where(mask[..., None], person * light[..., None], img)
+    img[mask] = person[mask] * light[mask][:, None]
 
     # --- foreground occluder (car, bench, railing, another person's shoulder)
     if rng.random() < cam.occlusion:
@@ -480,7 +480,7 @@ def _render(
         else:
             occ_w = rng.uniform(0.15, 0.3) * w
             occ = xx < occ_w if rng.random() < 0.5 else xx >= w - occ_w
-        img = np.where(occ[..., None], col * rng.uniform(0.7, 1.0), img)
+        img[occ] = col * rng.uniform(0.7, 1.0)
 
     # --- camera: colour cast, gain, gamma, haze
     img = np.clip(img * cam.cast * (cam.gain * rng.uniform(0.85, 1.15)), 0, 1)
