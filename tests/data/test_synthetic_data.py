@@ -154,3 +154,11 @@ def test_synth_cli_output_is_auto_detected_and_matches_memory(tmp_path, capsys):
         == 0
     )
     assert len(open_dataset(str(out)).train) == 2 * 2
+
+
+def test_reader_survives_pickling_for_spawned_workers():
+    import pickle
+
+    ds = open_dataset("synthetic", config=SMALL)
+    reader = pickle.loads(pickle.dumps(ds.read_image))
+    assert np.array_equal(np.asarray(reader(ds.query[1])), np.asarray(ds.read_image(ds.query[1])))
