@@ -26,6 +26,15 @@ from abdnet.models import CAM, PAM, EigenLayer, build_model_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: faster than threads fighting for shared cores
+    yield
+    torch.set_num_threads(before)
+
+
 # name -> (CAM modules, PAM modules, O.F. positions, O.W. on, SVD layer, triplet)
 EXPECTED = {
     "baseline": (0, 0, [], False, False, False),
@@ -144,14 +153,6 @@ def test_tables_well_formed(tmp_path):
         assert min(im.size) >= 200
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: faster than threads fighting for shared cores
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny_base():
     return load_config(
         ROOT / "configs" / "tiny.yaml",
@@ -171,7 +172,7 @@ def _tiny_base():
 
 
 @pytest.mark.slow
-def test_two_variant_ablation_writes_tables_and_resumes(tmp_path, one_thread):
+def test_two_variant_ablation_writes_tables_and_resumes(tmp_path):
     from abdnet.engine import train
 
     calls: list[tuple[str, bool]] = []
