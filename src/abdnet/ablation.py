@@ -450,6 +450,7 @@ def run_ablation(
         ef = evaluate_fn or _default_evaluate
         for v in chosen:
             results.append(_run_one(v, base, out, tf, ef))
+            write_tables(results, out)  # a partial table survives an interruption
     write_tables(results, out)
     return results
 
