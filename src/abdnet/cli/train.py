@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 
 HELP = "train a model from a YAML config (or --resume a run folder)"
 
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
             data = dataclasses.replace(cfg.data, name="auto", root=str(args.data))
             cfg = dataclasses.replace(cfg, data=data)
         result = train(cfg, args.out, progress=progress, max_epochs=args.max_epochs)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun only rank 0 reports
     summary = {
         "run_dir": str(result.run_dir),
         "epochs": result.epochs,
