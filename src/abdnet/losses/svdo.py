@@ -169,24 +169,107 @@ def _power_iteration_max(X: Tensor, iters: int) -> Tensor:
     return power_iteration(lambda v: Xf @ v, q0, iters).reshape(batch_shape)
 
 
+def _gram_iterations(
+    G: Tensor, q0s: Sequence[Tensor], iters: int, taps: list[Tensor] | None, vs: list[Tensor]
+) -> tuple[Tensor, Tensor | None]:
+    """Eq. (5) on the Gram ``G`` (B, n, n): lambda_1 from ``q0s[0]`` and, if ``len(q0s) == 2``,
+    the spread ``lambda_1 - lambda_min`` from the shifted iteration started at ``q0s[1]``.
+
+    Every product ``G @ v`` is recorded: its input ``v`` is appended to ``vs`` (detached) and
+    ``taps[i]`` (a zero (B, n, 1) tensor, or nothing when ``taps`` is None) is added to the
+    i-th product, so that the gradient w.r.t. ``taps[i]`` is the adjoint of ``G @ v_i``.
+    """
+
+    def matvec(v: Tensor, shift: Tensor | None = None) -> Tensor:
+        i = len(vs)
+        vs.append(v.detach())
+        # G is symmetric: G v = (v^T G)^T. The row-vector form runs as a fast GEMV on CPU;
+        # bmm with a (B, n, 1) right operand takes a slow path (10x on 512 x 512).
+        y = (v.transpose(-1, -2) @ G).transpose(-1, -2)  # (B, n, 1)
+        if taps is not None:
+            y = y + taps[i]
+        return y if shift is None else y - shift * v
+
+    lam_max = power_iteration(matvec, q0s[0], iters)  # (B,)
+    if len(q0s) == 1:
+        return lam_max, None
+    shift = lam_max.view(-1, 1, 1)
+    return lam_max, power_iteration(lambda v: matvec(v, shift), q0s[1], iters)
+
+
+class _GramEigs(torch.autograd.Function):
+    """lambda_1 and the spread of eq. (5) on the Gram of ``A`` (B, r, c) with a low-rank
+    backward.
+
+    Forward: ``G = A A^T`` (``gram_of_rows``) or ``A^T A``, then the iterations on ``G``.
+    The loss depends on ``G`` only through the 2*iters (4*iters with the spread) products
+    ``G v_i``, so ``dL/dG = sum_i g_i v_i^T = U V^T`` (``g_i``: adjoint of ``G v_i``, found by
+    re-running the cheap n x n iterations with autograd; ``V``: the ``v_i``) -- rank <= 8
+    for 2 iterations. Hence ``dL/dA = (U V^T + V U^T) A`` for ``G = A A^T`` (and
+    ``A (U V^T + V U^T)`` for ``A^T A``): two skinny products instead of the two n x n x m
+    products autograd would run through ``A @ A^T``. Same gradient as autograd through the
+    iterations (up to float rounding): tests/losses/test_svdo.py checks it.
+    """
+
+    @staticmethod
+    def forward(ctx, A: Tensor, q0s: list[Tensor], iters: int, gram_of_rows: bool):  # type: ignore[override]
+        G = A @ A.transpose(-1, -2) if gram_of_rows else A.transpose(-1, -2) @ A  # (B, n, n)
+        lam_max, spread = _gram_iterations(G, q0s, iters, None, [])
+        ctx.save_for_backward(A, G, *q0s)
+        ctx.iters, ctx.gram_of_rows = iters, gram_of_rows
+        ctx.has_spread = spread is not None
+        return lam_max, (spread if spread is not None else torch.zeros_like(lam_max))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_max: Tensor | None, g_spread: Tensor | None):  # type: ignore[override]
+        A, G, *q0s = ctx.saved_tensors
+        n_taps = 2 * ctx.iters * len(q0s)
+        with torch.enable_grad():
+            taps = [
+                G.new_zeros(G.shape[0], G.shape[1], 1, requires_grad=True) for _ in range(n_taps)
+            ]
+            vs: list[Tensor] = []
+            lam_max, spread = _gram_iterations(G, q0s, ctx.iters, taps, vs)
+            outs, grads = [lam_max], [g_max if g_max is not None else torch.zeros_like(lam_max)]
+            if spread is not None and g_spread is not None:
+                outs.append(spread)
+                grads.append(g_spread)
+            adj = torch.autograd.grad(outs, taps, grads, allow_unused=True)
+        U = torch.cat([a if a is not None else torch.zeros_like(t) for a, t in zip(adj, taps)], -1)
+        V = torch.cat(vs, -1)  # (B, n, k): dL/dG = U V^T
+        left = torch.cat([U, V], -1)  # (B, n, 2k)
+        right = torch.cat([V, U], -1)  # (B, n, 2k): dL/dG + dL/dG^T = left right^T
+        if ctx.gram_of_rows:  # G = A A^T, n = r: dA = left (right^T A)
+            dA = left @ (right.transpose(-1, -2) @ A)  # (B, r, 2k) @ (B, 2k, c)
+        else:  # G = A^T A, n = c: dA = (A left) right^T
+            dA = (A @ left) @ right.transpose(-1, -2)  # (B, r, 2k) @ (B, 2k, c)
+        return dA, None, None, None
+
+
 def gram_extreme_eigs(F: Tensor, iters: int = 2) -> ExtremeEigs:
     """Extreme eigenvalues of ``F F^T`` for ``F`` (..., r, c), by eq. (5).
 
     If r > c, ``F F^T`` (r x r) is rank deficient: lambda_min = 0 exactly and lambda_1 comes
     from the smaller ``F^T F`` (same non-zero spectrum). Float32, autocast off,
-    differentiable w.r.t. ``F``.
+    differentiable w.r.t. ``F`` (a low-rank backward, see ``_GramEigs``; the same gradient
+    as autograd through the iterations, without its two Gram-sized matrix products).
     """
     if F.dim() < 2:
         raise ValueError(f"gram_extreme_eigs: expected matrices (..., r, c), got {tuple(F.shape)}")
-    r, c = F.shape[-2], F.shape[-1]
+    _check_iters(iters)
+    batch_shape, (r, c) = F.shape[:-2], F.shape[-2:]
     with _fp32_no_autocast(F.device):
-        A = F.float()
-        At = A.transpose(-1, -2)
-        if r > c:
-            G = At @ A  # (..., c, c)
-            lam_max = _power_iteration_max(G, iters)
-            return ExtremeEigs(lam_max, torch.zeros_like(lam_max))
-        return power_iteration_eigs(A @ At, iters)  # (..., r, r)
+        A = F.float().reshape(-1, r, c)  # (B, r, c)
+        n = min(r, c)
+        # Start vectors drawn in the order of the plain iterations (lambda_1's, then the
+        # shifted one's), so a given RNG state gives the same estimates.
+        q0s = [torch.rand(A.shape[0], n, 1, device=F.device, dtype=torch.float32)]
+        if r <= c:
+            q0s.append(torch.rand(A.shape[0], n, 1, device=F.device, dtype=torch.float32))
+        lam_max, spread = _GramEigs.apply(A, q0s, iters, r <= c)
+        lam_min = lam_max - spread if r <= c else torch.zeros_like(lam_max)
+    return ExtremeEigs(lam_max.reshape(batch_shape), lam_min.reshape(batch_shape))
 
 
 def svdo_penalty(F: Tensor, *, iters: int = 2, squared: bool = True, beta: float = 1.0) -> Tensor:
