@@ -139,3 +139,44 @@ def test_attention_under_cpu_autocast_matches_fp32() -> None:
             got = cam(pam(x))
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got.float(), ref, rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_cam_gradient_matches_autograd_of_the_plain_formula(variant: str) -> None:
+    # CAM's energy has a hand-written symmetric backward; autograd through the plain
+    # float64 formula softmax(A A^T) A (eq. 1-2) is the reference.
+    torch.manual_seed(5)
+    x = torch.randn(2, 6, 3, 4, requires_grad=True)
+    w = torch.randn(2, 6, 3, 4)
+    cam = CAM(variant)
+    with torch.no_grad():
+        cam.gamma.fill_(0.7)
+    (cam(x) * w).sum().backward()
+    x64 = x.detach().double().requires_grad_(True)
+    a = x64.reshape(2, 6, 12)
+    e = a @ a.transpose(1, 2)
+    if variant == "official":
+        e = e.amax(dim=-1, keepdim=True) - e
+    ref = 0.7 * (torch.softmax(e, dim=-1) @ a).reshape(2, 6, 3, 4) + x64
+    (ref * w.double()).sum().backward()
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_gradients_under_cpu_autocast_match_fp32() -> None:
+    # Under bf16 autocast the value sums run in bf16 (energies and softmax stay fp32): the
+    # gradients agree with fp32 to bf16 rounding.
+    torch.manual_seed(6)
+    x = torch.randn(2, 16, 4, 2)
+    grads = []
+    for autocast in (False, True):
+        torch.manual_seed(7)
+        pam, cam = PAM(16), CAM("paper")
+        with torch.no_grad():
+            pam.gamma.fill_(0.3)
+            cam.gamma.fill_(0.3)
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = cam(pam(xi))
+        y.float().square().sum().backward()
+        grads.append(xi.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=5e-2, atol=5e-2)

@@ -1,7 +1,10 @@
 """Channel and position attention (section 3.1 of the paper, after DANet, Fu et al. CVPR 2019).
 
 Both modules compute their affinity ("energy") matrices and softmax in fp32 even under
-autocast: the channel energy A·Aᵀ sums H·W products of activations and overflows fp16.
+autocast: the channel energy A·Aᵀ sums H·W products of activations and overflows fp16, and
+the softmax of large energies is sensitive to their rounding. The weighted sum of values
+(attention times features: weights in [0, 1], no overflow) runs in the autocast dtype when
+autocast is on, like any other matrix product of the network.
 """
 
 from __future__ import annotations
@@ -14,6 +17,29 @@ __all__ = ["CAM", "PAM", "ATTENTION_VARIANTS"]
 
 # "paper": the equations of the paper; "official": what the authors' code computes.
 ATTENTION_VARIANTS = ("paper", "official")
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The low-precision dtype autocast uses on ``device`` now, or None when it is off."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return None
+
+
+class _SymGram(torch.autograd.Function):
+    """``a aᵀ`` for ``a`` (B, C, N) with the backward ``(g + gᵀ) a``: one matrix product
+    instead of the two autograd runs for ``bmm(a, a.transpose(1, 2))`` (same gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a)
+        return torch.bmm(a, a.transpose(1, 2))  # (B, C, C)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (a,) = ctx.saved_tensors
+        return torch.bmm(g + g.transpose(1, 2), a)  # (B, C, N)
 
 
 def _check_variant(variant: str) -> str:
@@ -41,13 +67,18 @@ class CAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
+        low = _autocast_dtype(x.device)
         with torch.autocast(device_type=x.device.type, enabled=False):
             a = x.float().reshape(B, C, H * W)  # (B, C, N)
-            energy = torch.bmm(a, a.transpose(1, 2))  # (B, C, C)
+            energy = _SymGram.apply(a)  # (B, C, C)
             if self.variant == "official":
                 energy = energy.amax(dim=-1, keepdim=True) - energy
             attn = F.softmax(energy, dim=-1)  # (B, C, C), rows sum to 1
-            out = torch.bmm(attn, a).reshape(B, C, H, W)  # (B, C, H, W)
+            if low is not None:  # sum of values in the autocast dtype (see module docstring)
+                out = torch.bmm(attn.to(low), a.to(low)).float()
+            else:
+                out = torch.bmm(attn, a)
+            out = out.reshape(B, C, H, W)  # (B, C, N) -> (B, C, H, W)
             out = self.gamma.float() * out + x.float()
         return out.to(x.dtype)
 
@@ -88,15 +119,18 @@ class PAM(nn.Module):
         q = self.query_conv(x)  # (B, C', H, W)
         k = self.key_conv(x)  # (B, C', H, W)
         v = self.value_conv(x)  # (B, C, H, W)
+        low = _autocast_dtype(x.device)
         with torch.autocast(device_type=x.device.type, enabled=False):
             q = q.float().reshape(B, -1, H * W).transpose(1, 2)  # (B, N, C')
             k = k.float().reshape(B, -1, H * W)  # (B, C', N)
             energy = torch.bmm(q, k)  # (B, N, N): energy[i, j] = B_i . C_j
             attn = F.softmax(energy, dim=-1)  # (B, N, N), rows sum to 1
-            v = v.float().reshape(B, C, H * W)  # (B, C, N)
-            out = torch.bmm(v, attn.transpose(1, 2)).reshape(
-                B, C, H, W
-            )  # out_i = sum_j attn[i, j] D_j
+            v = v.reshape(B, C, H * W)  # (B, C, N)
+            if low is not None:  # sum of values in the autocast dtype (see module docstring)
+                out = torch.bmm(v.to(low), attn.transpose(1, 2).to(low)).float()
+            else:
+                out = torch.bmm(v.float(), attn.transpose(1, 2))
+            out = out.reshape(B, C, H, W)  # out_i = sum_j attn[i, j] D_j
             out = self.gamma.float() * out + x.float()
         return out.to(x.dtype)
 
