@@ -122,3 +122,25 @@ def test_train_help_lists_options(capsys):
     out = capsys.readouterr().out
     for opt in ("--config", "--out", "--resume", "--data", "--set"):
         assert opt in out
+
+
+@pytest.mark.slow
+def test_demo_writes_metrics_and_report(tmp_path, capsys):
+    # the demo's plumbing on a minute problem (the real demo's numbers are checked by hand)
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--no-progress"]
+    for kv in (
+        "data.synthetic.ids=8", "data.synthetic.cams=2", "data.synthetic.per_id=4",
+        "data.height=64", "data.width=32", "data.batch_size=8", "model.global_dim=32",
+        "model.attentive_dim=32", "model.reduction_dim=32", "train.frozen_epochs=0",
+        "train.epochs=1", "train.precision=fp32",
+    ):  # fmt: skip
+        args += ["--set", kv]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("abdnet", "untrained"):
+        assert 0.0 <= metrics[key]["mAP"] <= 1.0 and 0.0 <= metrics[key]["rank1"] <= 1.0
+    report = (out / "report.md").read_text()
+    assert f"{100 * metrics['abdnet']['mAP']:.1f}%" in report
+    assert "ABD-Net, trained" in capsys.readouterr().out
+    assert main(args) == 0  # a second demo into the same folder replaces its run

@@ -107,7 +107,7 @@ def _cpu_bf16_speedup() -> float:
     """fp32 time / bf16-autocast time of ResNet basic blocks, forward + backward.
 
     Once per process (about a second). The two precisions are timed alternately and the
-    fastest of three runs each is compared, so that load from other processes (which only
+    fastest of five runs each is compared, so that load from other processes (which only
     ever adds time) distorts the ratio as little as possible.
     """
     from torchvision.models.resnet import BasicBlock
@@ -130,7 +130,7 @@ def _cpu_bf16_speedup() -> float:
 
     once(None), once(torch.bfloat16)  # warm-up: oneDNN primitive creation
     times: dict[torch.dtype | None, list[float]] = {None: [], torch.bfloat16: []}
-    for _ in range(3):
+    for _ in range(5):
         for dtype, seen in times.items():
             seen.append(once(dtype))
     return min(times[None]) / min(times[torch.bfloat16])
