@@ -322,3 +322,29 @@ def test_low_rank_backward_equals_autograd_through_the_gram(shape, iters):
     torch.testing.assert_close(est.lam_min.double(), lam_min.detach(), rtol=1e-4, atol=1e-4)
     scale = F64.grad.abs().max()
     torch.testing.assert_close(F.grad.double(), F64.grad, rtol=0, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("which", ["of", "ow"])
+def test_channels_last_inputs_give_the_same_penalty_and_gradient(which):
+    # channels_last maps/weights are read through copy-free views (for weights with permuted
+    # columns, which leaves W^T W unchanged); the NCHW computation is the reference.
+    torch.manual_seed(0)
+    if which == "of":
+        bases = [torch.relu(torch.randn(2, 4, 5, 6)), torch.relu(torch.randn(2, 40, 3, 2))]
+    else:  # 3x3 convs (out < in*k*k), a 1x1 expansion (out > in) and a stem-like conv
+        bases = [torch.randn(8, 4, 3, 3), torch.randn(8, 4, 3, 3), torch.randn(16, 4, 1, 1)]
+        bases.append(torch.randn(6, 3, 7, 7))
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        ts = [b.clone(memory_format=fmt).requires_grad_(True) for b in bases]
+        torch.manual_seed(3)
+        if which == "of":
+            pen = of_penalty([(str(i), t, 1.0) for i, t in enumerate(ts)])
+        else:
+            pen = ow_penalty(ts)
+        pen.backward()
+        results.append((pen, [t.grad for t in ts]))
+    (p0, g0), (p1, g1) = results
+    torch.testing.assert_close(p1, p0, rtol=1e-5, atol=0)
+    for a, b in zip(g1, g0):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * b.abs().max().item())

@@ -142,22 +142,24 @@ def test_attention_under_cpu_autocast_matches_fp32() -> None:
 
 
 @pytest.mark.parametrize("variant", ["paper", "official"])
-def test_cam_gradient_matches_autograd_of_the_plain_formula(variant: str) -> None:
+@pytest.mark.parametrize("hw", [(3, 4), (32, 16)])  # both backward paths (N < / >= 512)
+def test_cam_gradient_matches_autograd_of_the_plain_formula(variant: str, hw) -> None:
     # CAM's energy has a hand-written symmetric backward; autograd through the plain
     # float64 formula softmax(A A^T) A (eq. 1-2) is the reference.
     torch.manual_seed(5)
-    x = torch.randn(2, 6, 3, 4, requires_grad=True)
-    w = torch.randn(2, 6, 3, 4)
+    H, W = hw
+    x = (torch.randn(2, 6, H, W) * (12 / (H * W)) ** 0.5).requires_grad_(True)
+    w = torch.randn(2, 6, H, W)
     cam = CAM(variant)
     with torch.no_grad():
         cam.gamma.fill_(0.7)
     (cam(x) * w).sum().backward()
     x64 = x.detach().double().requires_grad_(True)
-    a = x64.reshape(2, 6, 12)
+    a = x64.reshape(2, 6, H * W)
     e = a @ a.transpose(1, 2)
     if variant == "official":
         e = e.amax(dim=-1, keepdim=True) - e
-    ref = 0.7 * (torch.softmax(e, dim=-1) @ a).reshape(2, 6, 3, 4) + x64
+    ref = 0.7 * (torch.softmax(e, dim=-1) @ a).reshape(2, 6, H, W) + x64
     (ref * w.double()).sum().backward()
     torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
 
@@ -180,3 +182,28 @@ def test_attention_gradients_under_cpu_autocast_match_fp32() -> None:
         y.float().square().sum().backward()
         grads.append(xi.grad)
     torch.testing.assert_close(grads[1], grads[0], rtol=5e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_attention_channels_last_equals_nchw(autocast: bool) -> None:
+    # channels_last inputs take copy-free views; values, gradients and the output's memory
+    # format must match the NCHW computation.
+    torch.manual_seed(8)
+    x = torch.randn(2, 16, 6, 4)
+    torch.manual_seed(9)
+    pam, cam = PAM(16), CAM("paper")
+    with torch.no_grad():
+        pam.gamma.fill_(0.4)
+        cam.gamma.fill_(0.6)
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        xi = x.clone(memory_format=fmt).requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = cam(pam(xi))
+        y.float().square().sum().backward()
+        results.append((y.float(), xi.grad, y.is_contiguous(memory_format=fmt)))
+    (y0, g0, fmt0), (y1, g1, fmt1) = results
+    assert fmt0 and fmt1
+    tol = 2e-2 if autocast else 1e-5
+    torch.testing.assert_close(y1, y0, rtol=tol, atol=tol)
+    torch.testing.assert_close(g1, g0, rtol=tol, atol=tol)

@@ -197,6 +197,28 @@ def _gram_iterations(
     return lam_max, power_iteration(lambda v: matvec(v, shift), q0s[1], iters)
 
 
+# Grams at least this large are built from three half-size blocks (see _sym_gram).
+_BLOCK_GRAM_MIN_N = 256
+
+
+def _sym_gram(A: Tensor) -> Tensor:
+    """``A A^T`` (B, n, n) for ``A`` (B, n, m), exactly symmetric.
+
+    For n >= ``_BLOCK_GRAM_MIN_N`` the rows are split in halves ``A1``, ``A2`` and only the
+    blocks ``A1 A1^T``, ``A1 A2^T``, ``A2 A2^T`` are multiplied (the fourth is a transpose):
+    3/4 of the flops of one full product (torch has no symmetric rank-k update).
+    """
+    n = A.shape[-2]
+    if n < _BLOCK_GRAM_MIN_N:
+        return A @ A.transpose(-1, -2)
+    h = n // 2
+    A1, A2 = A[..., :h, :], A[..., h:, :]  # (B, h, m), (B, n - h, m)
+    G12 = A1 @ A2.transpose(-1, -2)  # (B, h, n - h)
+    top = torch.cat([A1 @ A1.transpose(-1, -2), G12], -1)  # (B, h, n)
+    bottom = torch.cat([G12.transpose(-1, -2), A2 @ A2.transpose(-1, -2)], -1)  # (B, n - h, n)
+    return torch.cat([top, bottom], -2)  # (B, n, n)
+
+
 class _GramEigs(torch.autograd.Function):
     """lambda_1 and the spread of eq. (5) on the Gram of ``A`` (B, r, c) with a low-rank
     backward.
@@ -213,7 +235,7 @@ class _GramEigs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, A: Tensor, q0s: list[Tensor], iters: int, gram_of_rows: bool):  # type: ignore[override]
-        G = A @ A.transpose(-1, -2) if gram_of_rows else A.transpose(-1, -2) @ A  # (B, n, n)
+        G = _sym_gram(A if gram_of_rows else A.transpose(-1, -2))  # (B, n, n)
         lam_max, spread = _gram_iterations(G, q0s, iters, None, [])
         ctx.save_for_backward(A, G, *q0s)
         ctx.iters, ctx.gram_of_rows = iters, gram_of_rows
@@ -322,7 +344,11 @@ def of_penalty(
                 f"of_maps[{name!r}]: expected a (B, C, H, W) map, got {tuple(fmap.shape)}"
             )
         B, C, H, W = fmap.shape
-        F = fmap.reshape(B, C, H * W)  # (B, C, N)
+        if not fmap.is_contiguous() and fmap.is_contiguous(memory_format=torch.channels_last):
+            # channels_last memory is (B, H, W, C): a transposed view instead of a copy
+            F = fmap.permute(0, 2, 3, 1).reshape(B, H * W, C).transpose(1, 2)  # (B, C, N)
+        else:
+            F = fmap.reshape(B, C, H * W)  # (B, C, N)
         if form == "paper":
             if gram_norm == "spatial":
                 # F F^T / N == (F / sqrt(N)) (F / sqrt(N))^T
@@ -335,6 +361,24 @@ def of_penalty(
     if total is None:
         return torch.zeros((), dtype=torch.float32)
     return total
+
+
+def _weight_rows(w: Tensor) -> Tensor:
+    """``w`` (out, in, k, k) as ``W^T`` (out, in*k*k), copy-free for channels_last weights.
+
+    A channels_last weight is stored as (out, k, k, in); flattening it in that order permutes
+    the columns of ``W^T``, which leaves ``W^T W`` (out x out) unchanged. Only used when that
+    is the Gram the iterations run on (out <= in*k*k); otherwise the columns index the Gram.
+    """
+    out = w.shape[0]
+    if (
+        w.dim() == 4
+        and out <= w[0].numel()
+        and not w.is_contiguous()
+        and w.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return w.permute(0, 2, 3, 1).reshape(out, -1)  # (out, k*k*in), a view
+    return w.reshape(out, -1)  # (out, in*k*k)
 
 
 def ow_penalty(weights: Sequence[Tensor], *, iters: int = 2, form: str = "paper") -> Tensor:
@@ -355,9 +399,9 @@ def ow_penalty(weights: Sequence[Tensor], *, iters: int = 2, form: str = "paper"
             )
         groups.setdefault(tuple(w.shape), []).append(w)
     total: Tensor | None = None
-    for shape, ws in groups.items():
+    for ws in groups.values():
         # W^T W in the paper's (in*k*k, out) layout is F F^T for F = weight.view(out, -1).
-        F = torch.stack([w.reshape(shape[0], -1) for w in ws])  # (L, out, in*k*k)
+        F = torch.stack([_weight_rows(w) for w in ws])  # (L, out, in*k*k)
         term = svdo_penalty(F, iters=iters, squared=True).sum()
         total = term if total is None else total + term
     if total is None:
