@@ -51,6 +51,8 @@ DEMO_CONFIG: dict = {
         "checkpoint_every": 10,
         "seed": 0,
     },
+    # standard re-ID test-time options, applied to the trained and the untrained net alike
+    "eval": {"flip": True, "normalize": True},
 }
 
 
