@@ -110,6 +110,12 @@ def _cpu_bf16_speedup() -> float:
     fastest of five runs each is compared, so that load from other processes (which only
     ever adds time) distorts the ratio as little as possible.
     """
+    # fork_rng: the probe must not move (or reseed) the global RNG a run was seeded with.
+    with torch.random.fork_rng(devices=[]):
+        return _probe_bf16_speedup()
+
+
+def _probe_bf16_speedup() -> float:
     from torchvision.models.resnet import BasicBlock
 
     torch.manual_seed(0)
