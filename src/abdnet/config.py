@@ -49,7 +49,9 @@ class ModelConfig:
     preset: str = "paper"  # name of the MODEL_PRESETS entry these values started from
     arch: str = "abd"  # "abd": sections 3/4.1 of the paper; "official": the authors' code, weight-compatible
     backbone: str = "resnet50"  # resnet18/34/50/101/152 or densenet121
-    pretrained: str = "none"  # "none", "imagenet" (torchvision weights API, downloads) or a state-dict path
+    pretrained: str = (
+        "none"  # "none", "imagenet" (torchvision weights API, downloads) or a state-dict path
+    )
     shallow_cam: bool = True  # CAM after res_conv_2 (section 3.3)
     cam: bool = True  # CAM on Ta in the attentive branch
     pam: bool = True  # PAM on Ta in the attentive branch
@@ -112,7 +114,9 @@ class DataConfig:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     flip_p: float = 0.5  # random horizontal flip probability
     erasing_p: float = 0.5  # random erasing probability (ref. [52])
-    translate_p: float = 0.0  # random 2D translation (resize x1.125 + random crop), official code: 0.5
+    translate_p: float = (
+        0.0  # random 2D translation (resize x1.125 + random crop), official code: 0.5
+    )
     color_jitter: bool = False  # optional colour jitter
     num_instances: int = 4  # K images per identity in a batch (paper: 4)
     batch_size: int = 64  # P*K (paper: 16 ids x 4)
@@ -190,7 +194,9 @@ class Config:
 def model_config(preset: str = "paper", **overrides: Any) -> ModelConfig:
     """The preset's ModelConfig with ``overrides`` applied (unknown names are an error)."""
     if preset not in MODEL_PRESETS:
-        raise ConfigError(f"model.preset: unknown preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}")
+        raise ConfigError(
+            f"model.preset: unknown preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}"
+        )
     base = config_to_dict(MODEL_PRESETS[preset])
     base.update(overrides)
     base["preset"] = preset
@@ -274,7 +280,9 @@ def config_from_dict(data: dict[str, Any] | None) -> Config:
     model = dict(data.get("model") or {})
     preset = model.get("preset", "paper")
     if not isinstance(preset, str) or preset not in MODEL_PRESETS:
-        raise ConfigError(f"model.preset: unknown preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}")
+        raise ConfigError(
+            f"model.preset: unknown preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}"
+        )
     merged = config_to_dict(MODEL_PRESETS[preset])
     merged.update(model)
     data["model"] = merged
@@ -311,7 +319,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
     data: dict[str, Any] = {}
     if path is not None:
