@@ -17,7 +17,7 @@ from torch import nn
 from abdnet.config import ModelConfig, model_config
 from abdnet.models.attention import CAM, PAM
 from abdnet.models.backbones import build_trunk
-from abdnet.models.layers import init_new_layers_, reduction_layer
+from abdnet.models.layers import TrunkParameterGroups, init_new_layers_, reduction_layer
 from abdnet.models.output import ModelOutput
 from abdnet.models.svd_layer import EigenLayer
 
@@ -54,7 +54,7 @@ def check_of_positions(cfg: ModelConfig, known: tuple[str, ...], available: set[
             )
 
 
-class ABDNet(nn.Module):
+class ABDNet(TrunkParameterGroups, nn.Module):
     """ABD-Net, sections 3 and 4.1 of the paper (``arch="abd"``; presets paper, baseline).
 
     trunk res_conv_1..2 -> shallow CAM (O.F. "shallow") -> res_conv_3..4 -> two branches,
@@ -136,27 +136,8 @@ class ABDNet(nn.Module):
         backbone = {id(m) for m in self.backbone_modules()}
         return [m for m in self.children() if id(m) not in backbone]
 
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the trunk convs/BNs (frozen in step 1 of the two-step schedule)."""
-        return [p for m in self.backbone_modules() for p in m.parameters()]
-
-    def new_parameters(self) -> list[nn.Parameter]:
-        """Everything else: reductions, attention (incl. shallow-CAM gamma), classifiers."""
-        backbone = {id(p) for p in self.backbone_parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone]
-
-    def ow_weights(self) -> list[torch.Tensor]:
-        """Conv weights O.W. regularises (``ow_scope``): all trunk convs, the stem conv, or none."""
-        if self.config.ow_scope == "none":
-            return []
-        if self.config.ow_scope == "stem":
-            return [self.stem[0].weight]  # res_conv_1's conv (conv1 / conv0)
-        return [
-            m.weight
-            for part in self.backbone_modules()
-            for m in part.modules()
-            if isinstance(m, nn.Conv2d)
-        ]
+    def stem_conv(self) -> nn.Conv2d:
+        return self.stem[0]  # res_conv_1's conv (conv1 / conv0)
 
     # -- forward ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor | ModelOutput:

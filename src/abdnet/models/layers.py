@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 __all__ = ["reduction_layer", "init_new_layers_"]
@@ -38,3 +39,39 @@ def init_new_layers_(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.01)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class TrunkParameterGroups:
+    """Parameter groups shared by both architectures, derived from ``backbone_modules()``
+    (the torchvision trunk pieces) and ``stem_conv()`` (res_conv_1's conv).
+
+    ``backbone_parameters`` are frozen in step 1 of the two-step schedule, ``new_parameters``
+    (reductions, attention incl. gammas, classifiers) always train, and ``ow_weights`` are the
+    conv weights O.W. regularizes per ``config.ow_scope``: every trunk conv ("all", the
+    paper), the stem conv only ("stem", what the official code reaches) or none.
+    """
+
+    def backbone_modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def stem_conv(self) -> nn.Conv2d:
+        raise NotImplementedError
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.backbone_modules() for p in m.parameters()]
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        backbone = {id(p) for p in self.backbone_parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone]
+
+    def ow_weights(self) -> list[torch.Tensor]:
+        if self.config.ow_scope == "none":
+            return []
+        if self.config.ow_scope == "stem":
+            return [self.stem_conv().weight]
+        return [
+            m.weight
+            for part in self.backbone_modules()
+            for m in part.modules()
+            if isinstance(m, nn.Conv2d)
+        ]

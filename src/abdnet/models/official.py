@@ -37,7 +37,7 @@ from abdnet.config import ModelConfig, model_config
 from abdnet.models.abdnet import check_common_config, check_of_positions
 from abdnet.models.attention import CAM, PAM
 from abdnet.models.backbones import build_trunk
-from abdnet.models.layers import init_new_layers_, reduction_layer
+from abdnet.models.layers import TrunkParameterGroups, init_new_layers_, reduction_layer
 from abdnet.models.output import ModelOutput
 
 __all__ = [
@@ -171,7 +171,7 @@ class _GlobalBranch(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))  # (B, C5) -> (B, kg)
 
 
-class OfficialABDNet(nn.Module):
+class OfficialABDNet(TrunkParameterGroups, nn.Module):
     """The authors' released network (see the module docstring), ``arch="official"``.
 
     Eval: ``(B, 3, H, W)`` -> ``(B, kg + 2·R)`` = 3072-d. Train: :class:`ModelOutput` with
@@ -230,26 +230,8 @@ class OfficialABDNet(nn.Module):
         cb = self.common_branch
         return [cb.backbone1, cb.backbone2, self.branches[0][0], self.branches[1][0]]
 
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        return [p for m in self.backbone_modules() for p in m.parameters()]
-
-    def new_parameters(self) -> list[nn.Parameter]:
-        """Reduction, heads with attention, sum_conv, fc, classifiers, shallow-CAM gamma."""
-        backbone = {id(p) for p in self.backbone_parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone]
-
-    def ow_weights(self) -> list[torch.Tensor]:
-        """Per ``ow_scope``: every trunk conv ("all"), the 7x7 stem conv ("stem", what their code reaches) or none."""
-        if self.config.ow_scope == "none":
-            return []
-        if self.config.ow_scope == "stem":
-            return [self.common_branch.backbone1[0].weight]
-        return [
-            m.weight
-            for part in self.backbone_modules()
-            for m in part.modules()
-            if isinstance(m, nn.Conv2d)
-        ]
+    def stem_conv(self) -> nn.Conv2d:
+        return self.common_branch.backbone1[0]  # the 7x7 conv
 
     # -- forward ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor | ModelOutput:
