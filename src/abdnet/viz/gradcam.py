@@ -62,6 +62,27 @@ class GradientCapture:
         }
 
 
+def backward_scores(
+    model: nn.Module, images: Tensor, score_fn: Callable[[object], Tensor]
+) -> tuple[object, Tensor]:
+    """``model(images)``, one score per image from ``score_fn``, and their summed backward.
+
+    The input is made to require grad so that a network whose weights are all frozen still
+    records a graph. Returns the model output and the (B,) scores.
+    """
+    with torch.enable_grad():
+        x = images.detach().clone().requires_grad_(True)
+        output = model(x)
+        scores = score_fn(output)
+        if scores.dim() != 1 or scores.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"score_fn must return one score per image (B,), got {tuple(scores.shape)}"
+            )
+        model.zero_grad(set_to_none=True)
+        scores.sum().backward()
+    return output, scores
+
+
 def capture_gradients(
     model: nn.Module,
     images: Tensor,
@@ -94,16 +115,7 @@ def capture_gradients(
     for name, module in layers.items():
         handles.append(module.register_forward_hook(make_hook(name)))
     try:
-        with torch.enable_grad():
-            x = images.detach().clone().requires_grad_(True)  # makes frozen nets record a graph
-            output = model(x)
-            scores = score_fn(output)
-            if scores.dim() != 1 or scores.shape[0] != images.shape[0]:
-                raise ValueError(
-                    f"score_fn must return one score per image (B,), got {tuple(scores.shape)}"
-                )
-            model.zero_grad(set_to_none=True)
-            scores.sum().backward()
+        _, scores = backward_scores(model, images, score_fn)
     finally:
         for h in handles:
             h.remove()

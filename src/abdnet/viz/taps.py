@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from abdnet.viz.gradcam import backward_scores
+
 __all__ = [
     "FeatureTap",
     "TapCapture",
@@ -164,16 +166,7 @@ def capture_taps(
     scores = None
     try:
         if want_grad:
-            with torch.enable_grad():
-                x = images.detach().clone().requires_grad_(True)  # a graph even for frozen weights
-                output = model(x)
-                scores = score_fn(output)
-                if scores.dim() != 1 or scores.shape[0] != images.shape[0]:
-                    raise ValueError(
-                        f"score_fn must return one score per image (B,), got {tuple(scores.shape)}"
-                    )
-                model.zero_grad(set_to_none=True)
-                scores.sum().backward()
+            output, scores = backward_scores(model, images, score_fn)
         else:
             with torch.no_grad():
                 output = model(images)
