@@ -37,7 +37,13 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-__all__ = ["Trunk", "BACKBONES", "build_trunk", "load_torchvision_state_dict"]
+__all__ = [
+    "Trunk",
+    "BACKBONES",
+    "build_trunk",
+    "check_state_dict_fits",
+    "load_torchvision_state_dict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +104,36 @@ def _fix_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
+def _listed(keys: list[str], limit: int = 10) -> str:
+    more = f" ... ({len(keys)} in all)" if len(keys) > limit else ""
+    return f"{keys[:limit]}{more}"
+
+
+def check_state_dict_fits(
+    model: nn.Module,
+    state: dict[str, Any],
+    what: str,
+    *,
+    optional: Callable[[str], bool] = lambda _key: False,
+) -> None:
+    """Raise ValueError(``what``: ...) listing the keys of ``state`` that are missing from
+    ``model`` (unless ``optional``), unexpected, or of another shape; nothing is skipped
+    silently."""
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in state and not optional(k))
+    unexpected = sorted(k for k in state if k not in own)
+    misshaped = sorted(
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or misshaped:
+        raise ValueError(
+            f"{what}: missing keys {_listed(missing)}, unexpected keys {_listed(unexpected)}, "
+            f"mis-shaped {_listed(misshaped)}"
+        )
+
+
 def load_torchvision_state_dict(model: nn.Module, state: dict[str, Any], source: str) -> None:
     """Load a torchvision ImageNet state dict into ``model`` (a torchvision classifier).
 
@@ -110,27 +146,14 @@ def load_torchvision_state_dict(model: nn.Module, state: dict[str, Any], source:
     if bad:
         raise ValueError(f"{source}: not a state dict of tensors (entries {bad[:5]!r})")
     state = _fix_densenet_keys(state)
-    own = model.state_dict()
     head = ("fc.", "classifier.")
     # Old torchvision files have no BN ``num_batches_tracked`` (load_state_dict fills it in).
-    missing = sorted(
-        k
-        for k in own
-        if k not in state and not k.startswith(head) and not k.endswith("num_batches_tracked")
+    check_state_dict_fits(
+        model,
+        state,
+        f"{source}: does not fit the torchvision backbone",
+        optional=lambda k: k.startswith(head) or k.endswith("num_batches_tracked"),
     )
-    unexpected = sorted(k for k in state if k not in own)
-    misshaped = sorted(
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    )
-    if missing or unexpected or misshaped:
-        raise ValueError(
-            f"{source}: does not fit the torchvision backbone: "
-            f"missing keys {missing[:10]}{' ...' if len(missing) > 10 else ''} ({len(missing)}), "
-            f"unexpected keys {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''} ({len(unexpected)}), "
-            f"mis-shaped {misshaped[:10]} ({len(misshaped)})"
-        )
     model.load_state_dict(state, strict=False)
 
 

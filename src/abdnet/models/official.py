@@ -36,7 +36,7 @@ from torch import nn
 from abdnet.config import ModelConfig, model_config
 from abdnet.models.abdnet import check_common_config, check_of_positions
 from abdnet.models.attention import CAM, PAM
-from abdnet.models.backbones import build_trunk
+from abdnet.models.backbones import build_trunk, check_state_dict_fits
 from abdnet.models.layers import TrunkParameterGroups, init_new_layers_, reduction_layer
 from abdnet.models.output import ModelOutput
 
@@ -353,20 +353,7 @@ def load_official(path: str | Path, num_classes: int | None = None) -> OfficialA
     )
     model = OfficialABDNet(cfg, found)
 
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    misshaped = sorted(
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    )
-    if missing or unexpected or misshaped:
-        raise ValueError(
-            f"{path}: does not fit the official ABD-Net (resnet50): "
-            f"missing keys ({len(missing)}): {missing}; unexpected keys ({len(unexpected)}): {unexpected}; "
-            f"mis-shaped ({len(misshaped)}): {misshaped}"
-        )
+    check_state_dict_fits(model, state, f"{path}: does not fit the official ABD-Net (resnet50)")
     model.load_state_dict(state, strict=True)
     model.eval()
     logger.info("loaded official checkpoint %s (%d classes)", path, found)
