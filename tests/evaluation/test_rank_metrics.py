@@ -11,9 +11,7 @@ import torch
 from abdnet.evaluation import RankResult, evaluate_features, evaluate_rank, pairwise_distance
 from abdnet.evaluation import rank as rank_mod
 
-CASES = sorted(
-    (Path(__file__).resolve().parents[3] / "shared" / "reference" / "eval-cases").glob("*.npz")
-)
+CASES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "eval-cases").glob("*.npz"))
 
 
 def slow_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, kind=None):

@@ -14,12 +14,7 @@ from torch import nn
 
 from abdnet.models import ModelOutput, build_model, canonical_official_state_dict, load_official
 
-REFERENCE = Path("/work/shared/reference/official-abdnet-state-dict-shapes.json")
-if not REFERENCE.is_file():  # a checkout next to shared/
-    REFERENCE = (
-        Path(__file__).resolve().parents[3]
-        / "shared/reference/official-abdnet-state-dict-shapes.json"
-    )
+REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "official-abdnet-state-dict-shapes.json"
 
 
 @pytest.fixture(scope="module")
