@@ -97,7 +97,7 @@ def test_variant_builds_intended_model(name):
     assert len(model.ow_weights()) == (total + layer4 if ow else 0)
     model.train()
     out = model(torch.randn(2, 3, 64, 32))
-    assert [name for name, _, _ in out.of_maps] == of_pos
+    assert [name for name, _, _ in out.features.of_terms(cfg.model.of_positions)] == of_pos
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))

@@ -99,7 +99,7 @@ def _abdnet(*args):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_tiny_config_matches_uninterrupted(tmp_path):
-    # The check, as a user would run it: tiny.yaml, killed with SIGKILL as soon as the
+    # As a user would run it: tiny.yaml, killed with SIGKILL as soon as the
     # first checkpoint exists, resumed with `abdnet train --resume`.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     config = str(ROOT / "configs" / "tiny.yaml")
