@@ -79,22 +79,28 @@ class RankResult:
     num_gallery_skipped: int = 0  # gallery items left out (junk, pid -1)
 
     def rank(self, k: int) -> float:
-        """Rank-``k`` accuracy (``k`` is 1-based); NaN beyond the CMC curve's length."""
-        if k < 1:
-            raise ValueError(f"rank k={k}: expected k >= 1")
+        """Rank-``k`` accuracy (``k`` is 1-based)."""
+        if not 1 <= k <= len(self.cmc):
+            raise ValueError(f"rank k={k} is outside the CMC curve (1..{len(self.cmc)})")
+        return float(self.cmc[k - 1])
+
+    def _rank_or_nan(self, k: int) -> float:
+        # a gallery smaller than k truncates the curve (as torchreid does)
         return float(self.cmc[k - 1]) if k <= len(self.cmc) else float("nan")
 
     @property
     def rank1(self) -> float:
-        return self.rank(1)
+        return self._rank_or_nan(1)
 
     @property
     def rank5(self) -> float:
-        return self.rank(5)
+        """NaN when the gallery has fewer than 5 items."""
+        return self._rank_or_nan(5)
 
     @property
     def rank10(self) -> float:
-        return self.rank(10)
+        """NaN when the gallery has fewer than 10 items."""
+        return self._rank_or_nan(10)
 
     @property
     def num_query(self) -> int:
