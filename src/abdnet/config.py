@@ -476,17 +476,19 @@ def _construct_bool(loader: yaml.SafeLoader, node: yaml.Node) -> bool:
     return loader.construct_scalar(node).lower() == "true"
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    """A mapping names a key twice."""
+
+
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     loader.flatten_mapping(node)
     out: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in out:
-            raise yaml.constructor.ConstructorError(
-                "while reading a mapping",
-                node.start_mark,
-                f"found the key {key!r} twice (the second would silently replace the first)",
-                key_node.start_mark,
+            raise _DuplicateKeyError(
+                f"line {key_node.start_mark.line + 1}: the key {key!r} appears twice in one "
+                "mapping (the second would silently replace the first)"
             )
         out[key] = loader.construct_object(value_node, deep=True)
     return out
@@ -558,6 +560,8 @@ def load_config(
         try:
             with p.open(encoding="utf-8") as f:
                 loaded = load_yaml(f)
+        except _DuplicateKeyError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML: {exc}") from None
         if loaded is None:
