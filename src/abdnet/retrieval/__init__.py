@@ -9,11 +9,14 @@ from abdnet.retrieval.features import FeatureSet, load_features, save_features
 from abdnet.retrieval.files import collect_images, parse_labels
 from abdnet.retrieval.index import (
     INDEX_KINDS,
+    INDEX_LOCK_TIMEOUT,
     FeatureIndex,
+    IndexChangedError,
     SearchResult,
     build_index,
     default_ivfpq_params,
     open_index,
+    update_index,
 )
 
 __all__ = [
@@ -29,9 +32,12 @@ __all__ = [
     "collect_images",
     "parse_labels",
     "INDEX_KINDS",
+    "INDEX_LOCK_TIMEOUT",
     "FeatureIndex",
+    "IndexChangedError",
     "SearchResult",
     "build_index",
     "default_ivfpq_params",
     "open_index",
+    "update_index",
 ]
