@@ -18,7 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
@@ -53,9 +53,13 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
+    "replace_checked",
     "save_config",
     "dump_config",
 ]
+
+
+_T = TypeVar("_T")
 
 
 class ConfigError(ValueError):
@@ -202,6 +206,10 @@ class DataConfig:
     workers: Annotated[int, Range(ge=-1)] = -1  # DataLoader workers; -1 picks min(8, cpus - 1)
     # share of training identities held out as a validation query/gallery for model selection
     val_fraction: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.0
+    # Unreadable image files (zero-byte, garbage, truncated; found when the data set is
+    # loaded) are an error naming them all; true leaves them out and lists them in the run
+    # folder's skipped_images.txt.
+    skip_bad: bool = False
 
 
 @dataclass(frozen=True)
@@ -410,6 +418,17 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         key = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _check_value(hints[name], value, key)
     return cls(**kwargs)
+
+
+def replace_checked(section: _T, name: str, **changes: Any) -> _T:
+    """``dataclasses.replace`` for a config section (``name`` is its key, e.g. ``"eval"``)
+    with the checks a loaded config gets: types, choices and ranges, errors naming
+    ``name.field``. Command-line options that override config values go through this."""
+    if not dataclasses.is_dataclass(section) or isinstance(section, type):
+        raise TypeError(f"replace_checked: expected a config section, got {section!r}")
+    data = config_to_dict(section)
+    data.update(changes)
+    return _build(type(section), data, name)
 
 
 def config_from_dict(data: dict[str, Any] | None) -> Config:

@@ -6,6 +6,7 @@
       config.yaml          the resolved Config the run trains with
       precision.json       the precision "auto" resolved to (reused on resume)
       metrics.jsonl        one JSON object per epoch (losses, validation/test metrics)
+      skipped_images.txt   images left out as unreadable (data.skip_bad), "path<TAB>reason"
       tb/                  TensorBoard events
       checkpoints/
         last -> .last-<token>/   the latest epoch's checkpoint (a link swapped atomically)
@@ -26,6 +27,7 @@ __all__ = [
     "CONFIG_FILE",
     "PRECISION_FILE",
     "METRICS_FILE",
+    "SKIPPED_FILE",
     "TB_DIR",
     "CHECKPOINTS_DIR",
     "MODEL_FILE",
@@ -39,6 +41,7 @@ __all__ = [
 CONFIG_FILE = "config.yaml"
 PRECISION_FILE = "precision.json"
 METRICS_FILE = "metrics.jsonl"
+SKIPPED_FILE = "skipped_images.txt"
 TB_DIR = "tb"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -68,6 +71,10 @@ class RunLayout:
     @property
     def metrics(self) -> Path:
         return self.root / METRICS_FILE
+
+    @property
+    def skipped(self) -> Path:
+        return self.root / SKIPPED_FILE
 
     @property
     def tb(self) -> Path:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+
+from abdnet.cli.options import positive_int
 
 HELP = "evaluate a checkpoint (run folder, model.safetensors or official .pth.tar) on query/gallery"
 
@@ -36,12 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="arithmetic of the forward passes (default: the run's eval.precision, fp32 unless "
         "the config says otherwise, so the numbers match what training recorded)",
     )
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help="images per forward pass"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    from abdnet.config import replace_checked
     from abdnet.data import build_dataset
     from abdnet.engine import choose_precision, evaluate_model, resolve_device
     from abdnet.models import load_model
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = loaded.config
     data_cfg = cfg.data
     if args.data:
-        data_cfg = dataclasses.replace(data_cfg, name="auto", root=str(args.data))
+        data_cfg = replace_checked(data_cfg, "data", name="auto", root=str(args.data))
     changes: dict[str, object] = {}
     if args.rerank:
         changes["rerank"] = True
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         changes["batch_size"] = args.batch_size
     if args.precision:
         changes["precision"] = args.precision
-    eval_cfg = dataclasses.replace(cfg.eval, **changes)
+    eval_cfg = replace_checked(cfg.eval, "eval", **changes)
     device = resolve_device(args.device)
     precision = choose_precision(device, eval_cfg.precision)
     dataset = build_dataset(data_cfg)

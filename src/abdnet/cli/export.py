@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from abdnet.cli.options import add_force_option, int_at_least, positive_float, positive_int
+
 HELP = "export a checkpoint's embedding network (to ONNX), verified against PyTorch"
 
 
@@ -26,13 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run folder, checkpoint folder, model.safetensors or official .pth.tar",
     )
     p.add_argument("--out", required=True, metavar="MODEL.onnx")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument(
+        "--opset", type=int_at_least(7), default=17, help="ONNX opset version (default 17)"
+    )
     p.add_argument(
         "--dynamic-batch", action="store_true", help="allow any batch size (checked with 1 and 5)"
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=1,
         help="fixed batch size without --dynamic-batch (default 1)",
     )
@@ -41,17 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--atol",
-        type=float,
+        type=positive_float,
         default=1e-4,
         help="parity tolerance: max abs difference, relative to the embedding scale when it exceeds 1 (default 1e-4)",
     )
+    add_force_option(p, "an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
     from abdnet.export import export_onnx
+    from abdnet.files import check_output
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_output(args.out, force=args.force)  # before loading and exporting
     result = export_onnx(
         args.checkpoint,
         args.out,

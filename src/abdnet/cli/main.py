@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from abdnet.files import FileLockedError
 
@@ -53,6 +54,24 @@ def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# Failures a user causes and can fix: bad input (ValueError: ConfigError, DatasetError,
+# ImageReadError, ...), files missing, existing, unwritable or unreadable (OSError,
+# OutputExistsError), a folder in use (FileLockedError), a diverging loss
+# (FloatingPointError), an optional package not installed (ImportError). Their messages name
+# the file, key or option at fault; anything else is a bug and keeps its traceback.
+KNOWN_ERRORS = (ValueError, OSError, FileLockedError, FloatingPointError, ImportError)
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line."""
+    text = str(exc) or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Original Traceback" in text and lines:
+        # re-raised from a DataLoader worker: the last line is the original error
+        return lines[-1]
+    return " ".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Build only the requested sub-command's parser when one is named: keeps start-up fast.
@@ -72,17 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (
-        FileNotFoundError,
-        FileExistsError,
-        PermissionError,
-        ValueError,
-        FileLockedError,
-    ) as exc:
-        # Library errors carry the file / option at fault; show them without a traceback.
+    except KNOWN_ERRORS as exc:
         if args.verbose:
-            raise
-        print(f"abdnet {args.command}: error: {exc}", file=sys.stderr)
+            traceback.print_exc()
+        print(f"abdnet {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

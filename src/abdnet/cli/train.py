@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 
+from abdnet.cli.options import positive_int
+
 HELP = "train a model from a YAML config (or --resume a run folder)"
 
 
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-epochs",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="stop after N epochs in total (resume later to finish the schedule)",
@@ -42,13 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="replace a run already in --out (its config, checkpoints and metrics are deleted)",
+        help="replace a run already in --out (its config, checkpoints and metrics are deleted; "
+        "other files in the folder are kept)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from abdnet.config import load_config
+    from abdnet.config import load_config, replace_checked
     from abdnet.engine import train
 
     progress = not args.no_progress
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.data:
             # the data set changes, the input size/augmentation of the config stay
-            data = dataclasses.replace(cfg.data, name="auto", root=str(args.data))
+            data = replace_checked(cfg.data, "data", name="auto", root=str(args.data))
             cfg = dataclasses.replace(cfg, data=data)
         result = train(
             cfg, args.out, force=args.force, progress=progress, max_epochs=args.max_epochs

@@ -1,7 +1,17 @@
 """abdnet.data: data sets (parsers, synthetic), transforms, P x K sampler and loaders."""
 
 from .dataset import DatasetError, ImageRecord, ReIDDataset, make_dataset, relabel, split_validation
-from .images import IMAGE_EXTENSIONS, ImageInput, ImageReadError, parse_reid_name, read_image
+from .images import (
+    IMAGE_EXTENSIONS,
+    MAX_UPSCALE,
+    ImageCheck,
+    ImageInput,
+    ImageReadError,
+    check_image_file,
+    parse_reid_name,
+    read_image,
+    upscale_warning,
+)
 from .loader import (
     ImageDataset,
     build_test_loader,
@@ -26,10 +36,14 @@ from .transforms import RandomErasing, RandomTranslate, build_test_transform, bu
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "MAX_UPSCALE",
+    "ImageCheck",
     "ImageInput",
     "ImageReadError",
+    "check_image_file",
     "parse_reid_name",
     "read_image",
+    "upscale_warning",
     "DATASET_NAMES",
     "SYNTHETIC_MARKER",
     "DatasetError",

@@ -56,8 +56,15 @@ from abdnet.engine.evaluate import evaluate_model
 from abdnet.engine.precision import Precision, choose_precision, resolve_device
 from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
 from abdnet.engine.state import TrainState, unwrap_model
-from abdnet.files import FolderLock, OutputExistsError, atomic_write
-from abdnet.layout import RunLayout
+from abdnet.files import FolderLock, atomic_write, check_output
+from abdnet.layout import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    METRICS_FILE,
+    PRECISION_FILE,
+    SKIPPED_FILE,
+    RunLayout,
+)
 from abdnet.losses import LossTerms, build_objective
 from abdnet.models import build_model_from_config, svd_restraint_, weight_decay_groups
 
@@ -200,8 +207,11 @@ def _train(
 
     # 2. The run folder.
     if ctx.is_main and not resume:
+        _clear_run(run)  # a run --force replaces; _run_config refused one otherwise
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write(run.config, dump_config(cfg))
+    if ctx.is_main and data.dataset.skipped:
+        atomic_write(run.skipped, "".join(f"{p}\t{why}\n" for p, why in data.dataset.skipped))
     precision = _run_precision(cfg, run, device, ctx, resume)
     log.info("device %s, precision %s (%s)", device, precision.name, precision.reason)
 
@@ -453,20 +463,23 @@ def _run_config(cfg: Config | None, run: RunLayout, resume: bool, force: bool) -
         return saved
     if cfg is None:
         raise ValueError("train: a config is needed unless resuming")
-    existing = [
-        p for p in (run.config, run.checkpoints, run.metrics) if p.exists() or p.is_symlink()
-    ]
-    if existing and not force:
-        raise OutputExistsError(
-            f"--out {run.root}: already holds a run ({existing[0].name}); use --resume "
-            f"{run.root} to continue it, another folder, or --force to replace it"
-        )
-    if existing:
-        for p in (run.config, run.metrics, run.precision):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(run.checkpoints, ignore_errors=True)
-        shutil.rmtree(run.tb, ignore_errors=True)
+    # the files of a run; anything else in the folder (a scheduler's log) is not ours
+    check_output(
+        run.root,
+        force=force,
+        folder=True,
+        members=(CONFIG_FILE, CHECKPOINTS_DIR, METRICS_FILE, PRECISION_FILE, SKIPPED_FILE),
+        hint=f"use --resume {run.root} to continue it, another folder",
+    )
     return cfg
+
+
+def _clear_run(run: RunLayout) -> None:
+    """Remove the files of a run ``--force`` replaces (after every check has passed)."""
+    for p in (run.config, run.metrics, run.precision, run.skipped):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
+    shutil.rmtree(run.tb, ignore_errors=True)
 
 
 def _run_precision(

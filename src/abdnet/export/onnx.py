@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import yaml
 from torch import nn
 
 from abdnet.config import Config, ConfigError, DataConfig, config_from_dict, dump_config, load_yaml
+from abdnet.files import atomic_file, remove_stale_temporaries
 from abdnet.models.io import LoadedModel, load_model
 
 __all__ = [
@@ -151,11 +151,11 @@ def export_onnx(
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the .onnx file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    remove_stale_temporaries(out.parent, out.name)  # what killed exports left behind
     gen = torch.Generator().manual_seed(seed)
     export_batch = 2 if dynamic_batch else batch_size
     sample = torch.randn(export_batch, 3, height, width, generator=gen)
-    try:
+    with atomic_file(out) as tmp:
         with warnings.catch_warnings():
             # The TorchScript exporter's deprecation notice and tracer warnings are noise here.
             warnings.simplefilter("ignore")
@@ -204,9 +204,6 @@ def export_onnx(
         model_proto.doc_string = "abdnet ABD-Net embedding network (raw embedding output)"
         onnx.save(model_proto, str(tmp))
         onnx.checker.check_model(str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("exported %s (max abs diff %.2e over batch sizes %s)", out, max_diff, batch_sizes)
     return OnnxExportResult(
         path=out,

@@ -21,7 +21,13 @@ from PIL import Image
 from torch import nn
 
 from abdnet.config import Config, PrecisionName
-from abdnet.data import ImageInput, ImageReadError, build_test_transform, read_image
+from abdnet.data import (
+    ImageInput,
+    ImageReadError,
+    build_test_transform,
+    read_image,
+    upscale_warning,
+)
 from abdnet.engine import Embedder, extract_features, resolve_device
 from abdnet.models import LoadedModel, load_model
 
@@ -106,6 +112,7 @@ class FeatureExtractor:
         self.normalize = bool(normalize)
         self.precision = precision
         self.transform = build_test_transform(self.config.data)
+        self._input_size = (self.config.data.height, self.config.data.width)
 
     def __call__(self, inputs: Sequence[ImageInput] | ImageInput | torch.Tensor) -> torch.Tensor:
         """``(N, D)`` float32 CPU features; any unreadable input raises ImageReadError."""
@@ -155,13 +162,17 @@ class FeatureExtractor:
             tensors = []
             for i in range(start, min(start + self.batch_size, len(items))):
                 try:
-                    tensors.append(self.transform(read_image(items[i])))
+                    image = read_image(items[i])
                 except ImageReadError as exc:
                     if not skip_bad:
                         raise
                     log.warning("skipping %s", exc)
                     skipped.append((_describe(items[i]), str(exc)))
                     continue
+                warning = upscale_warning(_describe(items[i]), image.size, self._input_size)
+                if warning is not None:
+                    log.warning("%s", warning)
+                tensors.append(self.transform(image))
                 kept.append(i)
             if tensors:
                 yield torch.stack(tensors)  # (b, 3, H, W)

@@ -16,16 +16,24 @@ def collect_images(inputs: Iterable[str | Path]) -> list[str]:
     """Sorted, de-duplicated image paths, spelled as given.
 
     A folder contributes every file below it (recursively) whose suffix is in
-    ``IMAGE_EXTENSIONS``; a file is taken as named, whatever its suffix (reading it reports
-    it if it is not an image). A missing path is a ``FileNotFoundError`` naming it.
+    ``IMAGE_EXTENSIONS``; a folder with none is a ``ValueError`` naming it (asking for
+    nothing is a mistake, not an empty answer). A file is taken as named, whatever its
+    suffix (reading it reports it if it is not an image). A missing path is a
+    ``FileNotFoundError`` naming it.
     """
     found: set[str] = set()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found.update(
+            images = [
                 str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            ]
+            if not images:
+                raise ValueError(
+                    f"{item}: no image files in this folder (looked for "
+                    f"{', '.join(IMAGE_EXTENSIONS)})"
+                )
+            found.update(images)
         elif p.is_file():
             found.add(str(item))
         else:

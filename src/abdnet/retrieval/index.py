@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import math
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -621,7 +622,7 @@ def _read_labels(path: Path, count: int, name: Path) -> tuple[np.ndarray, np.nda
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ("pids", "camids") if k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{name}: not a readable labels file: {exc}") from None
     for key in ("pids", "camids"):
         arr = arrays.get(key)
