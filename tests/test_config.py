@@ -108,3 +108,18 @@ def test_bad_value_in_the_file_names_the_file(tmp_path):
     path.write_text("optim:\n  lr: -1\n")
     with pytest.raises(ConfigError, match=r"^.*bad\.yaml: optim\.lr: expected a value > 0"):
         load_config(path, ["optim.gamma=0.5"])
+
+
+def test_replace_checked_validates_like_loading():
+    from abdnet.config import DataConfig, EvalConfig, replace_checked
+
+    ev = replace_checked(EvalConfig(), "eval", batch_size=7, precision="bf16")
+    assert (ev.batch_size, ev.precision) == (7, "bf16")
+    with pytest.raises(ConfigError, match="^eval.batch_size: expected a value >= 1, got 0"):
+        replace_checked(EvalConfig(), "eval", batch_size=0)
+    with pytest.raises(ConfigError, match="eval.precision: expected one of"):
+        replace_checked(EvalConfig(), "eval", precision="fp8")
+    with pytest.raises(ConfigError, match="unknown config key"):
+        replace_checked(EvalConfig(), "eval", nosuch=1)
+    # a field called "name" is a change like any other
+    assert replace_checked(DataConfig(), "data", name="auto", root="x").name == "auto"

@@ -420,15 +420,15 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def replace_checked(section: _T, name: str, **changes: Any) -> _T:
-    """``dataclasses.replace`` for a config section (``name`` is its key, e.g. ``"eval"``)
+def replace_checked(section: _T, key: str, /, **changes: Any) -> _T:
+    """``dataclasses.replace`` for a config section (``key`` is its place, e.g. ``"eval"``)
     with the checks a loaded config gets: types, choices and ranges, errors naming
-    ``name.field``. Command-line options that override config values go through this."""
+    ``key.field``. Command-line options that override config values go through this."""
     if not dataclasses.is_dataclass(section) or isinstance(section, type):
         raise TypeError(f"replace_checked: expected a config section, got {section!r}")
     data = config_to_dict(section)
     data.update(changes)
-    return _build(type(section), data, name)
+    return _build(type(section), data, key)
 
 
 def config_from_dict(data: dict[str, Any] | None) -> Config:
