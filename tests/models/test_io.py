@@ -146,3 +146,33 @@ def test_official_checkpoint_gets_official_config(tmp_path, monkeypatch):
     assert (loaded.config.data.height, loaded.config.data.width) == (384, 128)
     assert loaded.config.data.mean == (0.485, 0.456, 0.406)
     assert loaded.config.data.std == (0.229, 0.224, 0.225)
+
+
+def _with_metadata(tmp_path, tiny, **changes):
+    from safetensors import safe_open
+
+    cfg, model = tiny
+    src = save_model(tmp_path / "src", model, cfg)
+    with safe_open(str(src), framework="pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    metadata.update(changes)
+    out = tmp_path / "tampered.safetensors"
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+def test_metadata_num_classes_is_bounded_by_the_tensors(tmp_path, tiny):
+    # 200 million classes would allocate ~100 GB of classifier before any check
+    f = _with_metadata(tmp_path, tiny, num_classes="200000000")
+    with pytest.raises(ValueError, match=r"tampered\.safetensors: metadata num_classes=200000000"):
+        load_model(f)
+    f = _with_metadata(tmp_path, tiny, num_classes="0")
+    with pytest.raises(ValueError, match="num_classes=0 does not fit"):
+        load_model(f)
+
+
+def test_metadata_format_version_not_a_number_names_the_file(tmp_path, tiny):
+    f = _with_metadata(tmp_path, tiny, format_version="abc")
+    with pytest.raises(ValueError, match=r"tampered\.safetensors: .*format_version='abc'"):
+        load_model(f)
