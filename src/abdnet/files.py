@@ -224,6 +224,10 @@ class FolderLock:
                 f"{self.what}: cannot write in {_existing_ancestor(self.path.parent)} "
                 "(permission denied)"
             ) from None
+        except (FileExistsError, NotADirectoryError):
+            raise PermissionError(
+                f"{self.what}: cannot write there: {_existing_ancestor(self.path.parent)} is a file"
+            ) from None
         except filelock.Timeout:
             raise FileLockedError(
                 f"{self.what}: in use by another abdnet process (lock {self.path}); wait for it "

@@ -426,6 +426,8 @@ def test_export_refuses_existing_and_cleans_killed_temporaries(env, tmp_path, ca
     assert main(["export", "onnx", "--checkpoint", str(run), "--out", str(out)]) == 2
     assert f"--out {out}: already exists" in capsys.readouterr().err
     assert out.read_bytes() == b"someone's model"
+    assert main(["export", "onnx", "--checkpoint", str(run), "--out", str(out / "m.onnx")]) == 2
+    assert f"cannot write there: {out} is a file" in capsys.readouterr().err
     # an export killed mid-write (os._exit, like SIGKILL) leaves its temporary; the next
     # export removes it
     script = (

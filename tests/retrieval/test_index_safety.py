@@ -268,6 +268,10 @@ def test_build_refuses_existing_folder_unless_force(index_dir: Path, tmp_path: P
         main(["index", "build", "--features", str(feats), "--out", str(index_dir), "--overwrite"])
         == 0
     )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["index", "build", "--features", str(feats), "--out", str(blocker / "ix")]) == 2
+    assert f"cannot write there: {blocker} is a file" in capsys.readouterr().err
     # an unrelated non-empty folder is refused before the features are even read
     other = tmp_path / "notes"
     other.mkdir()

@@ -39,7 +39,9 @@ def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
         prog="abdnet",
         description="ABD-Net person re-identification: train, evaluate, search, export, visualize.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging; tracebacks of errors"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in commands if commands is not None else list(COMMANDS):
         try:
