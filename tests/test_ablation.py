@@ -220,30 +220,3 @@ def test_cli_lists_variants_and_names_a_bad_one(capsys):
     assert [ln.split()[0] for ln in lines] == [v.name for v in TABLE1_VARIANTS]
     assert main(["ablate", "--config", cfg, "--out", "unused", "--variants", "pam", "bogus"]) == 2
     assert "--variants: unknown variant 'bogus'" in capsys.readouterr().err
-
-
-def test_folder_of_another_base_config_is_refused_unless_forced(tmp_path):
-    from abdnet.files import OutputExistsError
-
-    trained: list[str] = []
-
-    def fake_train(cfg, run_dir, resume):
-        trained.append(Path(run_dir).name)
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        return None
-
-    def fake_evaluate(cfg, run_dir):
-        return {"rank1": 0.5, "rank5": 0.6, "rank10": 0.7, "mAP": cfg.optim.lr, "mINP": 0.1}
-
-    base = _tiny_base()
-    kw = {"train_fn": fake_train, "evaluate_fn": fake_evaluate}
-    run_ablation(base, tmp_path, ["baseline"], **kw)
-    other = load_config(ROOT / "configs" / "tiny.yaml", ["optim.lr=1e-4"])
-    with pytest.raises(OutputExistsError, match="another base config.*--force"):
-        run_ablation(other, tmp_path, ["baseline"], **kw)
-    assert trained == ["baseline"]
-    results = run_ablation(other, tmp_path, ["baseline"], force=True, **kw)
-    assert trained == ["baseline", "baseline"] and results[0].mAP == 1e-4
-    # the same base config continues without --force
-    run_ablation(other, tmp_path, ["baseline"], **kw)
-    assert trained == ["baseline", "baseline"]

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from abdnet.config import Config, LossConfig, config_from_dict, config_to_dict, 
 from abdnet.data import build_dataset
 from abdnet.engine import evaluate_model, resolve_device, train
 from abdnet.evaluation import RankResult
-from abdnet.files import OutputExistsError, atomic_write, check_output
+from abdnet.files import atomic_write
 from abdnet.layout import RunLayout
 from abdnet.models import load_model
 
@@ -383,7 +382,6 @@ def run_ablation(
     jobs: int = 1,
     train_fn: Callable[[Config, Path, bool], Any] | None = None,
     evaluate_fn: Callable[[Config, Path], dict[str, float]] | None = None,
-    force: bool = False,
 ) -> list[VariantResult]:
     """Train and evaluate each variant in ``out_dir/<name>/``, then write the tables.
 
@@ -391,23 +389,10 @@ def run_ablation(
     unfinished one with a checkpoint resumes through the engine's resume. ``jobs > 1`` runs
     variants in parallel processes (default train/evaluate only). ``train_fn(cfg, dir,
     resume)`` and ``evaluate_fn(cfg, dir) -> metrics`` default to ``abdnet.engine``.
-
-    A folder holding an ablation of another base config is refused (its results would be
-    mixed with this one's) unless ``force``, which retrains the chosen variants from scratch.
     """
-    out = check_output(out_dir, force=True, folder=True)  # writable, checked before training
-    chosen = resolve_variants(variants)
-    saved = out / "base_config.yaml"
-    if saved.is_file() and saved.read_text() != dump_config(base):
-        if not force:
-            raise OutputExistsError(
-                f"--out {out}: holds an ablation of another base config ({saved.name}); "
-                "continue it with the same config, use another folder, or pass --force to "
-                "retrain the chosen variants"
-            )
-        for v in chosen:
-            shutil.rmtree(out / v.name, ignore_errors=True)
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    chosen = resolve_variants(variants)
     if base.model.dropout == 0.0 or (base.data.flip_p == 0.0 and base.data.erasing_p == 0.0):
         log.warning(
             "Table 1's footnote trains every row with dropout and data augmentation; this config "
@@ -416,7 +401,7 @@ def run_ablation(
             base.data.flip_p,
             base.data.erasing_p,
         )
-    atomic_write(saved, dump_config(base))
+    (out / "base_config.yaml").write_text(dump_config(base))
     results: list[VariantResult] = []
     if jobs > 1 and train_fn is None and evaluate_fn is None:
         import multiprocessing as mp

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from abdnet.cli.options import add_force_option, positive_int
-
 HELP = "run the Table 1 ablation (baseline ... ABD-Net) on a config's data and tabulate it"
 
 
@@ -31,15 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"subset to run (default: the ten Table 1 rows; 'all' adds the extras): {', '.join(VARIANTS)}",
     )
     p.add_argument(
-        "--jobs",
-        type=positive_int,
-        default=1,
-        help="variants trained in parallel processes (default 1)",
-    )
-    add_force_option(
-        p,
-        "an ablation of another base config in --out (its chosen variants are retrained; "
-        "without --force an --out with the same base config is continued)",
+        "--jobs", type=int, default=1, help="variants trained in parallel processes (default 1)"
     )
     p.add_argument(
         "--list", action="store_true", help="print the variants and what each sets, then exit"
@@ -57,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
             o = variant_overrides(v, base)
             print(f"{v.name:24s} {v.label:30s} model={o['model']} loss={o['loss']}")
         return 0
-    results = run_ablation(
-        base, args.out, [v.name for v in chosen], jobs=args.jobs, force=args.force
-    )
+    if args.jobs < 1:
+        raise ValueError(f"--jobs: expected a positive number, got {args.jobs}")
+    results = run_ablation(base, args.out, [v.name for v in chosen], jobs=args.jobs)
     print(
         f"{'variant':30s} {'rank1':>7s} {'mAP':>7s} {'mINP':>7s} {'time s':>8s}   paper Market rank1/mAP"
     )
