@@ -350,6 +350,11 @@ def test_seeds_run_folders_order_and_refusals(tmp_path):
     assert len(calls) == 8
     with pytest.raises(ValueError, match="--seeds: expected a positive number"):
         run_ablation(base, tmp_path, ["baseline"], seeds=0, train_fn=_fake_training(calls))
+    # a run directly in DIR/<variant>/ is not silently trained again
+    (tmp_path / "old" / "pam").mkdir(parents=True)
+    atomic_write(tmp_path / "old" / "pam" / "ablation_result.json", "{}")
+    with pytest.raises(ValueError, match=r"old/pam: holds a run directly.*old/pam/seed-0/"):
+        run_ablation(base, tmp_path / "old", ["pam"], train_fn=_fake_training(calls))
     # one ablation per folder at a time
     with FolderLock(tmp_path), pytest.raises(FileLockedError, match="ablation folder"):
         run_ablation(base, tmp_path, ["baseline"], seeds=4, train_fn=_fake_training(calls))

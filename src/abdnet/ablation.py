@@ -383,6 +383,20 @@ def _check_run_config(run_dir: Path, cfg: Config) -> None:
     )
 
 
+def _refuse_single_folder_run(folder: Path) -> None:
+    """A run directly in ``DIR/<variant>/`` (one run per variant, no seed folder) would be
+    ignored and trained again; say where it belongs instead."""
+    layout = RunLayout(folder)
+    if not ((folder / RESULT_FILE).is_file() or layout.config.is_file()):
+        return
+    seed = load_config(layout.config).train.seed if layout.config.is_file() else 0
+    raise ValueError(
+        f"{folder}: holds a run directly, not in seed folders; move its files to "
+        f"{run_folder(folder.parent, folder.name, seed)}/ (its train.seed) to keep it, or use "
+        "another --out"
+    )
+
+
 def _run_one(
     variant: Variant,
     seed: int,
@@ -474,10 +488,12 @@ def run_ablation(
             base.data.erasing_p,
         )
     out.mkdir(parents=True, exist_ok=True)
-    with FolderLock(out, what=f"ablation folder {out}"):
+    with FolderLock(out.resolve(), what=f"ablation folder {out}"):
         atomic_write(out / BASE_CONFIG_FILE, dump_config(base))
         done: dict[tuple[str, int], VariantResult] = {}
         todo: list[tuple[Variant, int, Config]] = []
+        for v in chosen:
+            _refuse_single_folder_run(out / v.name)
         for seed in seed_list:
             for v in chosen:
                 cfg = variant_config(v, base, seed=seed)
