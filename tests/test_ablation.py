@@ -488,10 +488,12 @@ def test_cli_lists_variants_and_names_a_bad_one(capsys):
     from abdnet.cli.main import main
 
     cfg = str(ROOT / "configs" / "tiny.yaml")
-    assert main(["ablate", "--config", cfg, "--out", "unused", "--list"]) == 0
+    assert main(["ablate", "--config", cfg, "--list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[0] for ln in lines] == [v.name for v in TABLE1_VARIANTS]
     assert main(["ablate", "--config", cfg, "--out", "unused", "--variants", "pam", "bogus"]) == 2
     assert "--variants: unknown variant 'bogus'" in capsys.readouterr().err
     assert main(["ablate", "--config", cfg, "--out", "unused", "--seeds", "0"]) == 2
     assert "--seeds: expected a positive number" in capsys.readouterr().err
+    assert main(["ablate", "--config", cfg]) == 2
+    assert "--out DIR is required" in capsys.readouterr().err

@@ -42,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--out",
-        required=True,
-        help="output folder: OUT/<variant>/seed-<S>/ run folders, table.md/csv/png, runs.csv",
+        help="output folder (required unless --list): OUT/<variant>/seed-<S>/ run folders, "
+        "table.md/csv/png, runs.csv",
     )
     p.add_argument(
         "--variants",
@@ -98,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
             o = variant_overrides(v, base)
             print(f"{v.name:24s} {v.label:30s} model={o['model']} loss={o['loss']}")
         return 0
+    if not args.out:
+        raise ValueError("--out DIR is required (unless --list)")
     if args.seeds < 1:
         raise ValueError(f"--seeds: expected a positive number, got {args.seeds}")
     if args.jobs < 1:
