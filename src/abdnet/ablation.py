@@ -489,7 +489,6 @@ def run_ablation(
         )
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out.resolve(), what=f"ablation folder {out}"):
-        atomic_write(out / BASE_CONFIG_FILE, dump_config(base))
         done: dict[tuple[str, int], VariantResult] = {}
         todo: list[tuple[Variant, int, Config]] = []
         for v in chosen:
@@ -505,6 +504,7 @@ def run_ablation(
                 else:
                     log.info("%s seed %d: finished earlier (%s)", v.name, seed, run_dir)
                     done[(v.name, seed)] = finished
+        atomic_write(out / BASE_CONFIG_FILE, dump_config(base))
 
         def collected() -> list[VariantResult]:
             return [done[(v.name, s)] for v in chosen for s in seed_list if (v.name, s) in done]
