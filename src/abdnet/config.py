@@ -317,17 +317,20 @@ def _check_config(cfg: Config) -> None:
         )
 
 
-def model_config(preset: str = "paper", **overrides: Any) -> ModelConfig:
-    """The preset's ModelConfig with ``overrides`` applied (unknown names are an error)."""
-    if preset not in MODEL_PRESETS:
+def _model_values(model: dict[str, Any]) -> dict[str, Any]:
+    """The ``model`` section's values over those of the preset it names (default "paper")."""
+    preset = model.get("preset", "paper")
+    if not isinstance(preset, str) or preset not in MODEL_PRESETS:
         raise ConfigError(
             f"model.preset: unknown preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}",
             "model.preset",
         )
-    base = config_to_dict(MODEL_PRESETS[preset])
-    base.update(overrides)
-    base["preset"] = preset
-    return _build(ModelConfig, base, "model")
+    return {**config_to_dict(MODEL_PRESETS[preset]), **model}
+
+
+def model_config(preset: str = "paper", **overrides: Any) -> ModelConfig:
+    """The preset's ModelConfig with ``overrides`` applied (unknown names are an error)."""
+    return _build(ModelConfig, _model_values({**overrides, "preset": preset}), "model")
 
 
 # ---------------------------------------------------------------------------------------
@@ -437,15 +440,7 @@ def config_from_dict(data: dict[str, Any] | None) -> Config:
     model = data.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping, got {type(model).__name__}", "model")
-    preset = model.get("preset", "paper")
-    if not isinstance(preset, str) or preset not in MODEL_PRESETS:
-        raise ConfigError(
-            f"model.preset: unknown preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}",
-            "model.preset",
-        )
-    merged = config_to_dict(MODEL_PRESETS[preset])
-    merged.update(model)
-    data["model"] = merged
+    data["model"] = _model_values(model)
     cfg = _build(Config, data, "")
     _check_config(cfg)
     return cfg
