@@ -84,14 +84,13 @@ def run(args: argparse.Namespace) -> int:
         run_ablation,
         variant_overrides,
     )
-    from abdnet.config import load_config
+    from abdnet.config import load_config, replace_checked
 
     base = load_config(args.config, args.set)
     if args.data:
         # the data set changes, the input size/augmentation of the config stay
-        base = dataclasses.replace(
-            base, data=dataclasses.replace(base.data, name="auto", root=str(args.data))
-        )
+        data = replace_checked(base.data, "data", name="auto", root=str(args.data))
+        base = dataclasses.replace(base, data=data)
     chosen = resolve_variants(args.variants)
     if args.list:
         for v in chosen:
