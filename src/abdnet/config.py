@@ -54,6 +54,7 @@ __all__ = [
     "config_to_dict",
     "apply_overrides",
     "replace_checked",
+    "with_data_root",
     "save_config",
     "dump_config",
 ]
@@ -432,6 +433,12 @@ def replace_checked(section: _T, key: str, /, **changes: Any) -> _T:
     data = config_to_dict(section)
     data.update(changes)
     return _build(type(section), data, key)
+
+
+def with_data_root(data: DataConfig, root: str | Path) -> DataConfig:
+    """``data`` reading the data set at ``root`` (layout detected, ``--data ROOT``); the input
+    size, augmentation and batch composition stay."""
+    return replace_checked(data, "data", name="auto", root=str(root))
 
 
 def config_from_dict(data: dict[str, Any] | None) -> Config:

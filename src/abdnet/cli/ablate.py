@@ -84,12 +84,12 @@ def run(args: argparse.Namespace) -> int:
         run_ablation,
         variant_overrides,
     )
-    from abdnet.config import load_config, replace_checked
+    from abdnet.config import load_config, with_data_root
 
     base = load_config(args.config, args.set)
     if args.data:
         # the data set changes, the input size/augmentation of the config stay
-        data = replace_checked(base.data, "data", name="auto", root=str(args.data))
+        data = with_data_root(base.data, args.data)
         base = dataclasses.replace(base, data=data)
     chosen = resolve_variants(args.variants)
     if args.list:

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from abdnet.config import replace_checked
+    from abdnet.config import replace_checked, with_data_root
     from abdnet.data import build_dataset
     from abdnet.engine import choose_precision, evaluate_model, resolve_device
     from abdnet.models import load_model
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = loaded.config
     data_cfg = cfg.data
     if args.data:
-        data_cfg = replace_checked(data_cfg, "data", name="auto", root=str(args.data))
+        data_cfg = with_data_root(data_cfg, args.data)
     changes: dict[str, object] = {}
     if args.rerank:
         changes["rerank"] = True

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from abdnet.config import load_config, replace_checked
+    from abdnet.config import load_config, with_data_root
     from abdnet.engine import train
 
     progress = not args.no_progress
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.data:
             # the data set changes, the input size/augmentation of the config stay
-            data = replace_checked(cfg.data, "data", name="auto", root=str(args.data))
+            data = with_data_root(cfg.data, args.data)
             cfg = dataclasses.replace(cfg, data=data)
         result = train(
             cfg, args.out, force=args.force, progress=progress, max_epochs=args.max_epochs
