@@ -6,7 +6,10 @@ import argparse
 import dataclasses
 import json
 
-HELP = "evaluate a checkpoint (run folder, model.safetensors or official .pth.tar) on query/gallery"
+HELP = (
+    "evaluate a checkpoint (run folder, model.safetensors or official .pth.tar) on query/gallery: "
+    "CMC, mAP, mINP, TAR@FAR and EER"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"  mINP   {100 * d['mINP']:6.2f}%")
     for k in (1, 5, 10):
         print(f"  rank-{k:<2} {100 * d[f'rank{k}']:6.2f}%")
+    if report.verification is not None:
+        v = report.verification
+        for p in v.points:
+            print(f"  TAR@FAR={p.far_target:.0e} {100 * p.tar:6.2f}%  (distance <= {p.threshold:.4f})")
+        print(f"  EER    {100 * v.eer:6.2f}%  ({v.num_genuine} genuine / {v.num_impostor} impostor cross-camera pairs)")
     if d["num_query_skipped"]:
         print(f"  ({d['num_query_skipped']} queries without a valid gallery match skipped)")
     return 0

@@ -24,6 +24,9 @@ __all__ = ["EvalReport", "extract_features", "evaluate_model"]
 
 log = logging.getLogger(__name__)
 
+# False-accept rates whose TAR `abdnet eval` reports beside CMC / mAP / mINP.
+VERIFICATION_FARS = (1e-2, 1e-3)
+
 
 @dataclass
 class EvalReport:
@@ -34,6 +37,9 @@ class EvalReport:
     num_gallery: int  # gallery images used
     num_gallery_skipped: int  # gallery images left out (junk label -1)
     seconds: float
+    # abdnet.evaluation.VerificationResult of the cross-camera pairs (TAR@FAR, EER), or None
+    # when the split has no genuine or no impostor cross-camera pair.
+    verification: Any = None
 
     @property
     def mAP(self) -> float:
@@ -64,6 +70,7 @@ class EvalReport:
             "num_query_skipped": int(self.result.num_skipped),
             "num_gallery": self.num_gallery,
             "num_gallery_skipped": self.num_gallery_skipped,
+            **(self.verification.to_dict() if self.verification is not None else {}),
         }
 
 
@@ -145,7 +152,7 @@ def evaluate_model(
     ``eval_cfg`` says flip averaging, L2 normalization, metric, re-ranking and AQE.
     """
     from abdnet.data import build_test_transform
-    from abdnet.evaluation import evaluate_features
+    from abdnet.evaluation import evaluate_features, evaluate_verification
 
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -185,10 +192,27 @@ def evaluate_model(
         rerank=eval_cfg.rerank,
         aqe=eval_cfg.aqe,
     )
+    # Verification of the plain feature distances (re-ranking and AQE change rankings, not
+    # pair distances a threshold could be set on).
+    try:
+        verification = evaluate_verification(
+            qf,
+            gf,
+            np.array([r.pid for r in query]),
+            np.array([r.pid for r in gallery]),
+            np.array([r.camid for r in query]),
+            np.array([r.camid for r in gallery]),
+            fars=VERIFICATION_FARS,
+            metric=eval_cfg.metric,
+        )
+    except ValueError as exc:
+        log.warning("no verification metrics: %s", exc)
+        verification = None
     return EvalReport(
         result=result,
         num_query=len(query),
         num_gallery=len(gallery),
         num_gallery_skipped=len(gallery_all) - len(gallery),
         seconds=time.perf_counter() - t0,
+        verification=verification,
     )
