@@ -13,6 +13,7 @@ from abdnet.files import (
     OutputExistsError,
     atomic_directory,
     atomic_write,
+    atomic_write_many,
     check_output,
 )
 
@@ -101,3 +102,24 @@ def test_check_output_refuses_a_path_below_a_file(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="cannot write"):
         check_output(blocker / "f.npz", force=False)
+
+
+def test_atomic_write_many_writes_all_and_leaves_no_temporary(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x").write_text("old")
+    items = [(tmp_path / "a" / "x", b"1"), (tmp_path / "b" / "y", b"22"), (tmp_path / "z", b"3")]
+    written = atomic_write_many(items)
+    assert written == [p for p, _ in items]
+    assert [p.read_bytes() for p, _ in items] == [b"1", b"22", b"3"]
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+    assert atomic_write_many([]) == []
+
+
+def test_atomic_write_many_failure_touches_nothing(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("old")
+    with pytest.raises(TypeError):
+        atomic_write_many([(tmp_path / "x", b"new"), (tmp_path / "y", 5)])  # type: ignore[list-item]
+    assert (tmp_path / "x").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]

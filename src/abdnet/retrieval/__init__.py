@@ -12,7 +12,13 @@ from abdnet.retrieval.extractor import (
     resolve_device,
 )
 from abdnet.retrieval.features import FeatureSet, load_features, save_features
-from abdnet.retrieval.files import IMAGE_EXTENSIONS, collect_images, parse_labels
+from abdnet.retrieval.files import (
+    IMAGE_EXTENSIONS,
+    NameLabels,
+    collect_images,
+    parse_labels,
+    parse_name,
+)
 from abdnet.retrieval.index import (
     INDEX_KINDS,
     FeatureIndex,
@@ -35,6 +41,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "collect_images",
     "parse_labels",
+    "NameLabels",
+    "parse_name",
     "INDEX_KINDS",
     "FeatureIndex",
     "SearchResult",

@@ -4,17 +4,41 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_images", "parse_labels"]
+__all__ = ["IMAGE_EXTENSIONS", "NameLabels", "collect_images", "parse_labels", "parse_name"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 # Market-1501 "0002_c1s1_000451_03.jpg" and DukeMTMC-reID "0001_c2_f0046182.jpg" both start
 # with "<pid>_c<camera>"; cameras are numbered from 1 in the names, from 0 in abdnet.
 _LABELLED_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+# The frame number that follows: Market "_c1s1_000451_" (camera, sequence, frame), Duke
+# "_c2_f0046182".
+_FRAME = re.compile(r"^-?\d+_c\d+(?:s\d+_(\d+)_|_f(\d+))")
+
+
+@dataclass(frozen=True)
+class NameLabels:
+    """What a Market/Duke-style file name says about the crop."""
+
+    pid: int
+    camid: int  # 0-based: the name's "c1" is camera 0
+    frame: int | None  # video frame number, when the name carries one
+
+
+def parse_name(path: str | Path) -> NameLabels | None:
+    """pid, camera and frame of a Market/Duke-style file name; None for any other name."""
+    name = Path(path).name
+    m = _LABELLED_NAME.match(name)
+    if m is None:
+        return None
+    f = _FRAME.match(name)
+    frame = int(f.group(1) or f.group(2)) if f else None
+    return NameLabels(pid=int(m.group(1)), camid=int(m.group(2)) - 1, frame=frame)
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[str]:
@@ -45,9 +69,9 @@ def parse_labels(paths: Iterable[str | Path]) -> tuple[np.ndarray, np.ndarray] |
     """
     pids, camids = [], []
     for p in paths:
-        m = _LABELLED_NAME.match(Path(p).name)
-        if m is None:
+        labels = parse_name(p)
+        if labels is None:
             return None
-        pids.append(int(m.group(1)))
-        camids.append(int(m.group(2)) - 1)
+        pids.append(labels.pid)
+        camids.append(labels.camid)
     return np.asarray(pids, dtype=np.int64), np.asarray(camids, dtype=np.int64)

@@ -1,0 +1,729 @@
+"""The persistent gallery: embeddings and crop metadata in Milvus, the crops on disk.
+
+``Gallery.open("gallery.db")`` uses **Milvus Lite** (embedded: the database lives in that path,
+nothing to start; one process at a time, enforced with a folder lock that names the gallery);
+``Gallery.open("http://host:19530")`` talks to a Milvus standalone or distributed server with
+the same code. pymilvus is imported only here, when a gallery is opened.
+
+One collection (default ``abdnet_gallery``), one row per crop:
+
+============  ============  ==========================================================
+field         type          meaning
+============  ============  ==========================================================
+id            VARCHAR(16)   first 16 hex digits of the sha256 of the crop's bytes
+embedding     FLOAT_VECTOR  L2-normalized embedding (searched by inner product)
+camera        INT64         camera id, -1 when unknown
+timestamp     INT64         capture time, ms since 1970-01-01 UTC; INT64 min when unknown
+label         VARCHAR(256)  optional label (track, person name); "" when none
+sha256        VARCHAR(64)   sha256 of the crop's bytes
+extension     VARCHAR(8)    the crop's image type ("jpg", "png", ...)
+source        VARCHAR(512)  file or upload name the crop came from
+enrolled      INT64         when it was added, ms since 1970-01-01 UTC
+============  ============  ==========================================================
+
+The id is derived from the content, so enrolment is idempotent: adding a crop already in the
+gallery changes nothing (and writers that race on one crop write the same row). The
+collection's properties (and, for Milvus versions that keep only that, its description)
+record the model (:class:`ModelInfo`) whose embeddings it holds; opening it with another
+model raises :class:`ModelMismatchError`.
+
+Ranking: on unit vectors the squared Euclidean distance is ``2 - 2 cos``, so searching by
+inner product ranks exactly as ``abdnet search`` does; each hit carries both the distance and
+the cosine score.
+
+Durability: crops are written (and synced) before their rows; a row is acknowledged once
+Milvus has accepted it (Milvus Lite: appended to its write-ahead log, which survives the
+process being killed; a Milvus server: persisted to its log broker). A crop whose row never
+made it is unreferenced and harmless; it is reused when the crop is enrolled again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from abdnet.files import FileLockedError, FolderLock
+from abdnet.gallery.images import CropImage
+from abdnet.gallery.model import ModelInfo
+from abdnet.gallery.store import CropStore
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "INDEX_TYPES",
+    "Added",
+    "Enrolment",
+    "Gallery",
+    "GalleryEntry",
+    "GalleryError",
+    "Hit",
+    "Page",
+    "SearchFilter",
+    "default_crop_folder",
+    "distance_from_score",
+    "format_time",
+    "is_embedded",
+    "parse_time",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COLLECTION = "abdnet_gallery"
+GALLERY_FORMAT = "abdnet-gallery"
+_VERSION = 1
+_META_KEY = "abdnet.gallery"
+NO_CAMERA = -1
+NO_TIME = -(2**63)
+LABEL_MAX = 256
+SOURCE_MAX = 512
+ID_LENGTH = 16
+# Milvus refuses top-k (and offset + limit) above 16384.
+MAX_RESULTS = 16384
+# Vector index, chosen when the gallery is created: exact search, or HNSW graph search
+# (approximate; for galleries of millions on a Milvus server).
+INDEX_TYPES = {"flat": ("FLAT", {}), "hnsw": ("HNSW", {"M": 16, "efConstruction": 200})}
+_FIELDS = ["camera", "timestamp", "label", "sha256", "extension", "source", "enrolled"]
+
+
+class GalleryError(ValueError):
+    """A gallery cannot be opened or used as asked; the message names the gallery."""
+
+
+# ---------------------------------------------------------------------------------------
+# values
+
+
+def parse_time(text: str, what: str = "time") -> datetime:
+    """An ISO 8601 date/time; without a UTC offset it is taken as UTC."""
+    s = text.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    try:
+        t = datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueError(
+            f"{what}: {text!r} is not an ISO 8601 date/time (e.g. 2024-05-01T12:30:00Z)"
+        ) from None
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def format_time(t: datetime | None) -> str | None:
+    """ISO 8601 in UTC with millisecond precision, ``Z`` suffix; None stays None."""
+    if t is None:
+        return None
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _to_ms(t: datetime) -> int:
+    return int(round(t.timestamp() * 1000))
+
+
+def _from_ms(ms: int) -> datetime | None:
+    if ms == NO_TIME:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def distance_from_score(score: np.ndarray | float) -> np.ndarray | float:
+    """Squared Euclidean distance of two unit vectors from their cosine: ``2 - 2 cos``."""
+    return np.maximum(2.0 - 2.0 * np.asarray(score, dtype=np.float64), 0.0)
+
+
+def _quote(text: str) -> str:
+    """A Milvus filter string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ---------------------------------------------------------------------------------------
+# records
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    id: str
+    camera: int | None
+    timestamp: datetime | None
+    label: str | None
+    sha256: str
+    extension: str
+    source: str
+    enrolled: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "camera": self.camera,
+            "timestamp": format_time(self.timestamp),
+            "label": self.label,
+            "sha256": self.sha256,
+            "source": self.source,
+            "enrolled": format_time(self.enrolled),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> GalleryEntry:
+        camera = int(row["camera"])
+        return cls(
+            id=str(row["id"]),
+            camera=None if camera == NO_CAMERA else camera,
+            timestamp=_from_ms(int(row["timestamp"])),
+            label=str(row["label"]) or None,
+            sha256=str(row["sha256"]),
+            extension=str(row["extension"]),
+            source=str(row["source"]),
+            enrolled=_from_ms(int(row["enrolled"])),
+        )
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A crop to add, with what is known about it."""
+
+    crop: CropImage
+    camera: int | None = None
+    timestamp: datetime | None = None
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Added:
+    id: str
+    created: bool  # False: the crop was already enrolled (nothing changed)
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which gallery entries a query may return."""
+
+    exclude_camera: int | None = None  # leave out this camera (the query's own)
+    after: datetime | None = None  # captured at or after (entries without a time drop out)
+    before: datetime | None = None  # captured at or before
+    label: str | None = None  # only entries with this label
+
+    def expression(self) -> str:
+        parts = []
+        if self.exclude_camera is not None:
+            parts.append(f"camera != {int(self.exclude_camera)}")
+        if self.after is not None or self.before is not None:
+            parts.append(f"timestamp != {NO_TIME}")
+        if self.after is not None:
+            parts.append(f"timestamp >= {_to_ms(self.after)}")
+        if self.before is not None:
+            parts.append(f"timestamp <= {_to_ms(self.before)}")
+        if self.label is not None:
+            parts.append(f"label == {_quote(self.label)}")
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: GalleryEntry
+    distance: float  # squared Euclidean of the L2-normalized embeddings, in [0, 4]
+    score: float  # cosine similarity, in [-1, 1]
+
+
+@dataclass(frozen=True)
+class Page:
+    total: int  # entries matching the filter
+    items: list[GalleryEntry]
+
+
+# ---------------------------------------------------------------------------------------
+# the gallery
+
+
+def is_embedded(uri: str | Path) -> bool:
+    """True for a Milvus Lite path (``*.db``), False for a server URI."""
+    s = str(uri)
+    return "://" not in s
+
+
+def default_crop_folder(uri: str | Path) -> Path | None:
+    """``gallery.crops/`` beside an embedded ``gallery.db``; None for a server."""
+    if not is_embedded(uri):
+        return None
+    p = Path(uri)
+    return p.with_name(p.stem + ".crops")
+
+
+class Gallery:
+    """A gallery collection in Milvus plus its crop store. Thread-safe; close() when done."""
+
+    def __init__(
+        self,
+        client: Any,
+        uri: str,
+        collection: str,
+        meta: dict[str, Any],
+        crops: CropStore | None,
+        lock: FolderLock | None,
+        timeout: float,
+    ) -> None:
+        self._client = client
+        self.uri = uri
+        self.collection = collection
+        self.meta = meta
+        self.model = ModelInfo.from_dict(meta["model"])
+        self.crops = crops
+        self._lock = lock
+        self._timeout = timeout
+        self._write = threading.Lock()  # one writer at a time in this process
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        uri: str | Path,
+        *,
+        model: ModelInfo | None = None,
+        create: bool = False,
+        crops: str | Path | None = None,
+        collection: str = DEFAULT_COLLECTION,
+        index: str = "flat",
+        timeout: float = 60.0,
+    ) -> Gallery:
+        """Open (``create=True``: or create) the gallery at ``uri``.
+
+        ``model``: the model whose embeddings will be added or searched; required to create,
+        checked against the stored one otherwise (None: no check, e.g. to list or delete).
+        ``crops``: the crop folder (default ``NAME.crops`` beside an embedded ``NAME.db``;
+        none for a server unless given). ``index``: ``flat`` (exact) or ``hnsw``, used
+        when creating.
+        """
+        uri_s = str(uri)
+        where = f"gallery {uri_s}"
+        if index not in INDEX_TYPES:
+            raise GalleryError(f"index {index!r}: expected one of {', '.join(INDEX_TYPES)}")
+        lock = None
+        if is_embedded(uri_s):
+            path = Path(uri_s)
+            if path.suffix != ".db":
+                raise GalleryError(
+                    f"--gallery {uri_s}: expected a Milvus Lite path ending in .db or a server "
+                    f"URI such as http://localhost:19530"
+                )
+            if not path.exists() and not create:
+                raise GalleryError(f"{where}: not found ('abdnet gallery add' creates one)")
+            if not path.parent.is_dir():
+                raise GalleryError(f"{where}: folder {path.parent} does not exist")
+            try:
+                lock = FolderLock(path, what=where).acquire()
+            except FileLockedError as exc:
+                raise GalleryError(
+                    f"{exc} (Milvus Lite serves one process at a time: while 'abdnet serve' "
+                    f"runs, use its HTTP API)"
+                ) from None
+        try:
+            client = _connect(uri_s, timeout)
+        except Exception:
+            if lock is not None:
+                lock.release()
+            raise
+        try:
+            meta = _open_collection(client, collection, where, model, create, index, timeout)
+            client.load_collection(collection, timeout=timeout)
+        except BaseException:
+            _disconnect(client, uri_s)
+            if lock is not None:
+                lock.release()
+            raise
+        crop_root = Path(crops) if crops is not None else default_crop_folder(uri_s)
+        store = CropStore(crop_root) if crop_root is not None else None
+        return cls(client, uri_s, collection, meta, store, lock, timeout)
+
+    def close(self) -> None:
+        if self._client is None:
+            return
+        _disconnect(self._client, self.uri)
+        self._client = None
+        if self._lock is not None:
+            self._lock.release()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def size(self) -> int:
+        return self.count()
+
+    def count(self, *, camera: int | None = None, label: str | None = None) -> int:
+        rows = self._call(
+            "count",
+            self._client.query,
+            self.collection,
+            filter=_list_filter(camera, label),
+            output_fields=["count(*)"],
+        )
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def get(self, ids: Sequence[str]) -> list[GalleryEntry]:
+        """The entries of ``ids`` that exist, in the order given."""
+        ids = [i for i in ids if _valid_id(i)]
+        if not ids:
+            return []
+        rows = self._call(
+            "get",
+            self._client.query,
+            self.collection,
+            filter=f"id in [{', '.join(_quote(i) for i in ids)}]",
+            output_fields=["id", *_FIELDS],
+        )
+        found = {str(r["id"]): GalleryEntry.from_row(r) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    def find(self, sha256s: Sequence[str]) -> dict[str, str]:
+        """``sha256 -> id`` for the crops already enrolled."""
+        entries = self.get(sorted({s[:ID_LENGTH] for s in sha256s}))
+        wanted = set(sha256s)
+        return {e.sha256: e.id for e in entries if e.sha256 in wanted}
+
+    def list(
+        self,
+        *,
+        offset: int = 0,
+        limit: int = 50,
+        camera: int | None = None,
+        label: str | None = None,
+    ) -> Page:
+        """A page of entries in the database's order (stable while the gallery is unchanged)."""
+        if offset < 0 or limit < 0:
+            raise ValueError(f"offset and limit must be >= 0, got {offset}, {limit}")
+        if offset + limit > MAX_RESULTS:
+            raise ValueError(f"offset + limit must be <= {MAX_RESULTS}, got {offset + limit}")
+        total = self.count(camera=camera, label=label)
+        if limit == 0 or offset >= total:
+            return Page(total=total, items=[])
+        rows = self._call(
+            "list",
+            self._client.query,
+            self.collection,
+            filter=_list_filter(camera, label),
+            output_fields=["id", *_FIELDS],
+            offset=offset,
+            limit=limit,
+        )
+        return Page(total=total, items=[GalleryEntry.from_row(r) for r in rows])
+
+    def iter_entries(self, batch: int = 1000) -> Iterator[GalleryEntry]:
+        """Every entry (a snapshot taken page by page; for small tools and tests)."""
+        offset = 0
+        while True:
+            page = self._call(
+                "list",
+                self._client.query,
+                self.collection,
+                filter="",
+                output_fields=["id", *_FIELDS],
+                offset=offset,
+                limit=batch,
+            )
+            yield from (GalleryEntry.from_row(r) for r in page)
+            if len(page) < batch or offset + 2 * batch > MAX_RESULTS:
+                return
+            offset += batch
+
+    def crop_path(self, entry: GalleryEntry) -> Path | None:
+        """The stored crop of ``entry``; None without a crop store or when it is missing."""
+        if self.crops is None:
+            return None
+        return self.crops.get(entry.sha256, entry.extension)
+
+    def search(
+        self,
+        features: np.ndarray,
+        k: int,
+        filters: Sequence[SearchFilter] | None = None,
+    ) -> list[list[Hit]]:
+        """The ``k`` nearest entries of each query embedding ``(Q, D)``, nearest first.
+
+        ``filters[i]`` restricts query ``i``; queries with the same filter are searched in
+        one Milvus call.
+        """
+        q = self._check_features(features)
+        if not 1 <= k <= MAX_RESULTS:
+            raise ValueError(f"k must be in 1..{MAX_RESULTS}, got {k}")
+        filters = list(filters) if filters is not None else [SearchFilter()] * len(q)
+        if len(filters) != len(q):
+            raise ValueError(f"{len(filters)} filters for {len(q)} queries")
+        groups: dict[str, list[int]] = {}
+        for i, f in enumerate(filters):
+            groups.setdefault(f.expression(), []).append(i)
+        out: list[list[Hit]] = [[] for _ in range(len(q))]
+        index_type = self.meta.get("index", "flat")
+        params: dict[str, Any] = {"metric_type": "IP"}
+        if index_type == "hnsw":
+            params["params"] = {"ef": max(64, k)}
+        for expr, rows in groups.items():
+            result = self._call(
+                "search",
+                self._client.search,
+                self.collection,
+                data=[q[i].tolist() for i in rows],
+                limit=k,
+                filter=expr,
+                output_fields=_FIELDS,
+                search_params=params,
+            )
+            for i, hits in zip(rows, result):
+                out[i] = [_hit(h) for h in hits]
+        return out
+
+    def info(self) -> dict[str, Any]:
+        """What ``abdnet gallery info`` prints."""
+        out: dict[str, Any] = {
+            "gallery": self.uri,
+            "backend": "milvus-lite" if is_embedded(self.uri) else "milvus",
+            "collection": self.collection,
+            "entries": self.size(),
+            "created": self.meta.get("created"),
+            "index": self.meta.get("index", "flat"),
+            "model": self.model.to_dict(),
+            "crops": str(self.crops.root) if self.crops is not None else None,
+        }
+        try:
+            out["server_version"] = self._client.get_server_version(timeout=self._timeout)
+        except Exception:  # informative only; not every server answers it
+            out["server_version"] = None
+        if self.crops is not None:
+            st = self.crops.stats()
+            out["crop_files"], out["crop_bytes"] = st.files, st.bytes
+        return out
+
+    # -- writing -------------------------------------------------------------------------
+
+    def add(self, enrolments: Sequence[Enrolment], features: np.ndarray) -> list[Added]:
+        """Enrol crops with their embeddings ``(N, D)``; crops already enrolled are skipped.
+
+        Durable when this returns: the crops are synced to disk, then the rows are written.
+        """
+        feats = self._check_features(features)
+        if len(enrolments) != len(feats):
+            raise ValueError(f"{len(enrolments)} crops but {len(feats)} embeddings")
+        for e in enrolments:
+            _check_enrolment(e)
+        with self._write:
+            ids = [e.crop.sha256[:ID_LENGTH] for e in enrolments]
+            existing = {x.id: x for x in self.get(sorted(set(ids)))}
+            results: list[Added] = []
+            rows: list[dict[str, Any]] = []
+            new: list[Enrolment] = []
+            now = _to_ms(datetime.now(timezone.utc))
+            planned: set[str] = set()
+            for e, i, f in zip(enrolments, ids, feats):
+                have = existing.get(i)
+                if have is not None and have.sha256 != e.crop.sha256:
+                    raise GalleryError(
+                        f"gallery {self.uri}: {e.crop.name} has id {i} like entry {i} but other "
+                        f"bytes (sha256 {e.crop.sha256} vs {have.sha256}); not added"
+                    )
+                if have is not None or i in planned:
+                    results.append(Added(i, False))
+                    continue
+                planned.add(i)
+                new.append(e)
+                rows.append(_row(i, e, f, now))
+                results.append(Added(i, True))
+            if rows:
+                if self.crops is not None:
+                    self.crops.put_many([(e.crop.sha256, e.crop.extension, e.crop.data) for e in new])
+                self._call("add", self._client.upsert, self.collection, data=rows)
+        return results
+
+    def delete(self, ids: Sequence[str]) -> list[str]:
+        """Remove entries and their crops; returns the ids that existed."""
+        with self._write:
+            entries = self.get(list(ids))
+            if not entries:
+                return []
+            self._call(
+                "delete", self._client.delete, self.collection, ids=[e.id for e in entries]
+            )
+            if self.crops is not None:
+                for e in entries:
+                    self.crops.delete(e.sha256, e.extension)
+        return [e.id for e in entries]
+
+    def flush(self) -> None:
+        """Ask Milvus to seal what it holds in memory into its segment files."""
+        self._call("flush", self._client.flush, self.collection)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _check_features(self, features: Any) -> np.ndarray:
+        if hasattr(features, "detach"):
+            features = features.detach().cpu().numpy()
+        q = np.asarray(features, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.model.dim:
+            raise ValueError(
+                f"gallery {self.uri} holds {self.model.dim}-d embeddings, got shape {q.shape}"
+            )
+        if not np.isfinite(q).all():
+            raise ValueError("embeddings contain NaN or infinity")
+        return q
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._client is None:
+            raise GalleryError(f"gallery {self.uri} is closed")
+        from pymilvus.exceptions import MilvusException  # heavy, optional dependency
+
+        try:
+            return fn(*args, timeout=self._timeout, **kwargs)
+        except MilvusException as exc:
+            raise GalleryError(f"gallery {self.uri}: {what} failed: {exc}") from None
+
+
+def _valid_id(i: str) -> bool:
+    return len(i) == ID_LENGTH and all(c in "0123456789abcdef" for c in i)
+
+
+def _list_filter(camera: int | None, label: str | None) -> str:
+    parts = []
+    if camera is not None:
+        parts.append(f"camera == {int(camera)}")
+    if label is not None:
+        parts.append(f"label == {_quote(label)}")
+    return " and ".join(parts)
+
+
+def _check_enrolment(e: Enrolment) -> None:
+    if e.label is not None and len(e.label.encode()) > LABEL_MAX:
+        raise ValueError(f"{e.crop.name}: label longer than {LABEL_MAX} bytes")
+    if e.camera is not None and e.camera < 0:
+        raise ValueError(f"{e.crop.name}: camera must be >= 0, got {e.camera}")
+
+
+def _row(i: str, e: Enrolment, f: np.ndarray, now: int) -> dict[str, Any]:
+    source = e.crop.name
+    if len(source.encode()) > SOURCE_MAX:  # keep the end: the file name
+        source = source.encode()[-SOURCE_MAX:].decode(errors="ignore")
+    return {
+        "id": i,
+        "embedding": f.tolist(),
+        "camera": NO_CAMERA if e.camera is None else int(e.camera),
+        "timestamp": NO_TIME if e.timestamp is None else _to_ms(e.timestamp),
+        "label": e.label or "",
+        "sha256": e.crop.sha256,
+        "extension": e.crop.extension,
+        "source": source,
+        "enrolled": now,
+    }
+
+
+def _hit(h: Any) -> Hit:
+    entity = dict(h["entity"])
+    entity["id"] = h["id"]
+    score = float(np.clip(h["distance"], -1.0, 1.0))  # inner product of unit vectors
+    return Hit(
+        entry=GalleryEntry.from_row(entity),
+        distance=float(distance_from_score(score)),
+        score=score,
+    )
+
+
+def _connect(uri: str, timeout: float) -> Any:
+    from pymilvus import MilvusClient  # heavy, optional dependency
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        if is_embedded(uri):
+            return MilvusClient(uri=str(Path(uri).absolute()), timeout=timeout)
+        return MilvusClient(uri=uri, timeout=timeout)
+    except MilvusException as exc:
+        raise GalleryError(f"gallery {uri}: cannot connect to Milvus: {exc}") from None
+
+
+def _disconnect(client: Any, uri: str) -> None:
+    try:
+        client.close()
+    except Exception as exc:  # closing must not mask the caller's error
+        log.debug("closing Milvus client of %s: %s", uri, exc)
+    if is_embedded(uri):
+        # Stop the embedded Milvus Lite server so that another process may open the file.
+        try:
+            from milvus_lite.server_manager import server_manager_instance
+        except ImportError:  # pragma: no cover - milvus-lite missing means no local gallery
+            return
+        server_manager_instance.release_server(str(Path(uri).absolute()))
+
+
+def _schema(client: Any, dim: int) -> Any:
+    from pymilvus import DataType  # heavy, optional dependency
+
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_LENGTH)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field("camera", DataType.INT64)
+    schema.add_field("timestamp", DataType.INT64)
+    schema.add_field("label", DataType.VARCHAR, max_length=LABEL_MAX)
+    schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+    schema.add_field("extension", DataType.VARCHAR, max_length=8)
+    schema.add_field("source", DataType.VARCHAR, max_length=SOURCE_MAX)
+    schema.add_field("enrolled", DataType.INT64)
+    return schema
+
+
+def _open_collection(
+    client: Any,
+    name: str,
+    where: str,
+    model: ModelInfo | None,
+    create: bool,
+    index: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """The collection's metadata, creating the collection when asked and absent."""
+    if not client.has_collection(name, timeout=timeout):
+        if not create:
+            raise GalleryError(
+                f"{where}: has no collection {name!r} ('abdnet gallery add' creates it)"
+            )
+        if model is None:
+            raise GalleryError(f"{where}: a model is needed to create a gallery")
+        meta = {
+            "format": GALLERY_FORMAT,
+            "version": _VERSION,
+            "created": format_time(datetime.now(timezone.utc)),
+            "index": index,
+            "model": model.to_dict(),
+        }
+        text = json.dumps(meta, sort_keys=True)
+        index_type, build = INDEX_TYPES[index]
+        params = client.prepare_index_params()
+        params.add_index(
+            field_name="embedding", index_type=index_type, metric_type="IP", params=build
+        )
+        client.create_collection(
+            name,
+            schema=_schema(client, model.dim),
+            index_params=params,
+            description=text,
+            properties={_META_KEY: text},
+            timeout=timeout,
+        )
+        log.info("created %s (collection %s, %d-d, %s index)", where, name, model.dim, index)
+        return meta
+    desc = client.describe_collection(name, timeout=timeout)
+    text = (desc.get("properties") or {}).get(_META_KEY) or desc.get("description") or ""
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != GALLERY_FORMAT:
+        raise GalleryError(f"{where}: collection {name!r} is not an abdnet gallery")
+    if int(meta.get("version", 0)) > _VERSION:
+        raise GalleryError(f"{where}: gallery format {meta['version']} is newer than supported")
+    if model is not None:
+        ModelInfo.from_dict(meta["model"]).check_same(model, where)
+    return meta
