@@ -77,8 +77,12 @@ def run(args: argparse.Namespace) -> int:
     if report.verification is not None:
         v = report.verification
         for p in v.points:
-            print(f"  TAR@FAR={p.far_target:.0e} {100 * p.tar:6.2f}%  (distance <= {p.threshold:.4f})")
-        print(f"  EER    {100 * v.eer:6.2f}%  ({v.num_genuine} genuine / {v.num_impostor} impostor cross-camera pairs)")
+            print(
+                f"  TAR@FAR={p.far_target:.0e} {100 * p.tar:6.2f}%  (distance <= {p.threshold:.4f})"
+            )
+        print(
+            f"  EER    {100 * v.eer:6.2f}%  ({v.num_genuine} genuine / {v.num_impostor} impostor cross-camera pairs)"
+        )
     if d["num_query_skipped"]:
         print(f"  ({d['num_query_skipped']} queries without a valid gallery match skipped)")
     return 0

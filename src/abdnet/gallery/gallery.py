@@ -537,7 +537,9 @@ class Gallery:
                 results.append(Added(i, True))
             if rows:
                 if self.crops is not None:
-                    self.crops.put_many([(e.crop.sha256, e.crop.extension, e.crop.data) for e in new])
+                    self.crops.put_many(
+                        [(e.crop.sha256, e.crop.extension, e.crop.data) for e in new]
+                    )
                 self._call("add", self._client.upsert, self.collection, data=rows)
         return results
 
@@ -547,9 +549,7 @@ class Gallery:
             entries = self.get(list(ids))
             if not entries:
                 return []
-            self._call(
-                "delete", self._client.delete, self.collection, ids=[e.id for e in entries]
-            )
+            self._call("delete", self._client.delete, self.collection, ids=[e.id for e in entries])
             if self.crops is not None:
                 for e in entries:
                     self.crops.delete(e.sha256, e.extension)
@@ -633,6 +633,10 @@ def _hit(h: Any) -> Hit:
 
 
 def _connect(uri: str, timeout: float) -> Any:
+    # Milvus Lite logs every server start/stop and index build at INFO, and its faiss import
+    # logs each CPU-feature probe; keep the CLI's output to what abdnet says.
+    for name in ("milvus_lite", "faiss.loader"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     from pymilvus import MilvusClient  # heavy, optional dependency
     from pymilvus.exceptions import MilvusException
 

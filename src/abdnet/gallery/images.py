@@ -21,6 +21,7 @@ from abdnet.retrieval import ImageReadError, read_image
 
 __all__ = [
     "IMAGE_FORMATS",
+    "MIME_TYPES",
     "DEFAULT_MAX_PIXELS",
     "CropImage",
     "ImageTooLarge",
@@ -85,9 +86,10 @@ def decode_crop(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS)
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"{name}: image too large: {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise UnsupportedImageType(
-            f"{name}: not an image of an accepted type ({', '.join(sorted(set(MIME_TYPES.values())))}): {exc}"
+    except (OSError, ValueError, SyntaxError):
+        # PIL's message names its internal buffer, not the crop
+        raise ImageReadError(
+            f"{name}: cannot read the image: corrupt, or not in a known image format"
         ) from None
     with img:
         fmt = img.format or ""
