@@ -13,6 +13,16 @@ from abdnet.models import build_model_from_config
 from abdnet.models.io import save_model
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on shared, busy cores two threads spinning for tiny tensors are
+    many times slower than one (use with ``pytest.mark.usefixtures``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained ResNet-18 ABD-Net with 32-d embeddings at 64x32 input (random weights)."""
