@@ -39,6 +39,7 @@ made it is unreferenced and harmless; it is reused when the crop is enrolled aga
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -662,6 +663,26 @@ def _disconnect(client: Any, uri: str) -> None:
         server_manager_instance.release_server(str(Path(uri).absolute()))
 
 
+class _DropUnimplemented(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Method not implemented" not in record.getMessage() and not (
+            record.exc_info and isinstance(record.exc_info[1], NotImplementedError)
+        )
+
+
+@contextlib.contextmanager
+def _quiet_grpc_server() -> Iterator[None]:
+    """While a collection is created, pymilvus asks the server for a timestamp that Milvus
+    Lite does not implement (pymilvus copes); an embedded server would log it as an error."""
+    logger = logging.getLogger("grpc._server")
+    f = _DropUnimplemented()
+    logger.addFilter(f)
+    try:
+        yield
+    finally:
+        logger.removeFilter(f)
+
+
 def _schema(client: Any, dim: int) -> Any:
     from pymilvus import DataType  # heavy, optional dependency
 
@@ -708,14 +729,15 @@ def _open_collection(
         params.add_index(
             field_name="embedding", index_type=index_type, metric_type="IP", params=build
         )
-        client.create_collection(
-            name,
-            schema=_schema(client, model.dim),
-            index_params=params,
-            description=text,
-            properties={_META_KEY: text},
-            timeout=timeout,
-        )
+        with _quiet_grpc_server():
+            client.create_collection(
+                name,
+                schema=_schema(client, model.dim),
+                index_params=params,
+                description=text,
+                properties={_META_KEY: text},
+                timeout=timeout,
+            )
         log.info("created %s (collection %s, %d-d, %s index)", where, name, model.dim, index)
         return meta
     desc = client.describe_collection(name, timeout=timeout)
