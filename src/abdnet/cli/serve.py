@@ -69,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frame rate turning frame numbers in upload names into times (default 25)",
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="PyTorch intra-op threads for the model (default: PyTorch's choice)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
 
@@ -83,6 +88,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0:
         raise ValueError("--max-batch must be >= 1, --max-wait-ms >= 0, --max-upload-mb > 0")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     keys = load_api_keys(args.api_key_file) if args.api_key_file else None
     policy = AccessPolicy(keys=keys, no_auth=args.no_auth, public_read=args.public_read)
     gallery, extractor, model = open_gallery_for_model(args, create=True)
