@@ -26,7 +26,10 @@ def test_name_metadata():
         _EPOCH + timedelta(seconds=451 / 25),
         2,
     )
-    assert name_metadata("0001_c2_f0046182.jpg", 60.0)[:2] == (1, _EPOCH + timedelta(seconds=46182 / 60))
+    assert name_metadata("0001_c2_f0046182.jpg", 60.0)[:2] == (
+        1,
+        _EPOCH + timedelta(seconds=46182 / 60),
+    )
     assert name_metadata("street.jpg", 25.0) == (None, None, None)
 
 

@@ -44,7 +44,11 @@ def env(tmp_path_factory, tiny_checkpoint, synth_root):
     # a threshold inside the distance range, so both decisions occur
     d = pairwise_distance(gfeat[:5], gfeat).numpy()
     threshold = Threshold(
-        threshold=float(np.quantile(d, 0.2)), far=1e-3, far_achieved=1e-3, tar=0.5, eer=0.1,
+        threshold=float(np.quantile(d, 0.2)),
+        far=1e-3,
+        far_achieved=1e-3,
+        tar=0.5,
+        eer=0.1,
         model=model,
     )
     yield {
@@ -159,15 +163,18 @@ def test_enrol_browse_fetch_delete(env):
         seen = [x["id"] for p in allpages for x in p["items"]]
         assert len(seen) == len(set(seen)) == size0 + 1 and allpages[0]["total"] == size0 + 1
         # the same crop as a query finds itself at distance 0
-        hit = c.post(
-            "/search?k=1&exclude_same_camera=false", files=_file_bytes(data)
-        ).json()["results"][0]
+        hit = c.post("/search?k=1&exclude_same_camera=false", files=_file_bytes(data)).json()[
+            "results"
+        ][0]
         assert hit["id"] == new_id and hit["distance"] < 1e-5 and hit["match"] is True
         r = c.delete(f"/gallery/{new_id}", headers={"Authorization": f"Bearer {KEY}"})
         assert r.status_code == 204
         assert c.get(f"/gallery/{new_id}").status_code == 404
         assert c.get(f"/gallery/{new_id}/image").status_code == 404
-        assert c.delete(f"/gallery/{new_id}", headers={"Authorization": f"Bearer {KEY}"}).status_code == 404
+        assert (
+            c.delete(f"/gallery/{new_id}", headers={"Authorization": f"Bearer {KEY}"}).status_code
+            == 404
+        )
         assert not list(env["gallery"].crops.root.rglob(f"{e['sha256']}.*"))
         assert c.get("/healthz").json()["gallery_size"] == size0
 
@@ -185,7 +192,9 @@ def test_writes_need_a_key(env):
         assert r.status_code == 401
         assert c.delete("/gallery/0123456789abcdef").status_code == 401
     with _client(env, keys=()) as c:  # no key file: writes refused
-        r = c.post("/gallery", files=_file_bytes(_png()), headers={"Authorization": f"Bearer {KEY}"})
+        r = c.post(
+            "/gallery", files=_file_bytes(_png()), headers={"Authorization": f"Bearer {KEY}"}
+        )
         assert r.status_code == 403 and "--api-key-file" in r.json()["error"]
         assert c.get("/info").json()["writes"] == "disabled"
     assert env["gallery"].find([_sha(_png())]) == {}
@@ -216,7 +225,9 @@ def test_bad_uploads_are_refused_and_the_server_stays_up(env):
     q = env["queries"][0]
     good = Path(q).read_bytes()
     with _client(env, max_upload_bytes=200_000, max_image_pixels=64 * 32) as c:
-        r = c.post("/search", files=[("image", ("corrupt.jpg", good[: len(good) // 3], "image/jpeg"))])
+        r = c.post(
+            "/search", files=[("image", ("corrupt.jpg", good[: len(good) // 3], "image/jpeg"))]
+        )
         assert r.status_code == 400 and "corrupt.jpg" in r.json()["error"]
         r = c.post("/search", files=[("image", ("noise.jpg", b"\x00garbage", "image/jpeg"))])
         assert r.status_code == 400 and "noise.jpg" in r.json()["error"]
@@ -261,14 +272,19 @@ def test_metrics_page_and_info(env):
         for q in env["queries"][:3]:
             c.post("/search", files=_file(q))
         text = c.get("/metrics").text
-        assert re.search(r'abdnet_requests_total\{method="POST",route="/search",status="200"\} [1-9]', text)
+        assert re.search(
+            r'abdnet_requests_total\{method="POST",route="/search",status="200"\} [1-9]', text
+        )
         assert 'abdnet_batch_size_count{stage="embed"}' in text
         assert f"abdnet_gallery_size {float(len(env['paths']))}" in text
         info = c.get("/info").json()
         assert info["model"]["fingerprint"] == env["model"].fingerprint and info["writes"] == "key"
         page = c.get("/")
-        assert page.status_code == 200 and "default-src 'self'" in page.headers["content-security-policy"]
-        assert "<script src=\"/static/app.js\"" in page.text
+        assert (
+            page.status_code == 200
+            and "default-src 'self'" in page.headers["content-security-policy"]
+        )
+        assert '<script src="/static/app.js"' in page.text
         assert "http" not in re.sub(r"https?://www\.w3\.org[^\"]*", "", page.text)  # no CDN
         assert c.get("/static/app.js").status_code == 200
 

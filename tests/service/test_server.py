@@ -249,7 +249,10 @@ def test_page_in_headless_chromium(served, tmp_path):
                 ".every(i => i.complete && i.naturalWidth > 0)"
             )
         )
-        shown = [c.get_attribute("data-id") for c in driver.find_elements(By.CSS_SELECTOR, "#results .card")]
+        shown = [
+            c.get_attribute("data-id")
+            for c in driver.find_elements(By.CSS_SELECTOR, "#results .card")
+        ]
         api = httpx.post(
             server.url + "/search?k=6",
             files=[("image", (Path(query).name, Path(query).read_bytes(), "image/jpeg"))],
