@@ -13,7 +13,7 @@ field         type          meaning
 id            VARCHAR(16)   first 16 hex digits of the sha256 of the crop's bytes
 embedding     FLOAT_VECTOR  L2-normalized embedding (searched by inner product)
 camera        INT64         camera id, -1 when unknown
-timestamp     INT64         capture time, ms since 1970-01-01 UTC; INT64 min when unknown
+timestamp     INT64         capture time, ms since 1970-01-01 UTC; -2**62 when unknown
 label         VARCHAR(256)  optional label (track, person name); "" when none
 sha256        VARCHAR(64)   sha256 of the crop's bytes
 extension     VARCHAR(8)    the crop's image type ("jpg", "png", ...)
@@ -23,7 +23,7 @@ enrolled      INT64         when it was added, ms since 1970-01-01 UTC
 
 The id is derived from the content, so enrolment is idempotent: adding a crop already in the
 gallery changes nothing (and writers that race on one crop write the same row). The
-collection's properties (and, for Milvus versions that keep only that, its description)
+collection's properties and its schema description (Milvus versions keep one or the other)
 record the model (:class:`ModelInfo`) whose embeddings it holds; opening it with another
 model raises :class:`ModelMismatchError`.
 
@@ -81,7 +81,9 @@ GALLERY_FORMAT = "abdnet-gallery"
 _VERSION = 1
 _META_KEY = "abdnet.gallery"
 NO_CAMERA = -1
-NO_TIME = -(2**63)
+# "No time": far below any real time, and a literal every Milvus filter parser reads (the
+# C++ parser of Milvus 2.x misreads -2**63, whose magnitude overflows before the sign).
+NO_TIME = -(2**62)
 LABEL_MAX = 256
 SOURCE_MAX = 512
 ID_LENGTH = 16
@@ -213,7 +215,7 @@ class SearchFilter:
         if self.exclude_camera is not None:
             parts.append(f"camera != {int(self.exclude_camera)}")
         if self.after is not None or self.before is not None:
-            parts.append(f"timestamp != {NO_TIME}")
+            parts.append(f"timestamp > {NO_TIME}")
         if self.after is not None:
             parts.append(f"timestamp >= {_to_ms(self.after)}")
         if self.before is not None:
@@ -683,10 +685,12 @@ def _quiet_grpc_server() -> Iterator[None]:
         logger.removeFilter(f)
 
 
-def _schema(client: Any, dim: int) -> Any:
+def _schema(client: Any, dim: int, description: str) -> Any:
     from pymilvus import DataType  # heavy, optional dependency
 
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema = client.create_schema(
+        auto_id=False, enable_dynamic_field=False, description=description
+    )
     schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=ID_LENGTH)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("camera", DataType.INT64)
@@ -732,7 +736,7 @@ def _open_collection(
         with _quiet_grpc_server():
             client.create_collection(
                 name,
-                schema=_schema(client, model.dim),
+                schema=_schema(client, model.dim, text),
                 index_params=params,
                 description=text,
                 properties={_META_KEY: text},
