@@ -45,7 +45,7 @@ def test_enrol_resume_and_idempotence(tmp_path, synth_root, extractor):
                 raise KeyboardInterrupt
 
         with pytest.raises(KeyboardInterrupt):
-            enrol_files(g, extractor, paths, batch_size=8, progress=interrupt)
+            enrol_files(g, extractor, paths, batch_size=8, commit_every=8, progress=interrupt)
         assert g.size() == 16  # two committed batches
         report = enrol_files(g, extractor, paths, batch_size=8, label_from_pid=True)
         assert (report.added, report.skipped) == (len(paths) - 16, 16)

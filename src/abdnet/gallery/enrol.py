@@ -1,8 +1,8 @@
 """Bulk enrolment of image files: read, skip what is enrolled, embed in batches, add.
 
-Each batch is committed (crops synced, rows written) before the next is read, and a crop
-already in the gallery is recognised by its sha256 before it is embedded: an interrupted run
-resumes where it stopped when started again with the same arguments.
+Crops are committed in groups (crops synced, rows written), and a crop already in the
+gallery is recognised by its sha256 before it is embedded: an interrupted run resumes after
+its last commit when started again with the same arguments.
 
 Camera and time come from the arguments or, when not given, from Market/Duke-style file
 names (``0002_c1s1_000451_03.jpg``: camera 0, frame 451; ``0001_c2_f0046182.jpg``: camera 1,
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from abdnet.gallery.gallery import Enrolment, Gallery
 from abdnet.gallery.images import DEFAULT_MAX_PIXELS, read_crop
@@ -62,20 +64,39 @@ def enrol_files(
     batch_size: int = 64,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    commit_every: int = 512,
     progress: Callable[[int], None] | None = None,
 ) -> EnrolReport:
     """Add image files to ``gallery`` with embeddings from ``extractor`` (FeatureExtractor).
 
     ``camera`` / ``timestamp`` / ``label`` apply to every file; without them camera and time
     are parsed from Market/Duke-style names. ``label_from_pid`` labels each crop with the
-    identity its name carries. An unreadable file raises ImageReadError naming it (earlier
-    batches stay enrolled) unless ``skip_bad``, which lists it in the report instead.
+    identity its name carries. An unreadable file raises ImageReadError naming it (what was
+    committed stays enrolled) unless ``skip_bad``, which lists it in the report instead.
+    Embeddings are computed ``batch_size`` images at a time and committed (crops synced, rows
+    written) every ``commit_every`` images: a commit costs a file-system sync.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or commit_every < 1:
+        raise ValueError(
+            f"batch_size and commit_every must be >= 1, got {batch_size}, {commit_every}"
+        )
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     report = EnrolReport()
+    pending: list[tuple[Enrolment, np.ndarray]] = []
+
+    def commit() -> None:
+        if not pending:
+            return
+        enrolments = [e for e, _ in pending]
+        for e, added in zip(enrolments, gallery.add(enrolments, np.stack([f for _, f in pending]))):
+            report.ids[e.crop.name] = added.id
+            if added.created:
+                report.added += 1
+            else:
+                report.skipped += 1
+        pending.clear()
+
     for start in range(0, len(paths), batch_size):
         batch = [str(p) for p in paths[start : start + batch_size]]
         crops = []
@@ -96,27 +117,20 @@ def enrol_files(
             else:
                 todo.append(c)
         if todo:
-            enrolments = []
-            for c in todo:
-                cam, when, pid = name_metadata(c.name, fps)
-                lab = label
-                if label_from_pid and pid is not None:
-                    lab = str(pid)
-                enrolments.append(
-                    Enrolment(
-                        crop=c,
-                        camera=camera if camera is not None else cam,
-                        timestamp=timestamp if timestamp is not None else when,
-                        label=lab,
-                    )
-                )
             features = extractor([c.image for c in todo]).numpy()  # (b, D), L2-normalized
-            for c, added in zip(todo, gallery.add(enrolments, features)):
-                report.ids[c.name] = added.id
-                if added.created:
-                    report.added += 1
-                else:
-                    report.skipped += 1
+            for c, f in zip(todo, features):
+                cam, when, pid = name_metadata(c.name, fps)
+                lab = str(pid) if label_from_pid and pid is not None else label
+                enrolment = Enrolment(
+                    crop=c,
+                    camera=camera if camera is not None else cam,
+                    timestamp=timestamp if timestamp is not None else when,
+                    label=lab,
+                )
+                pending.append((enrolment, f))
+        if len(pending) >= commit_every:
+            commit()
         if progress is not None:
             progress(len(batch))
+    commit()
     return report

@@ -58,9 +58,8 @@ class CropStore:
             seen.add(path)
             todo.append((path, data))
         for folder in sorted({p.parent for p, _ in todo}):
-            if not folder.is_dir():
-                folder.mkdir(parents=True, exist_ok=True)
-                fsync_path(folder.parent)
+            # made durable by the file-system syncs of atomic_write_many
+            folder.mkdir(parents=True, exist_ok=True)
         return atomic_write_many(todo)
 
     def get(self, sha256: str, extension: str) -> Path | None:
