@@ -234,8 +234,10 @@ def _search(args: argparse.Namespace) -> int:
         filters = []
         cameras = []
         for q in queries:
-            labels = parse_name(q)
-            cam = args.camera if args.camera is not None else (labels and labels.camid)
+            cam = args.camera
+            if cam is None:
+                labels = parse_name(q)
+                cam = labels.camid if labels is not None else None
             cameras.append(cam)
             filters.append(
                 SearchFilter(

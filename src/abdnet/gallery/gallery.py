@@ -419,24 +419,6 @@ class Gallery:
         )
         return Page(total=total, items=[GalleryEntry.from_row(r) for r in rows])
 
-    def iter_entries(self, batch: int = 1000) -> Iterator[GalleryEntry]:
-        """Every entry (a snapshot taken page by page; for small tools and tests)."""
-        offset = 0
-        while True:
-            page = self._call(
-                "list",
-                self._client.query,
-                self.collection,
-                filter="",
-                output_fields=["id", *_FIELDS],
-                offset=offset,
-                limit=batch,
-            )
-            yield from (GalleryEntry.from_row(r) for r in page)
-            if len(page) < batch or offset + 2 * batch > MAX_RESULTS:
-                return
-            offset += batch
-
     def crop_path(self, entry: GalleryEntry) -> Path | None:
         """The stored crop of ``entry``; None without a crop store or when it is missing."""
         if self.crops is None:
