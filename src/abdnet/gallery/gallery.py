@@ -93,6 +93,10 @@ MAX_RESULTS = 16384
 # (approximate; for galleries of millions on a Milvus server).
 INDEX_TYPES = {"flat": ("FLAT", {}), "hnsw": ("HNSW", {"M": 16, "efConstruction": 200})}
 _FIELDS = ["camera", "timestamp", "label", "sha256", "extension", "source", "enrolled"]
+# Milvus Lite 3 keeps new rows in an in-memory table that every search and query scans row
+# by row in Python (0.05-0.1 ms per row), until it seals them into a segment at 128 MiB. An
+# embedded gallery seals them itself every this many rows (a seal costs ~0.1 s).
+SEAL_ROWS = 256
 
 
 class GalleryError(ValueError):
@@ -278,6 +282,7 @@ class Gallery:
         self._lock = lock
         self._timeout = timeout
         self._write = threading.Lock()  # one writer at a time in this process
+        self._unsealed = 0  # rows added since the last flush (embedded galleries)
 
     # -- opening -------------------------------------------------------------------------
 
@@ -340,7 +345,10 @@ class Gallery:
             raise
         crop_root = Path(crops) if crops is not None else default_crop_folder(uri_s)
         store = CropStore(crop_root) if crop_root is not None else None
-        return cls(client, uri_s, collection, meta, store, lock, timeout)
+        gallery = cls(client, uri_s, collection, meta, store, lock, timeout)
+        if lock is not None:
+            gallery.flush()  # rows replayed from the log of a killed process: seal them
+        return gallery
 
     def close(self) -> None:
         if self._client is None:
@@ -526,6 +534,9 @@ class Gallery:
                         [(e.crop.sha256, e.crop.extension, e.crop.data) for e in new]
                     )
                 self._call("add", self._client.upsert, self.collection, data=rows)
+                self._unsealed += len(rows)
+                if self._lock is not None and self._unsealed >= SEAL_ROWS:
+                    self.flush()
         return results
 
     def delete(self, ids: Sequence[str]) -> list[str]:
@@ -543,6 +554,7 @@ class Gallery:
     def flush(self) -> None:
         """Ask Milvus to seal what it holds in memory into its segment files."""
         self._call("flush", self._client.flush, self.collection)
+        self._unsealed = 0
 
     # -- helpers -------------------------------------------------------------------------
 
