@@ -119,6 +119,27 @@ def test_mixed_filters_in_one_call(filled):
         assert [h.entry.id for h in hits[qi]] == [h.entry.id for h in single]
 
 
+def test_a_crowding_camera_falls_back_to_filtering_in_milvus(tmp_path):
+    # 60 entries of camera 0 right around the query, 10 of camera 1 far away: the shared
+    # unfiltered call (2k + 16 = 36 nearest) holds no camera-1 entry at all.
+    q = _unit(1, seed=5)
+    near = q + 0.05 * _unit(60, seed=6)
+    far = -q + 0.05 * _unit(10, seed=7)
+    feats = np.concatenate([near, far]).astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    cams = [0] * 60 + [1] * 10
+    with Gallery.open(tmp_path / "g.db", model=_model(), create=True) as g:
+        added = g.add([Enrolment(_crop(i), camera=c) for i, c in enumerate(cams)], feats)
+        ids = [a.id for a in added]
+        both = g.search(
+            np.concatenate([q, q]), 10, [SearchFilter(exclude_camera=0), SearchFilter()]
+        )
+        expect, _ = _brute(q[0], feats, np.array(cams) != 0, 10)
+        assert [h.entry.id for h in both[0]] == [ids[i] for i in expect]
+        expect_all, _ = _brute(q[0], feats, np.ones(70, bool), 10)
+        assert [h.entry.id for h in both[1]] == [ids[i] for i in expect_all]
+
+
 def test_entries_round_trip(filled):
     g, enrol, _, ids = filled
     (e,) = g.get([ids[2]])

@@ -40,6 +40,7 @@ made it is unreferenced and harmless; it is reused when the crop is enrolled aga
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -441,8 +442,12 @@ class Gallery:
     ) -> list[list[Hit]]:
         """The ``k`` nearest entries of each query embedding ``(Q, D)``, nearest first.
 
-        ``filters[i]`` restricts query ``i``; queries with the same filter are searched in
-        one Milvus call.
+        ``filters[i]`` restricts query ``i``. Queries whose filters differ only in the
+        camera they leave out are searched in one Milvus call (each Milvus Lite call scans
+        the collection once, whatever the number of queries): the call returns the
+        ``2k + 16`` nearest entries, the query's own camera is dropped from them, and a
+        query left with fewer than ``k`` (its camera crowded the list) is searched again
+        with the camera in the filter. The result is the same as filtering in Milvus.
         """
         q = self._check_features(features)
         if not 1 <= k <= MAX_RESULTS:
@@ -452,26 +457,35 @@ class Gallery:
             raise ValueError(f"{len(filters)} filters for {len(q)} queries")
         groups: dict[str, list[int]] = {}
         for i, f in enumerate(filters):
-            groups.setdefault(f.expression(), []).append(i)
+            shared = dataclasses.replace(f, exclude_camera=None).expression()
+            groups.setdefault(shared, []).append(i)
         out: list[list[Hit]] = [[] for _ in range(len(q))]
-        index_type = self.meta.get("index", "flat")
-        params: dict[str, Any] = {"metric_type": "IP"}
-        if index_type == "hnsw":
-            params["params"] = {"ef": max(64, k)}
         for expr, rows in groups.items():
-            result = self._call(
-                "search",
-                self._client.search,
-                self.collection,
-                data=[q[i].tolist() for i in rows],
-                limit=k,
-                filter=expr,
-                output_fields=_FIELDS,
-                search_params=params,
-            )
-            for i, hits in zip(rows, result):
-                out[i] = [_hit(h) for h in hits]
+            excluding = any(filters[i].exclude_camera is not None for i in rows)
+            limit = min(MAX_RESULTS, 2 * k + 16) if excluding else k
+            for i, hits in zip(rows, self._search(q[rows], limit, expr)):
+                cam = filters[i].exclude_camera
+                kept = [h for h in hits if cam is None or h.entry.camera != cam]
+                if len(kept) < k and len(hits) == limit:
+                    (kept,) = self._search(q[i : i + 1], k, filters[i].expression())
+                out[i] = kept[:k]
         return out
+
+    def _search(self, q: np.ndarray, limit: int, expr: str) -> list[list[Hit]]:
+        params: dict[str, Any] = {"metric_type": "IP"}
+        if self.meta.get("index", "flat") == "hnsw":
+            params["params"] = {"ef": max(64, limit)}
+        result = self._call(
+            "search",
+            self._client.search,
+            self.collection,
+            data=[row.tolist() for row in q],
+            limit=limit,
+            filter=expr,
+            output_fields=_FIELDS,
+            search_params=params,
+        )
+        return [[_hit(h) for h in hits] for hits in result]
 
     def info(self) -> dict[str, Any]:
         """What ``abdnet gallery info`` prints."""
