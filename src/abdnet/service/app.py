@@ -13,12 +13,15 @@ Routes (JSON in and out; every error is ``{"error": "..."}`` with a 4xx/5xx stat
 - ``GET /healthz``, ``GET /info``, ``GET /metrics`` (Prometheus), ``GET /`` (the page)
 
 Images of concurrent requests are embedded together (``DynamicBatcher``), and the gallery
-searches of concurrent queries with the same filter go to Milvus in one call.
+searches of concurrent queries go to Milvus together.
+
+FastAPI and Starlette are imported inside ``create_app`` (the optional ``serve`` extra).
+Annotations here are evaluated when the route functions are defined, so that FastAPI sees
+the classes imported there.
 """
 
-from __future__ import annotations
-
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,17 +29,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.staticfiles import StaticFiles
 
 from abdnet.gallery import (
     DEFAULT_MAX_PIXELS,
@@ -60,7 +56,10 @@ from abdnet.gallery.images import MIME_TYPES
 from abdnet.retrieval import ImageReadError
 from abdnet.service.auth import AccessPolicy, AuthError
 from abdnet.service.batcher import DynamicBatcher
-from abdnet.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from abdnet.service.metrics import ServiceMetrics
+
+if TYPE_CHECKING:
+    from starlette.datastructures import FormData
 
 __all__ = ["ApiError", "ServiceSettings", "create_app"]
 
@@ -126,7 +125,7 @@ class _BodyLimit:
 
 
 async def _send_json(send: Callable, status: int, message: str) -> None:
-    body = JSONResponse({"error": message}).body
+    body = json.dumps({"error": message}).encode()
     await send(
         {
             "type": "http.response.start",
@@ -197,7 +196,7 @@ class _Service:
     async def embed(self, crops: list[CropImage]) -> list[np.ndarray]:
         assert self.embedder is not None
         transform = self.extractor.transform
-        tensors = await run_in_threadpool(lambda: [transform(c.image) for c in crops])
+        tensors = await asyncio.to_thread(lambda: [transform(c.image) for c in crops])
         return list(await asyncio.gather(*(self.embedder.run(t) for t in tensors)))
 
     def match(self, distance: float) -> bool | None:
@@ -217,7 +216,7 @@ class _Service:
         }
 
 
-def _int_field(form: FormData, name: str) -> int | None:
+def _int_field(form: "FormData", name: str) -> int | None:
     raw = form.get(name)
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         return None
@@ -226,7 +225,7 @@ def _int_field(form: FormData, name: str) -> int | None:
     return int(raw)
 
 
-def _time_field(form: FormData, name: str) -> datetime | None:
+def _time_field(form: "FormData", name: str) -> datetime | None:
     raw = form.get(name)
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         return None
@@ -263,9 +262,18 @@ def create_app(
     policy: AccessPolicy,
     threshold: Threshold | None = None,
     settings: ServiceSettings | None = None,
-) -> FastAPI:
-    """The app serving ``gallery`` with embeddings from ``extractor`` (a FeatureExtractor
-    that L2-normalizes). ``model`` must be the gallery's (and the threshold's) model."""
+) -> Any:
+    """The FastAPI app serving ``gallery`` with embeddings from ``extractor`` (a
+    FeatureExtractor that L2-normalizes). ``model`` must be the gallery's (and the
+    threshold's) model."""
+    # heavy, optional: the `serve` extra
+    from fastapi import FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from starlette.datastructures import FormData, UploadFile
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.staticfiles import StaticFiles
+
     settings = settings or ServiceSettings()
     gallery.model.check_same(model, f"gallery {gallery.uri}")
     if threshold is not None:
@@ -378,7 +386,7 @@ def create_app(
                 raise ApiError(415, f"{name}: content type {ctype} is not an image")
             data = await up.read()
             try:
-                crop = await run_in_threadpool(
+                crop = await asyncio.to_thread(
                     decode_crop, data, name, max_pixels=settings.max_image_pixels
                 )
             except UnsupportedImageType as exc:
@@ -395,7 +403,7 @@ def create_app(
         return crops
 
     async def entry_or_404(entry_id: str):
-        entries = await run_in_threadpool(svc.gallery.get, [entry_id])
+        entries = await asyncio.to_thread(svc.gallery.get, [entry_id])
         if not entries:
             raise ApiError(404, f"no gallery entry {entry_id!r}")
         return entries[0]
@@ -411,13 +419,13 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        size = await run_in_threadpool(svc.gallery.size)
+        size = await asyncio.to_thread(svc.gallery.size)
         return {"status": "ok", "gallery_size": size, "model": svc.model.short}
 
     @app.get("/info")
     async def info(request: Request) -> dict[str, Any]:
         can_read(request)
-        size = await run_in_threadpool(svc.gallery.size)
+        size = await asyncio.to_thread(svc.gallery.size)
         return {
             "gallery_size": size,
             "model": svc.model.to_dict(),
@@ -432,8 +440,8 @@ def create_app(
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         can_read(request)
-        body = await run_in_threadpool(svc.metrics.render)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        body = await asyncio.to_thread(svc.metrics.render)
+        return Response(body, media_type=svc.metrics.content_type)
 
     @app.post("/gallery", status_code=201)
     async def enrol(request: Request) -> dict[str, Any]:
@@ -455,7 +463,7 @@ def create_app(
                 )
             )
         feats = await svc.embed(crops)
-        added = await run_in_threadpool(svc.gallery.add, enrolments, np.stack(feats))
+        added = await asyncio.to_thread(svc.gallery.add, enrolments, np.stack(feats))
         return {"ids": [a.id for a in added], "created": [a.created for a in added]}
 
     @app.get("/gallery")
@@ -469,7 +477,7 @@ def create_app(
         can_read(request)
         if offset + limit > MAX_RESULTS:
             raise ApiError(400, f"offset + limit must be <= {MAX_RESULTS}")
-        page = await run_in_threadpool(
+        page = await asyncio.to_thread(
             lambda: svc.gallery.list(
                 offset=offset, limit=limit, camera=camera, label=_label(label, "label")
             )
@@ -497,7 +505,7 @@ def create_app(
         if path is None:
             raise ApiError(404, f"gallery entry {entry_id!r} has no stored crop")
         try:
-            data = await run_in_threadpool(path.read_bytes)
+            data = await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:  # deleted meanwhile
             raise ApiError(404, f"gallery entry {entry_id!r} has no stored crop") from None
         return Response(
@@ -509,7 +517,7 @@ def create_app(
     @app.delete("/gallery/{entry_id}", status_code=204)
     async def delete(request: Request, entry_id: str) -> Response:
         can_write(request)
-        removed = await run_in_threadpool(svc.gallery.delete, [entry_id])
+        removed = await asyncio.to_thread(svc.gallery.delete, [entry_id])
         if not removed:
             raise ApiError(404, f"no gallery entry {entry_id!r}")
         return Response(status_code=204)

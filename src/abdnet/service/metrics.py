@@ -1,13 +1,13 @@
-"""Prometheus metrics of one app (its own registry, so two apps in a process do not mix)."""
+"""Prometheus metrics of one app (its own registry, so two apps in a process do not mix).
+
+prometheus_client is imported when the metrics are created (the optional ``serve`` extra).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-__all__ = ["ServiceMetrics", "CONTENT_TYPE_LATEST"]
+__all__ = ["ServiceMetrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -15,6 +15,11 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 class ServiceMetrics:
     def __init__(self, gallery_size: Callable[[], float]) -> None:
+        # heavy, optional: the `serve` extra
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+        self.content_type = CONTENT_TYPE_LATEST
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "abdnet_requests",
@@ -63,4 +68,6 @@ class ServiceMetrics:
         return observe
 
     def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
         return generate_latest(self.registry)
