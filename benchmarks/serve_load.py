@@ -2,15 +2,19 @@
 
 Parts (all by default; ``--parts`` picks some):
 
-- ``extract``: the baseline, images/s of offline batch extraction (what ``abdnet extract``
-  runs: ``FeatureExtractor.extract`` over image files, batch 64) of the gallery crops.
+- ``extract``: images/s of offline batch extraction (what ``abdnet extract`` runs:
+  ``FeatureExtractor.extract`` over image files, batch 64) of all the gallery crops.
 - ``add``: bulk enrolment (what ``abdnet gallery add`` runs: read, hash, embed, store the
-  crop, write the row) of the same crops into a new Milvus Lite gallery; images/s and the
-  ratio to ``extract``.
+  crop, write the row) of the same crops into a new gallery; images/s and the ratio to
+  offline extraction.
 - ``serve``: ``abdnet serve`` on that gallery in its own process; ``--clients`` concurrent
   clients (one asyncio process) post search queries for ``--seconds``; errors, queries/s
-  and the ratio to ``extract`` (each query is one image through the model plus a gallery
-  search), client-side p50 / p99 latency, the mean dynamic batch.
+  and the ratio to offline extraction (each query is one image through the model plus a
+  gallery search), client-side p50 / p99 latency, the mean dynamic batch.
+
+The ratios of ``add`` and ``serve`` are taken against extraction measured right before and
+right after them (``--baseline-images`` crops each time, mean of the two), so that a change
+in the load of a shared machine during the run does not bias them.
 - ``search``: gallery-search latency alone (no model, no HTTP) at ``--search-entries``
   entries of random unit embeddings: one query, one query with a camera filter, and 16
   queries in one call (what the service does with concurrent queries).
@@ -87,36 +91,51 @@ def _model(path: Path) -> Path:
     return path
 
 
-def part_extract(ckpt: Path, paths: list[str], batch: int) -> float:
+def extraction_speed(ckpt: Path, paths: list[str], batch: int) -> float:
+    """Offline batch extraction of ``paths``, images/s (after one warm-up batch)."""
     from abdnet.retrieval import FeatureExtractor
 
     ext = FeatureExtractor(ckpt, device="cpu", batch_size=batch)
-    ext.extract(paths[:batch])  # warm-up
+    ext.extract(paths[:batch])
     t = time.perf_counter()
     ext.extract(paths)
-    speed = len(paths) / (time.perf_counter() - t)
+    return len(paths) / (time.perf_counter() - t)
+
+
+def part_extract(ckpt: Path, paths: list[str], batch: int) -> None:
+    speed = extraction_speed(ckpt, paths, batch)
     print(
         f"[extract] offline batch extraction: {speed:.1f} img/s ({len(paths)} crops, batch {batch})"
     )
-    return speed
 
 
-def part_add(ckpt: Path, paths: list[str], gallery: Path, batch: int, baseline: float) -> None:
+def _bracketed(ckpt: Path, base: list[str], batch: int, run):
+    """``run()`` between two extraction baselines: (its result, baseline before, after)."""
+    before = extraction_speed(ckpt, base, batch)
+    result = run()
+    after = extraction_speed(ckpt, base, batch)
+    return result, before, after
+
+
+def part_add(ckpt: Path, paths: list[str], gallery: Path, batch: int, base: list[str]) -> None:
     from abdnet.gallery import Gallery, describe_extractor, enrol_files
     from abdnet.retrieval import FeatureExtractor
 
-    ext = FeatureExtractor(ckpt, device="cpu", batch_size=batch)
-    ext.extract(paths[:batch])  # warm-up, as for the baseline
-    with Gallery.open(gallery, model=describe_extractor(ext), create=True) as g:
-        t = time.perf_counter()
-        report = enrol_files(g, ext, paths, batch_size=batch)
-        speed = report.added / (time.perf_counter() - t)
-        size = g.size()
+    def run() -> float:
+        ext = FeatureExtractor(ckpt, device="cpu", batch_size=batch)
+        ext.extract(paths[:batch])  # warm-up, as for the baseline
+        with Gallery.open(gallery, model=describe_extractor(ext), create=True) as g:
+            t = time.perf_counter()
+            report = enrol_files(g, ext, paths, batch_size=batch)
+            speed = report.added / (time.perf_counter() - t)
+            print(f"[add] {report.added} added, gallery {g.size()}")
+        return speed
+
+    speed, before, after = _bracketed(ckpt, base, batch, run)
+    baseline = (before + after) / 2
     print(
-        f"[add] bulk gallery add: {speed:.1f} img/s ({report.added} added, gallery {size}); "
-        f"ratio to extraction {speed / baseline:.2f}"
-        if baseline
-        else ""
+        f"[add] bulk gallery add: {speed:.1f} img/s; extraction before / after: {before:.1f} / "
+        f"{after:.1f} img/s; ratio {speed / baseline:.2f}"
     )
 
 
@@ -152,7 +171,7 @@ async def _load(url: str, queries: list[tuple[str, bytes]], clients: int, second
 
 
 def part_serve(
-    ckpt: Path, gallery: Path, queries: list[str], args: argparse.Namespace, baseline: float
+    ckpt: Path, gallery: Path, queries: list[str], args: argparse.Namespace, base: list[str]
 ) -> None:
     import httpx
 
@@ -181,9 +200,15 @@ def part_serve(
             time.sleep(0.5)
         data = [(Path(q).name, Path(q).read_bytes()) for q in queries]
         asyncio.run(_load(url, data[:32], args.clients, 5.0))  # warm-up
-        before = httpx.get(url + "/metrics", timeout=30).text
-        lat, errors, wall = asyncio.run(_load(url, data, args.clients, args.seconds))
-        after = httpx.get(url + "/metrics", timeout=30).text
+        metrics: list[str] = []
+
+        def run():
+            metrics.append(httpx.get(url + "/metrics", timeout=30).text)
+            out = asyncio.run(_load(url, data, args.clients, args.seconds))
+            metrics.append(httpx.get(url + "/metrics", timeout=30).text)
+            return out
+
+        (lat, errors, wall), b_before, b_after = _bracketed(ckpt, base, args.batch_size, run)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -192,13 +217,14 @@ def part_serve(
             proc.kill()
     qps = len(lat) / wall
     ms = np.percentile(np.array(lat) * 1000, [50, 99]) if lat else [float("nan")] * 2
-    images = _metric(after, "sum") - _metric(before, "sum")
-    batches = _metric(after, "count") - _metric(before, "count")
+    images = _metric(metrics[1], "sum") - _metric(metrics[0], "sum")
+    batches = _metric(metrics[1], "count") - _metric(metrics[0], "count")
+    baseline = (b_before + b_after) / 2
     print(
         f"[serve] {args.clients} clients, {wall:.0f} s: {len(lat)} searches, {len(errors)} errors; "
-        f"{qps:.1f} queries/s = {qps / baseline:.2f} of offline extraction; "
-        f"latency p50 {ms[0]:.0f} ms, p99 {ms[1]:.0f} ms; mean embed batch "
-        f"{images / max(batches, 1):.1f}"
+        f"{qps:.1f} queries/s; extraction before / after: {b_before:.1f} / {b_after:.1f} img/s; "
+        f"ratio {qps / baseline:.2f}; latency p50 {ms[0]:.0f} ms, p99 {ms[1]:.0f} ms; mean "
+        f"embed batch {images / max(batches, 1):.1f}"
     )
     for e in errors[:5]:
         print(f"  error: {e}")
@@ -285,6 +311,9 @@ def main() -> None:
     ap.add_argument("--ids", type=int, default=1000, help="synthetic identities")
     ap.add_argument("--per-id", type=int, default=10, help="crops per identity and split")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument(
+        "--baseline-images", type=int, default=1024, help="crops of each bracketing baseline"
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -303,21 +332,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.workdir) if args.workdir else Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        baseline = 0.0
         if parts & {"extract", "add", "serve"}:
             ckpt = _model(work / "tiny.safetensors")
             crops = _crops(work / "synth", args.ids, args.per_id)
             print(f"model: configs/tiny.yaml architecture, random weights; {len(crops)} crops")
             gallery = work / "gallery.db"
+            base = crops[: args.baseline_images]
             if "extract" in parts:
-                baseline = part_extract(ckpt, crops, args.batch_size)
+                part_extract(ckpt, crops, args.batch_size)
             if "add" in parts:
-                part_add(ckpt, crops, gallery, args.batch_size, baseline)
+                part_add(ckpt, crops, gallery, args.batch_size, base)
             if "serve" in parts:
                 from abdnet.retrieval import collect_images
 
                 queries = collect_images([work / "synth" / "query"])
-                part_serve(ckpt, gallery, queries, args, baseline or float("nan"))
+                part_serve(ckpt, gallery, queries, args, base)
         if "search" in parts:
             part_search(work, args.search_entries, args.search_dim)
 

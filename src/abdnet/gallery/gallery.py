@@ -442,12 +442,13 @@ class Gallery:
     ) -> list[list[Hit]]:
         """The ``k`` nearest entries of each query embedding ``(Q, D)``, nearest first.
 
-        ``filters[i]`` restricts query ``i``. Queries whose filters differ only in the
-        camera they leave out are searched in one Milvus call (each Milvus Lite call scans
-        the collection once, whatever the number of queries): the call returns the
-        ``2k + 16`` nearest entries, the query's own camera is dropped from them, and a
-        query left with fewer than ``k`` (its camera crowded the list) is searched again
-        with the camera in the filter. The result is the same as filtering in Milvus.
+        ``filters[i]`` restricts query ``i``. Queries with the same filter are searched in
+        one Milvus call (each Milvus Lite call scans the collection once, whatever the number
+        of queries). Queries whose filters differ only in the camera they leave out share one
+        call too: it returns the ``2k + 16`` nearest entries, each query's own camera is
+        dropped from them, and a query left with fewer than ``k`` (its camera crowded the
+        list) is searched again with its camera in the filter. The results are those of
+        filtering in Milvus.
         """
         q = self._check_features(features)
         if not 1 <= k <= MAX_RESULTS:
@@ -461,8 +462,11 @@ class Gallery:
             groups.setdefault(shared, []).append(i)
         out: list[list[Hit]] = [[] for _ in range(len(q))]
         for expr, rows in groups.items():
-            excluding = any(filters[i].exclude_camera is not None for i in rows)
-            limit = min(MAX_RESULTS, 2 * k + 16) if excluding else k
+            if len({filters[i].exclude_camera for i in rows}) == 1:  # one filter: in Milvus
+                for i, hits in zip(rows, self._search(q[rows], k, filters[rows[0]].expression())):
+                    out[i] = hits
+                continue
+            limit = min(MAX_RESULTS, 2 * k + 16)
             for i, hits in zip(rows, self._search(q[rows], limit, expr)):
                 cam = filters[i].exclude_camera
                 kept = [h for h in hits if cam is None or h.entry.camera != cam]
