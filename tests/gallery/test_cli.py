@@ -12,7 +12,7 @@ import torch
 from abdnet.cli.main import main
 from abdnet.data import open_dataset
 from abdnet.evaluation import evaluate_verification, pairwise_distance
-from abdnet.gallery import describe_extractor, load_threshold
+from abdnet.gallery import Threshold, describe_extractor, load_threshold, save_threshold
 from abdnet.models import build_model_from_config
 from abdnet.models.io import load_model, save_model
 from abdnet.retrieval import FeatureExtractor, collect_images, parse_name
@@ -50,6 +50,21 @@ def test_gallery_commands(tmp_path, tiny_checkpoint, synth_root, capsys):
     np.testing.assert_allclose([r["distance"] for r in ans["results"]], d[order], atol=1e-5)
     assert [r["source"] for r in ans["results"]][:1] == [paths[order[0]]]
 
+    # --threshold marks matches by the calibrated distance
+    t = Threshold(
+        threshold=float(d[order[2]]),
+        far=1e-3,
+        far_achieved=1e-3,
+        tar=0.5,
+        eer=0.1,
+        model=describe_extractor(ext),
+    )
+    save_threshold(tmp_path / "t.json", t)
+    assert main(["gallery", "search", "--gallery", g, "--checkpoint", ck, "--query", query,
+                 "-k", "5", "--json", "--threshold", str(tmp_path / "t.json")]) == 0  # fmt: skip
+    (marked,) = json.loads(capsys.readouterr().out)
+    assert [r["match"] for r in marked["results"]] == [True, True, True, False, False]
+
     victim = ans["results"][0]["id"]
     assert main(["gallery", "delete", "--gallery", g, victim, "0123456789abcdef"]) == 1
     out = capsys.readouterr()
@@ -71,6 +86,20 @@ def test_gallery_refuses_another_model(tmp_path, tiny_checkpoint, synth_root, ca
                  "--images", images, "--no-progress"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "other weights" in err and "g.db" in err
+
+
+def test_a_flip_gallery_is_searched_with_flip(tmp_path, tiny_checkpoint, synth_root, capsys):
+    g = str(tmp_path / "g.db")
+    images = collect_images([synth_root / "query"])[:4]
+    assert main(["gallery", "add", "--gallery", g, "--checkpoint", str(tiny_checkpoint),
+                 "--images", *images, "--flip", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["gallery", "search", "--gallery", g, "--checkpoint", str(tiny_checkpoint),
+                 "--query", images[0], "-k", "1", "--same-camera", "--json"]) == 0  # fmt: skip
+    (ans,) = json.loads(capsys.readouterr().out)
+    assert ans["results"][0]["source"] == images[0] and ans["results"][0]["distance"] < 1e-5
+    assert main(["gallery", "info", "--gallery", g, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["flip"] is True
 
 
 def test_calibrate_writes_the_operating_point(tmp_path, tiny_checkpoint, synth_root, capsys):

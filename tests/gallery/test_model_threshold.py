@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -43,6 +44,24 @@ def test_fingerprint_follows_weights_transform_and_flip(tiny_checkpoint, info):
         next(loaded.model.parameters()).add_(1e-3)
     changed = describe_extractor(FeatureExtractor(loaded.model, device="cpu"))
     assert changed.weights != info.weights
+
+
+def test_an_onnx_style_model_is_fingerprinted_by_its_file(tmp_path, tiny_checkpoint):
+    loaded = load_model(tiny_checkpoint)
+
+    class FileModel:  # what FeatureExtractor sees of abdnet.export.OnnxEmbedder
+        def __init__(self, path):
+            self.path, self.config, self.feature_dim = path, loaded.config, 32
+
+        def __call__(self, x):
+            return torch.zeros(x.shape[0], 32)
+
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    a.write_bytes(b"graph one")
+    b.write_bytes(b"graph two")
+    fa = describe_extractor(FeatureExtractor(FileModel(a)))
+    fb = describe_extractor(FeatureExtractor(FileModel(b)))
+    assert fa.weights == hashlib.sha256(b"graph one").hexdigest() and fa.weights != fb.weights
 
 
 def test_threshold_round_trip_and_errors(tmp_path, info):
