@@ -75,4 +75,4 @@ def test_bad_file_stops_or_is_skipped(tmp_path, synth_root, extractor):
             enrol_files(g, extractor, [*good, str(bad)])
         report = enrol_files(g, extractor, [*good, str(bad)], skip_bad=True, camera=5)
         assert report.added == 3 and [f for f, _ in report.failed] == [str(bad)]
-        assert {e.camera for e in g.list(limit=100).items} == {5}
+        assert {e.camera for e in g.page(limit=100).items} == {5}

@@ -172,14 +172,14 @@ def test_paging_covers_everything_once(filled):
     g, enrol, _, ids = filled
     seen = []
     for off in range(0, 40, 7):
-        page = g.list(offset=off, limit=7)
+        page = g.page(offset=off, limit=7)
         assert page.total == 40
         seen += [e.id for e in page.items]
     assert sorted(seen) == sorted(ids)
-    cam2 = g.list(camera=2, limit=100)
+    cam2 = g.page(camera=2, limit=100)
     assert cam2.total == 10 and {e.camera for e in cam2.items} == {2}
-    assert g.list(label='p"0', limit=100).total == sum(e.label == 'p"0' for e in enrol)
-    assert g.list(offset=40, limit=5).items == []
+    assert g.page(label='p"0', limit=100).total == sum(e.label == 'p"0' for e in enrol)
+    assert g.page(offset=40, limit=5).items == []
 
 
 def test_delete_removes_entry_and_crop(filled):
@@ -221,3 +221,14 @@ def test_one_process_at_a_time(tmp_path):
             Gallery.open(uri)
     with Gallery.open(uri) as g:  # released on close
         assert g.size() == 0
+
+
+def test_hnsw_index(tmp_path):
+    feats = _unit(30, seed=11)
+    with Gallery.open(tmp_path / "g.db", model=_model(), create=True, index="hnsw") as g:
+        ids = [a.id for a in g.add([Enrolment(_crop(i)) for i in range(30)], feats)]
+        hits = g.search(feats[:5], 3)
+        assert [h[0].entry.id for h in hits] == ids[:5]
+        assert g.info()["index"] == "hnsw"
+    with pytest.raises(GalleryError, match="index 'ivf'"):
+        Gallery.open(tmp_path / "h.db", model=_model(), create=True, index="ivf")

@@ -336,9 +336,14 @@ class Gallery:
             if lock is not None:
                 lock.release()
             raise
+        from pymilvus.exceptions import MilvusException  # heavy, optional dependency
+
         try:
-            meta = _open_collection(client, collection, where, model, create, index, timeout)
-            client.load_collection(collection, timeout=timeout)
+            try:
+                meta = _open_collection(client, collection, where, model, create, index, timeout)
+                client.load_collection(collection, timeout=timeout)
+            except MilvusException as exc:
+                raise GalleryError(f"{where}: {exc}") from None
         except BaseException:
             _disconnect(client, uri_s)
             if lock is not None:
@@ -348,7 +353,11 @@ class Gallery:
         store = CropStore(crop_root) if crop_root is not None else None
         gallery = cls(client, uri_s, collection, meta, store, lock, timeout)
         if lock is not None:
-            gallery.flush()  # rows replayed from the log of a killed process: seal them
+            try:
+                gallery.flush()  # rows replayed from the log of a killed process: seal them
+            except BaseException:
+                gallery.close()
+                raise
         return gallery
 
     def close(self) -> None:
@@ -401,7 +410,7 @@ class Gallery:
         wanted = set(sha256s)
         return {e.sha256: e.id for e in entries if e.sha256 in wanted}
 
-    def list(
+    def page(
         self,
         *,
         offset: int = 0,

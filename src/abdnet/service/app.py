@@ -478,7 +478,7 @@ def create_app(
         if offset + limit > MAX_RESULTS:
             raise ApiError(400, f"offset + limit must be <= {MAX_RESULTS}")
         page = await asyncio.to_thread(
-            lambda: svc.gallery.list(
+            lambda: svc.gallery.page(
                 offset=offset, limit=limit, camera=camera, label=_label(label, "label")
             )
         )
@@ -574,7 +574,7 @@ def create_app(
     static = resources.files("abdnet.service") / "static"
 
     @app.get("/", include_in_schema=False)
-    async def page() -> Response:
+    async def index_page() -> Response:
         html = (static / "index.html").read_bytes()
         return Response(
             html,
