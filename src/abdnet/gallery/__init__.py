@@ -7,23 +7,16 @@ from abdnet.gallery.enrol import EnrolReport, enrol_files, name_metadata
 from abdnet.gallery.gallery import (
     DEFAULT_COLLECTION,
     INDEX_TYPES,
-    Added,
-    Enrolment,
+    MAX_RESULTS,
     Gallery,
-    GalleryEntry,
     GalleryError,
-    Hit,
-    Page,
-    SearchFilter,
     default_crop_folder,
-    distance_from_score,
-    format_time,
     is_embedded,
-    parse_time,
 )
 from abdnet.gallery.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_FORMATS,
+    MIME_TYPES,
     CropImage,
     ImageTooLarge,
     UnsupportedImageType,
@@ -32,12 +25,26 @@ from abdnet.gallery.images import (
     sha256_hex,
 )
 from abdnet.gallery.model import ModelInfo, ModelMismatchError, describe_extractor
+from abdnet.gallery.records import (
+    LABEL_MAX,
+    Added,
+    Enrolment,
+    GalleryEntry,
+    Hit,
+    Page,
+    SearchFilter,
+    distance_from_score,
+    format_time,
+    parse_time,
+)
 from abdnet.gallery.store import CropStore, StoreStats
 from abdnet.gallery.threshold import Threshold, load_threshold, save_threshold
 
 __all__ = [
     "DEFAULT_COLLECTION",
     "INDEX_TYPES",
+    "MAX_RESULTS",
+    "LABEL_MAX",
     "Added",
     "Enrolment",
     "Gallery",
@@ -53,6 +60,7 @@ __all__ = [
     "parse_time",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_FORMATS",
+    "MIME_TYPES",
     "CropImage",
     "ImageTooLarge",
     "UnsupportedImageType",

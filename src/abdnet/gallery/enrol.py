@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from abdnet.gallery.gallery import Enrolment, Gallery
+from abdnet.gallery.gallery import Gallery
 from abdnet.gallery.images import DEFAULT_MAX_PIXELS, read_crop
+from abdnet.gallery.records import Enrolment
 from abdnet.retrieval import ImageReadError, parse_name
 
 __all__ = ["EnrolReport", "enrol_files", "name_metadata"]

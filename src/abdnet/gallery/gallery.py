@@ -45,7 +45,6 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -53,26 +52,34 @@ from typing import Any
 import numpy as np
 
 from abdnet.files import FileLockedError, FolderLock
-from abdnet.gallery.images import CropImage
 from abdnet.gallery.model import ModelInfo
+from abdnet.gallery.records import (
+    ID_LENGTH,
+    LABEL_MAX,
+    NO_CAMERA,
+    NO_TIME,
+    SOURCE_MAX,
+    Added,
+    Enrolment,
+    GalleryEntry,
+    Hit,
+    Page,
+    SearchFilter,
+    distance_from_score,
+    format_time,
+    quote,
+    to_ms,
+)
 from abdnet.gallery.store import CropStore
 
 __all__ = [
     "DEFAULT_COLLECTION",
     "INDEX_TYPES",
-    "Added",
-    "Enrolment",
+    "MAX_RESULTS",
     "Gallery",
-    "GalleryEntry",
     "GalleryError",
-    "Hit",
-    "Page",
-    "SearchFilter",
     "default_crop_folder",
-    "distance_from_score",
-    "format_time",
     "is_embedded",
-    "parse_time",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,13 +88,6 @@ DEFAULT_COLLECTION = "abdnet_gallery"
 GALLERY_FORMAT = "abdnet-gallery"
 _VERSION = 1
 _META_KEY = "abdnet.gallery"
-NO_CAMERA = -1
-# "No time": far below any real time, and a literal every Milvus filter parser reads (the
-# C++ parser of Milvus 2.x misreads -2**63, whose magnitude overflows before the sign).
-NO_TIME = -(2**62)
-LABEL_MAX = 256
-SOURCE_MAX = 512
-ID_LENGTH = 16
 # Milvus refuses top-k (and offset + limit) above 16384.
 MAX_RESULTS = 16384
 # Vector index, chosen when the gallery is created: exact search, or HNSW graph search
@@ -102,145 +102,6 @@ SEAL_ROWS = 256
 
 class GalleryError(ValueError):
     """A gallery cannot be opened or used as asked; the message names the gallery."""
-
-
-# ---------------------------------------------------------------------------------------
-# values
-
-
-def parse_time(text: str, what: str = "time") -> datetime:
-    """An ISO 8601 date/time; without a UTC offset it is taken as UTC."""
-    s = text.strip()
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
-    try:
-        t = datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(
-            f"{what}: {text!r} is not an ISO 8601 date/time (e.g. 2024-05-01T12:30:00Z)"
-        ) from None
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-
-
-def format_time(t: datetime | None) -> str | None:
-    """ISO 8601 in UTC with millisecond precision, ``Z`` suffix; None stays None."""
-    if t is None:
-        return None
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _to_ms(t: datetime) -> int:
-    return int(round(t.timestamp() * 1000))
-
-
-def _from_ms(ms: int) -> datetime | None:
-    if ms == NO_TIME:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-
-
-def distance_from_score(score: np.ndarray | float) -> np.ndarray | float:
-    """Squared Euclidean distance of two unit vectors from their cosine: ``2 - 2 cos``."""
-    return np.maximum(2.0 - 2.0 * np.asarray(score, dtype=np.float64), 0.0)
-
-
-def _quote(text: str) -> str:
-    """A Milvus filter string literal."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# ---------------------------------------------------------------------------------------
-# records
-
-
-@dataclass(frozen=True)
-class GalleryEntry:
-    id: str
-    camera: int | None
-    timestamp: datetime | None
-    label: str | None
-    sha256: str
-    extension: str
-    source: str
-    enrolled: datetime | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "camera": self.camera,
-            "timestamp": format_time(self.timestamp),
-            "label": self.label,
-            "sha256": self.sha256,
-            "source": self.source,
-            "enrolled": format_time(self.enrolled),
-        }
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> GalleryEntry:
-        camera = int(row["camera"])
-        return cls(
-            id=str(row["id"]),
-            camera=None if camera == NO_CAMERA else camera,
-            timestamp=_from_ms(int(row["timestamp"])),
-            label=str(row["label"]) or None,
-            sha256=str(row["sha256"]),
-            extension=str(row["extension"]),
-            source=str(row["source"]),
-            enrolled=_from_ms(int(row["enrolled"])),
-        )
-
-
-@dataclass(frozen=True)
-class Enrolment:
-    """A crop to add, with what is known about it."""
-
-    crop: CropImage
-    camera: int | None = None
-    timestamp: datetime | None = None
-    label: str | None = None
-
-
-@dataclass(frozen=True)
-class Added:
-    id: str
-    created: bool  # False: the crop was already enrolled (nothing changed)
-
-
-@dataclass(frozen=True)
-class SearchFilter:
-    """Which gallery entries a query may return."""
-
-    exclude_camera: int | None = None  # leave out this camera (the query's own)
-    after: datetime | None = None  # captured at or after (entries without a time drop out)
-    before: datetime | None = None  # captured at or before
-    label: str | None = None  # only entries with this label
-
-    def expression(self) -> str:
-        parts = []
-        if self.exclude_camera is not None:
-            parts.append(f"camera != {int(self.exclude_camera)}")
-        if self.after is not None or self.before is not None:
-            parts.append(f"timestamp > {NO_TIME}")
-        if self.after is not None:
-            parts.append(f"timestamp >= {_to_ms(self.after)}")
-        if self.before is not None:
-            parts.append(f"timestamp <= {_to_ms(self.before)}")
-        if self.label is not None:
-            parts.append(f"label == {_quote(self.label)}")
-        return " and ".join(parts)
-
-
-@dataclass(frozen=True)
-class Hit:
-    entry: GalleryEntry
-    distance: float  # squared Euclidean of the L2-normalized embeddings, in [0, 4]
-    score: float  # cosine similarity, in [-1, 1]
-
-
-@dataclass(frozen=True)
-class Page:
-    total: int  # entries matching the filter
-    items: list[GalleryEntry]
 
 
 # ---------------------------------------------------------------------------------------
@@ -398,7 +259,7 @@ class Gallery:
             "get",
             self._client.query,
             self.collection,
-            filter=f"id in [{', '.join(_quote(i) for i in ids)}]",
+            filter=f"id in [{', '.join(quote(i) for i in ids)}]",
             output_fields=["id", *_FIELDS],
         )
         found = {str(r["id"]): GalleryEntry.from_row(r) for r in rows}
@@ -539,7 +400,7 @@ class Gallery:
             results: list[Added] = []
             rows: list[dict[str, Any]] = []
             new: list[Enrolment] = []
-            now = _to_ms(datetime.now(timezone.utc))
+            now = to_ms(datetime.now(timezone.utc))
             planned: set[str] = set()
             for e, i, f in zip(enrolments, ids, feats):
                 have = existing.get(i)
@@ -617,7 +478,7 @@ def _list_filter(camera: int | None, label: str | None) -> str:
     if camera is not None:
         parts.append(f"camera == {int(camera)}")
     if label is not None:
-        parts.append(f"label == {_quote(label)}")
+        parts.append(f"label == {quote(label)}")
     return " and ".join(parts)
 
 
@@ -636,7 +497,7 @@ def _row(i: str, e: Enrolment, f: np.ndarray, now: int) -> dict[str, Any]:
         "id": i,
         "embedding": f.tolist(),
         "camera": NO_CAMERA if e.camera is None else int(e.camera),
-        "timestamp": NO_TIME if e.timestamp is None else _to_ms(e.timestamp),
+        "timestamp": NO_TIME if e.timestamp is None else to_ms(e.timestamp),
         "label": e.label or "",
         "sha256": e.crop.sha256,
         "extension": e.crop.extension,

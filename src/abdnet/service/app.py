@@ -36,6 +36,9 @@ import torch
 
 from abdnet.gallery import (
     DEFAULT_MAX_PIXELS,
+    LABEL_MAX,
+    MAX_RESULTS,
+    MIME_TYPES,
     CropImage,
     Enrolment,
     Gallery,
@@ -51,8 +54,6 @@ from abdnet.gallery import (
     name_metadata,
     parse_time,
 )
-from abdnet.gallery.gallery import LABEL_MAX, MAX_RESULTS
-from abdnet.gallery.images import MIME_TYPES
 from abdnet.retrieval import ImageReadError
 from abdnet.service.auth import AccessPolicy, AuthError
 from abdnet.service.batcher import DynamicBatcher
