@@ -17,6 +17,7 @@ from abdnet.files import (
     OutputExistsError,
     atomic_directory,
     atomic_write,
+    atomic_write_many,
     check_output,
 )
 
@@ -256,3 +257,24 @@ def test_folder_lock_waits_for_the_holder(tmp_path: Path) -> None:
     finally:
         release.set()
         proc.join(30)
+
+
+def test_atomic_write_many_writes_all_and_leaves_no_temporary(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x").write_text("old")
+    items = [(tmp_path / "a" / "x", b"1"), (tmp_path / "b" / "y", b"22"), (tmp_path / "z", b"3")]
+    written = atomic_write_many(items)
+    assert written == [p for p, _ in items]
+    assert [p.read_bytes() for p, _ in items] == [b"1", b"22", b"3"]
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+    assert atomic_write_many([]) == []
+
+
+def test_atomic_write_many_failure_touches_nothing(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("old")
+    with pytest.raises(TypeError):
+        atomic_write_many([(tmp_path / "x", b"new"), (tmp_path / "y", 5)])  # type: ignore[list-item]
+    assert (tmp_path / "x").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]

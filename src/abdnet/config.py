@@ -279,6 +279,9 @@ class EvalConfig:
     # Arithmetic of evaluation, during training and in ``abdnet eval`` alike, so both report
     # the same numbers; "auto" lets the machine choose as training does.
     precision: PrecisionName = "fp32"
+    # False-accept rates whose true-accept rate ``abdnet eval`` reports beside CMC/mAP/mINP
+    # (with the EER); empty: no verification numbers.
+    verification_fars: tuple[Annotated[float, Range(gt=0.0, lt=1.0)], ...] = (1e-2, 1e-3)
 
 
 @dataclass(frozen=True)

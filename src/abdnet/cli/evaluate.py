@@ -7,7 +7,10 @@ import json
 
 from abdnet.cli.options import positive_int
 
-HELP = "evaluate a checkpoint (run folder, model.safetensors or official .pth.tar) on query/gallery"
+HELP = (
+    "evaluate a checkpoint (run folder, model.safetensors or official .pth.tar) on query/gallery: "
+    "CMC, mAP, mINP, TAR@FAR and EER"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +105,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"  mINP   {100 * d['mINP']:6.2f}%")
     for k in (1, 5, 10):
         print(f"  rank-{k:<2} {100 * d[f'rank{k}']:6.2f}%")
+    if result.verification is not None:
+        v = result.verification
+        for p in v.points:
+            print(
+                f"  TAR@FAR={p.far_target:.0e} {100 * p.tar:6.2f}%  (distance <= {p.threshold:.4f})"
+            )
+        print(
+            f"  EER    {100 * v.eer:6.2f}%  ({v.num_genuine} genuine / {v.num_impostor} impostor cross-camera pairs)"
+        )
     if d["num_query_skipped"]:
         print(f"  ({d['num_query_skipped']} queries without a valid gallery match skipped)")
     return 0

@@ -27,6 +27,9 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "ablate": "ablate",
     "viz": "viz",
+    "calibrate": "calibrate",
+    "gallery": "gallery",
+    "serve": "serve",
 }
 
 
@@ -37,7 +40,7 @@ def _load(name: str):
 def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="abdnet",
-        description="ABD-Net person re-identification: train, evaluate, search, export, visualize.",
+        description="ABD-Net person re-identification: train, evaluate, search, serve, export, visualize.",
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug logging; tracebacks of errors"

@@ -20,7 +20,8 @@ __all__ = [
     "ImageReadError",
     "check_image_file",
     "read_image",
-    "parse_reid_name",
+    "NameLabels",
+    "parse_name",
     "upscale_warning",
 ]
 
@@ -33,6 +34,9 @@ ImageInput = str | Path | Image.Image | np.ndarray
 # Market-1501 "0002_c1s1_000451_03.jpg" and DukeMTMC-reID "0001_c2_f0046182.jpg" both start
 # with "<pid>_c<camera>"; cameras are numbered from 1 in the names, from 0 in abdnet.
 _REID_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+# The frame number that follows: Market "_c1s1_000451_" (camera, sequence, frame), Duke
+# "_c2_f0046182".
+_FRAME = re.compile(r"^-?\d+_c\d+(?:s\d+_(\d+)_|_f(\d+))")
 
 
 # An image that the transform must enlarge more than this many times in height or width to
@@ -79,12 +83,24 @@ def read_image(item: ImageInput) -> Image.Image:
     )
 
 
-def parse_reid_name(name: str | Path) -> tuple[int, int] | None:
-    """``(pid, camid)`` (camid 0-based) from a Market-1501 / DukeMTMC-reID file name, else None."""
-    m = _REID_NAME.match(Path(name).name)
+@dataclass(frozen=True)
+class NameLabels:
+    """What a Market/Duke-style file name says about the crop."""
+
+    pid: int
+    camid: int  # 0-based: the name's "c1" is camera 0
+    frame: int | None  # video frame number, when the name carries one
+
+
+def parse_name(path: str | Path) -> NameLabels | None:
+    """pid, camera and frame of a Market-1501 / DukeMTMC-reID file name; None for any other."""
+    name = Path(path).name
+    m = _REID_NAME.match(name)
     if m is None:
         return None
-    return int(m.group(1)), int(m.group(2)) - 1
+    f = _FRAME.match(name)
+    frame = int(f.group(1) or f.group(2)) if f else None
+    return NameLabels(pid=int(m.group(1)), camid=int(m.group(2)) - 1, frame=frame)
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,10 @@ def evaluate_model(
     gallery: Sequence[ImageRecord] | None = None,
     precision: Precision | None = None,
     progress: Callable[[int], None] | None = None,
+    verification: bool = True,
 ) -> RankResult:
-    """CMC/mAP/mINP of ``model`` on ``dataset``'s query/gallery (or the given records).
+    """CMC/mAP/mINP of ``model`` on ``dataset``'s query/gallery (or the given records), and
+    TAR at ``eval_cfg.verification_fars`` and the EER unless ``verification=False``.
 
     ``precision`` defaults to ``eval_cfg.precision``. ``progress(n)`` is called after each
     batch of ``n`` images.
@@ -75,6 +77,7 @@ def evaluate_model(
         max_rank=eval_cfg.max_rank,
         rerank=eval_cfg.rerank,
         aqe=eval_cfg.aqe,
+        verification_fars=eval_cfg.verification_fars if verification else (),
     )
     evaluator.process(feats, [r.pid for r in records], [r.camid for r in records])
     result = evaluator.evaluate()

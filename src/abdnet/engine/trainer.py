@@ -270,12 +270,15 @@ def _train(
                     device,
                     query=data.val_query,
                     gallery=data.val_gallery,
+                    verification=False,  # ranking metrics choose the model
                 )
                 record["val"] = _metrics(val.to_dict())
                 if val.mAP > state.best_metric:
                     state.best_metric, state.best_epoch, improved = val.mAP, state.epoch, True
             if ctx.is_main and do_test:
-                test = evaluate_model(model, data.dataset, cfg.eval, cfg.data, device)
+                test = evaluate_model(
+                    model, data.dataset, cfg.eval, cfg.data, device, verification=False
+                )
                 test_metrics = record["test"] = _metrics(test.to_dict())
             metrics.write(record)
             history.append(record)

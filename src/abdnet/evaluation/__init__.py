@@ -1,5 +1,5 @@
 """abdnet.evaluation: distances, Market-1501 CMC/mAP/mINP (exact, chunked), the evaluator,
-re-ranking, query expansion, flip averaging.
+re-ranking, query expansion, flip averaging, verification (ROC, TAR@FAR, EER).
 
 Imports nothing else of abdnet.
 """
@@ -10,6 +10,11 @@ from abdnet.evaluation.flip import FLIP_MODES, flip_average
 from abdnet.evaluation.query_expansion import average_query_expansion
 from abdnet.evaluation.rank import RankResult, evaluate_features, evaluate_rank
 from abdnet.evaluation.rerank import k_reciprocal_rerank
+from abdnet.evaluation.verification import (
+    OperatingPoint,
+    VerificationResult,
+    evaluate_verification,
+)
 
 __all__ = [
     "METRICS",
@@ -22,4 +27,7 @@ __all__ = [
     "average_query_expansion",
     "flip_average",
     "FLIP_MODES",
+    "OperatingPoint",
+    "VerificationResult",
+    "evaluate_verification",
 ]

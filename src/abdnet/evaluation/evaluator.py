@@ -5,16 +5,22 @@ the queries and the rest the gallery (fast-reid's convention). Gallery items wit
 (Market-1501's "junk" label) are never a match nor a distractor and are left out, counted in
 ``num_gallery_skipped``. ``evaluate`` ranks with :func:`~abdnet.evaluation.rank.evaluate_features`
 (chunked, optional L2 normalization, re-ranking, query expansion) and returns the one result
-type, :class:`~abdnet.evaluation.rank.RankResult`.
+type, :class:`~abdnet.evaluation.rank.RankResult`; with ``verification_fars`` it also holds
+the verification ROC of the same features (TAR at those FARs, EER).
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import torch
 
 from abdnet.evaluation.distance import ArrayLike, as_features
 from abdnet.evaluation.rank import RankResult, evaluate_features
+from abdnet.evaluation.verification import evaluate_verification
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RankEvaluator"]
 
@@ -35,12 +41,14 @@ class RankEvaluator:
         max_rank: int = 50,
         rerank: bool = False,
         aqe: bool = False,
+        verification_fars: tuple[float, ...] = (),
     ) -> None:
         if num_query < 1:
             raise ValueError(f"num_query: expected >= 1, got {num_query}")
         self.num_query = num_query
         self.metric, self.normalize, self.max_rank = metric, normalize, max_rank
         self.rerank, self.aqe = rerank, aqe
+        self.verification_fars = tuple(verification_fars)
         self.reset()
 
     def reset(self) -> None:
@@ -90,6 +98,23 @@ class RankEvaluator:
             aqe=self.aqe,
         )
         skipped = int(feats.shape[0] - n_q - len(keep))
+        verification = None
+        if self.verification_fars:
+            # the plain feature distances: re-ranking and AQE change rankings, not the pair
+            # distances a threshold is set on
+            try:
+                verification = evaluate_verification(
+                    feats[:n_q],
+                    feats[torch.from_numpy(keep)],
+                    pids[:n_q],
+                    pids[keep],
+                    camids[:n_q],
+                    camids[keep],
+                    fars=self.verification_fars,
+                    metric=self.metric,
+                )
+            except ValueError as exc:  # no genuine or no impostor cross-camera pair
+                log.warning("no verification metrics: %s", exc)
         return RankResult(
             cmc=result.cmc,
             mAP=result.mAP,
@@ -98,4 +123,5 @@ class RankEvaluator:
             num_query_skipped=result.num_query_skipped,
             num_gallery=len(keep),
             num_gallery_skipped=skipped,
+            verification=verification,
         )

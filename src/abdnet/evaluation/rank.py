@@ -40,6 +40,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -54,6 +55,9 @@ from abdnet.evaluation.distance import (
 from abdnet.evaluation.query_expansion import average_query_expansion
 from abdnet.evaluation.rerank import k_reciprocal_rerank
 
+if TYPE_CHECKING:  # a type only: verification imports this module's distances
+    from abdnet.evaluation.verification import VerificationResult
+
 __all__ = ["RankResult", "evaluate_rank", "evaluate_features"]
 
 logger = logging.getLogger(__name__)
@@ -61,7 +65,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RankResult:
-    """The result of a query/gallery evaluation: CMC, mAP, mINP (fractions in 0..1).
+    """The result of a query/gallery evaluation: CMC, mAP, mINP (fractions in 0..1) and,
+    when asked for, the verification numbers of the same features (TAR@FAR, EER).
 
     The one result type of abdnet's evaluation: its field names (``mAP``, ``mINP``,
     ``rank1``, ``rank5``, ``rank10``, the counts) are the keys of ``to_dict()`` and so of
@@ -77,6 +82,8 @@ class RankResult:
     num_query_skipped: int
     num_gallery: int = 0  # gallery items ranked
     num_gallery_skipped: int = 0  # gallery items left out (junk, pid -1)
+    # TAR@FAR, EER of the cross-camera pairs (verification.VerificationResult), when computed
+    verification: VerificationResult | None = None
 
     def rank(self, k: int) -> float:
         """Rank-``k`` accuracy (``k`` is 1-based)."""
@@ -119,6 +126,7 @@ class RankResult:
             "num_query_skipped": self.num_query_skipped,
             "num_gallery": self.num_gallery,
             "num_gallery_skipped": self.num_gallery_skipped,
+            **(self.verification.to_dict() if self.verification is not None else {}),
         }
 
 

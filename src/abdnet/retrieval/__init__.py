@@ -3,7 +3,14 @@
 faiss is imported only when an index is built or opened.
 """
 
-from abdnet.data import IMAGE_EXTENSIONS, ImageInput, ImageReadError, read_image
+from abdnet.data import (
+    IMAGE_EXTENSIONS,
+    ImageInput,
+    ImageReadError,
+    NameLabels,
+    parse_name,
+    read_image,
+)
 from abdnet.retrieval.extractor import Extraction, FeatureExtractor
 from abdnet.retrieval.features import FeatureSet, load_features, save_features
 from abdnet.retrieval.files import collect_images, parse_labels
@@ -31,6 +38,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "collect_images",
     "parse_labels",
+    "NameLabels",
+    "parse_name",
     "INDEX_KINDS",
     "INDEX_LOCK_TIMEOUT",
     "FeatureIndex",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from abdnet.data.images import IMAGE_EXTENSIONS, parse_reid_name
+from abdnet.data.images import IMAGE_EXTENSIONS, parse_name
 
 __all__ = ["collect_images", "parse_labels"]
 
@@ -48,9 +48,9 @@ def parse_labels(paths: Iterable[str | Path]) -> tuple[np.ndarray, np.ndarray] |
     """
     pids, camids = [], []
     for p in paths:
-        label = parse_reid_name(p)
-        if label is None:
+        labels = parse_name(p)
+        if labels is None:
             return None
-        pids.append(label[0])
-        camids.append(label[1])
+        pids.append(labels.pid)
+        camids.append(labels.camid)
     return np.asarray(pids, dtype=np.int64), np.asarray(camids, dtype=np.int64)

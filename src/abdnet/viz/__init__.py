@@ -1,6 +1,6 @@
 """abdnet.viz: the figures of section 4.5 -- attention (Grad-CAM / RAM), channel
-correlation (Fig. 6/7), t-SNE (Fig. 8) and ranked lists (Fig. 9). matplotlib and
-scikit-learn are imported only when a figure is drawn."""
+correlation (Fig. 6/7), t-SNE (Fig. 8), ranked lists (Fig. 9) and the verification ROC.
+matplotlib and scikit-learn are imported only when a figure is drawn."""
 
 from abdnet.viz.correlation import (
     CorrelationStats,
@@ -20,6 +20,7 @@ from abdnet.viz.figures import (
 )
 from abdnet.viz.gradcam import grad_cam, overlay_heatmap, ranking_score, upsample_maps
 from abdnet.viz.ranks import RankedQuery, RankEntry, plot_ranks, rank_query
+from abdnet.viz.roc import plot_roc
 from abdnet.viz.taps import (
     FeatureTap,
     TapCapture,
@@ -54,6 +55,7 @@ __all__ = [
     "overlay_heatmap",
     "plot_correlation",
     "plot_ranks",
+    "plot_roc",
     "plot_tsne",
     "rank_query",
     "ranking_score",

@@ -1,0 +1,116 @@
+"""``abdnet calibrate``: the "same person?" threshold for a target false-accept rate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from abdnet.cli.extract import add_model_arguments, build_extractor, run_extraction
+
+HELP = "choose the distance threshold for a false-accept rate on a labelled query/gallery set"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Embed the query and gallery images of a labelled data set, build the verification "
+        "ROC of the cross-camera pairs (genuine: same identity; impostor: different), and "
+        "write the distance threshold whose false-accept rate is at most --far, with the TAR "
+        "it gives, the EER and a ROC plot. 'abdnet serve --threshold' and 'abdnet gallery "
+        "search --threshold' use the file."
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="ROOT",
+        help="labelled data set (layout detected, as for 'abdnet eval'); not the training data",
+    )
+    parser.add_argument(
+        "--far", type=float, default=1e-3, help="target false-accept rate (default 1e-3)"
+    )
+    parser.add_argument("--out", required=True, metavar="threshold.json", help="output file")
+    parser.add_argument("--roc", metavar="PNG", help="ROC plot (default: the --out path with .png)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from abdnet.config import with_data_root
+    from abdnet.data import build_dataset
+    from abdnet.evaluation import evaluate_verification
+    from abdnet.files import check_output
+    from abdnet.gallery import Threshold, describe_extractor, format_time, save_threshold
+    from abdnet.viz import plot_roc
+
+    if not 0.0 < args.far < 1.0:
+        raise ValueError(f"--far must be in (0, 1), got {args.far}")
+    out = check_output(args.out, force=args.force, option="--out")
+    roc = check_output(
+        args.roc or Path(args.out).with_suffix(".png"), force=args.force, option="--roc"
+    )
+    extractor, info = build_extractor(args)
+    model = describe_extractor(extractor, source=info["source"])
+    data_cfg = with_data_root(extractor.config.data, args.data)
+    dataset = build_dataset(data_cfg)
+    query = list(dataset.query)
+    gallery = [r for r in dataset.gallery if r.pid >= 0]  # -1: junk, as in evaluation
+    if not query or not gallery:
+        raise ValueError(f"--data {args.data}: no query or gallery images")
+
+    def embed(records, desc):
+        images = [dataset.read_image(r) for r in records]
+        if args.no_progress:
+            return extractor(images)
+        return run_extraction(extractor, images, skip_bad=False, desc=desc).features
+
+    qf, gf = embed(query, "query"), embed(gallery, "gallery")
+    fars = sorted({args.far, 1e-2, 1e-3}, reverse=True)
+    result = evaluate_verification(
+        qf,
+        gf,
+        [r.pid for r in query],
+        [r.pid for r in gallery],
+        [r.camid for r in query],
+        [r.camid for r in gallery],
+        fars=fars,
+        metric="euclidean",
+    )
+    point = result.at_far(args.far)
+    threshold = Threshold(
+        threshold=point.threshold,
+        far=args.far,
+        far_achieved=point.far,
+        tar=point.tar,
+        eer=result.eer,
+        model=model,
+        num_genuine=result.num_genuine,
+        num_impostor=result.num_impostor,
+        data=str(args.data),
+        created=format_time(datetime.now(timezone.utc)) or "",
+        extra={
+            "operating_points": [p.to_dict() for p in result.points],
+            "eer_threshold": result.eer_threshold,
+        },
+    )
+    save_threshold(out, threshold)
+    plot_roc(result, roc, title=f"verification ROC, {dataset.name}")
+    print(
+        f"{dataset.name}: {len(query)} query x {len(gallery)} gallery images, "
+        f"{result.num_genuine} genuine / {result.num_impostor} impostor cross-camera pairs"
+    )
+    for p in result.points:
+        print(
+            f"  FAR <= {p.far_target:g}: threshold {p.threshold:.6f}  TAR {100 * p.tar:6.2f}%  "
+            f"(FAR on these pairs {p.far:.2e})"
+        )
+    print(f"  EER {100 * result.eer:.2f}% at distance {result.eer_threshold:.6f}")
+    if result.num_impostor * args.far < 10:
+        print(
+            f"note: --far {args.far:g} allows only {result.num_impostor * args.far:.1f} of "
+            f"{result.num_impostor} impostor pairs; the threshold is uncertain (use more data)",
+            file=sys.stderr,
+        )
+    print(f"wrote {out} and {roc}")
+    return 0

@@ -1,0 +1,318 @@
+"""``abdnet gallery add|search|delete|info``: the persistent gallery (Milvus / Milvus Lite)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from abdnet.cli.extract import add_model_arguments, build_extractor
+
+HELP = "enrol crops into a persistent gallery (Milvus Lite file or Milvus server), search, delete"
+
+
+def add_gallery_arguments(parser: argparse.ArgumentParser, *, creating: bool = False) -> None:
+    """--gallery, --collection, --crops (and --index where a gallery may be created)."""
+    parser.add_argument(
+        "--gallery",
+        required=True,
+        metavar="PATH.db|URI",
+        help="a Milvus Lite file (PATH.db, created on first use) or a Milvus server "
+        "(http://HOST:19530)",
+    )
+    parser.add_argument(
+        "--collection",
+        default="abdnet_gallery",
+        help="collection name in the database (default abdnet_gallery)",
+    )
+    parser.add_argument(
+        "--crops",
+        metavar="DIR",
+        help="where crops are kept (default: NAME.crops beside PATH.db; for a server, no "
+        "crops are kept unless given)",
+    )
+    if creating:
+        parser.add_argument(
+            "--index",
+            choices=("flat", "hnsw"),
+            default="flat",
+            help="vector index when the gallery is created: flat (exact, default) or hnsw "
+            "(approximate, for very large galleries on a server)",
+        )
+
+
+def open_gallery_for_model(args: argparse.Namespace, *, create: bool) -> tuple[Any, Any, Any]:
+    """``(gallery, extractor, model_info)`` for the model the arguments name.
+
+    An existing gallery built with flip averaging is searched with flip averaging (no need
+    to repeat --flip); any other difference from the gallery's model is an error.
+    """
+    from abdnet.gallery import Gallery, describe_extractor
+
+    flip = bool(args.flip)
+    if not flip:
+        stored = _stored_model(args)
+        if stored is not None and stored.flip:
+            flip = True
+    extractor, info = build_extractor(args, flip=flip)
+    model = describe_extractor(extractor, source=info["source"])
+    gallery = Gallery.open(
+        args.gallery,
+        model=model,
+        create=create,
+        crops=args.crops,
+        collection=args.collection,
+        index=getattr(args, "index", "flat"),
+    )
+    return gallery, extractor, model
+
+
+def _stored_model(args: argparse.Namespace):
+    """The model recorded in an existing gallery, or None (no gallery yet)."""
+    from abdnet.gallery import Gallery, GalleryError, is_embedded
+
+    if is_embedded(args.gallery):
+        from pathlib import Path
+
+        if not Path(args.gallery).exists():
+            return None
+    try:
+        with Gallery.open(args.gallery, collection=args.collection, crops=args.crops) as g:
+            return g.model
+    except GalleryError as exc:
+        if "has no collection" in str(exc):
+            return None
+        raise
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="gallery_command", metavar="{add,search,delete,info}")
+    sub.required = True
+
+    a = sub.add_parser(
+        "add",
+        help="enrol image files (skips crops already enrolled; an interrupted run resumes)",
+        description="Embed image files and add them to the gallery (created on first use). "
+        "A crop already enrolled (same bytes) is skipped, so running the same command again "
+        "after an interruption continues where it stopped. Camera and time come from "
+        "--camera / --timestamp or, when not given, from Market/Duke-style file names "
+        "(0002_c1s1_000451_03.jpg: camera 0, frame 451).",
+    )
+    add_gallery_arguments(a, creating=True)
+    add_model_arguments(a)
+    a.add_argument(
+        "--images", nargs="+", required=True, metavar="DIR|FILE", help="image files and/or folders"
+    )
+    a.add_argument("--camera", type=int, help="camera id of every image (default: from the names)")
+    a.add_argument("--timestamp", metavar="ISO8601", help="capture time of every image")
+    a.add_argument("--label", help="label of every image (a track, a person's name)")
+    a.add_argument(
+        "--label-from-name",
+        action="store_true",
+        help="label each image with the identity in its Market/Duke-style name",
+    )
+    a.add_argument(
+        "--fps",
+        type=float,
+        default=25.0,
+        help="frame rate turning frame numbers in names into times (default 25)",
+    )
+    a.add_argument("--skip-bad", action="store_true", help="skip (and list) unreadable images")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser(
+        "search",
+        help="the k nearest gallery crops of query images",
+        description="Distances are squared Euclidean between L2-normalized embeddings "
+        "(2 - 2 cos); scores are cosine similarities.",
+    )
+    add_gallery_arguments(s)
+    add_model_arguments(s)
+    s.add_argument("--query", nargs="+", required=True, metavar="IMG", help="query images")
+    s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    s.add_argument(
+        "--camera", type=int, help="the queries' camera (default: from Market/Duke-style names)"
+    )
+    s.add_argument(
+        "--same-camera",
+        action="store_true",
+        help="also return crops of the query's own camera (left out by default)",
+    )
+    s.add_argument("--after", metavar="ISO8601", help="only crops captured at or after")
+    s.add_argument("--before", metavar="ISO8601", help="only crops captured at or before")
+    s.add_argument("--label", help="only crops with this label")
+    s.add_argument(
+        "--threshold", metavar="FILE", help="threshold.json of 'abdnet calibrate': mark matches"
+    )
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    d = sub.add_parser("delete", help="remove entries and their crops")
+    add_gallery_arguments(d)
+    d.add_argument("ids", nargs="+", metavar="ID", help="entry ids")
+
+    i = sub.add_parser("info", help="size, model and storage of a gallery")
+    add_gallery_arguments(i)
+    i.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"add": _add, "search": _search, "delete": _delete, "info": _info}[args.gallery_command](
+        args
+    )
+
+
+def _add(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from abdnet.gallery import enrol_files, parse_time
+    from abdnet.retrieval import collect_images
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.camera is not None and args.camera < 0:
+        raise ValueError(f"--camera must be >= 0, got {args.camera}")
+    when = parse_time(args.timestamp, "--timestamp") if args.timestamp else None
+    paths = collect_images(args.images)
+    if not paths:
+        raise ValueError(f"--images {' '.join(args.images)}: no image files found")
+    gallery, extractor, _ = open_gallery_for_model(args, create=True)
+    with (
+        gallery,
+        tqdm(
+            total=len(paths),
+            desc="enrol",
+            unit="img",
+            file=sys.stderr,
+            leave=False,
+            disable=args.no_progress,
+        ) as bar,
+    ):
+        report = enrol_files(
+            gallery,
+            extractor,
+            paths,
+            camera=args.camera,
+            timestamp=when,
+            label=args.label,
+            label_from_pid=args.label_from_name,
+            fps=args.fps,
+            batch_size=args.batch_size,
+            skip_bad=args.skip_bad,
+            progress=bar.update,
+        )
+        size = gallery.size()
+    for item, reason in report.failed:
+        print(f"skipped {item}: {reason}", file=sys.stderr)
+    print(
+        f"{args.gallery}: added {report.added}, already enrolled {report.skipped}"
+        + (f", unreadable {len(report.failed)}" if report.failed else "")
+        + f"; {size} entries"
+    )
+    return 1 if report.failed else 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from abdnet.cli.extract import run_extraction
+    from abdnet.gallery import SearchFilter, load_threshold, parse_time
+    from abdnet.retrieval import collect_images, parse_name
+
+    if args.k < 1:
+        raise ValueError(f"-k must be >= 1, got {args.k}")
+    after = parse_time(args.after, "--after") if args.after else None
+    before = parse_time(args.before, "--before") if args.before else None
+    queries: list[str] = []
+    for q in args.query:
+        queries.extend(collect_images([q]))
+    gallery, extractor, model = open_gallery_for_model(args, create=False)
+    threshold = None
+    if args.threshold:
+        threshold = load_threshold(args.threshold)
+        threshold.model.check_same(model, f"--threshold {args.threshold}")
+    with gallery:
+        feats = run_extraction(extractor, queries, skip_bad=False, desc="queries").features
+        filters = []
+        cameras = []
+        for q in queries:
+            cam = args.camera
+            if cam is None:
+                labels = parse_name(q)
+                cam = labels.camid if labels is not None else None
+            cameras.append(cam)
+            filters.append(
+                SearchFilter(
+                    exclude_camera=None if args.same_camera else cam,
+                    after=after,
+                    before=before,
+                    label=args.label,
+                )
+            )
+        results = gallery.search(feats.numpy(), args.k, filters)
+    answers = []
+    for q, cam, hits in zip(queries, cameras, results):
+        rows = []
+        for rank, h in enumerate(hits, start=1):
+            row = {"rank": rank, "distance": h.distance, "score": h.score, **h.entry.to_dict()}
+            row["match"] = None if threshold is None else threshold.matches(h.distance)
+            rows.append(row)
+        answers.append({"query": q, "camera": cam, "results": rows})
+    if args.json:
+        print(json.dumps(answers, indent=2))
+        return 0
+    for ans in answers:
+        print(
+            f"query {ans['query']}"
+            + (f" (camera {ans['camera']})" if ans["camera"] is not None else "")
+        )
+        for r in ans["results"]:
+            mark = "" if r["match"] is None else ("  match" if r["match"] else "  -")
+            cam = "?" if r["camera"] is None else r["camera"]
+            print(
+                f"  {r['rank']:3d}  {r['distance']:.6f}  {r['score']:+.4f}  {r['id']}  "
+                f"cam {cam}  {r['timestamp'] or '-'}  {r['label'] or ''}{mark}  {r['source']}"
+            )
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from abdnet.gallery import Gallery
+
+    with Gallery.open(args.gallery, collection=args.collection, crops=args.crops) as g:
+        removed = g.delete(args.ids)
+        size = g.size()
+    missing = [i for i in args.ids if i not in set(removed)]
+    for i in removed:
+        print(f"deleted {i}")
+    for i in missing:
+        print(f"no entry {i}", file=sys.stderr)
+    print(f"{args.gallery}: {size} entries")
+    return 1 if missing else 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from abdnet.gallery import Gallery
+
+    with Gallery.open(args.gallery, collection=args.collection, crops=args.crops) as g:
+        info = g.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    m = info["model"]
+    print(f"{info['gallery']} ({info['backend']}, collection {info['collection']})")
+    print(f"  entries   {info['entries']}")
+    print(f"  created   {info['created']}")
+    print(f"  index     {info['index']}")
+    print(
+        f"  model     {m['fingerprint'][:12]}  {m['dim']}-d  input {m['height']}x{m['width']}"
+        f"  flip {'on' if m['flip'] else 'off'}  ({m['source']})"
+    )
+    if info["crops"]:
+        print(
+            f"  crops     {info['crops']}: {info['crop_files']} files, "
+            f"{info['crop_bytes'] / 2**20:.1f} MiB"
+        )
+    else:
+        print("  crops     not kept")
+    if info.get("server_version"):
+        print(f"  server    {info['server_version']}")
+    return 0

@@ -1,0 +1,81 @@
+"""abdnet.gallery: the persistent gallery (Milvus / Milvus Lite), its crop store, thresholds.
+
+pymilvus is imported only when a gallery is opened.
+"""
+
+from abdnet.gallery.enrol import EnrolReport, enrol_files, name_metadata
+from abdnet.gallery.gallery import (
+    DEFAULT_COLLECTION,
+    INDEX_TYPES,
+    MAX_RESULTS,
+    Gallery,
+    GalleryError,
+    default_crop_folder,
+    is_embedded,
+)
+from abdnet.gallery.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_FORMATS,
+    MIME_TYPES,
+    CropImage,
+    ImageTooLarge,
+    UnsupportedImageType,
+    decode_crop,
+    read_crop,
+    sha256_hex,
+)
+from abdnet.gallery.model import ModelInfo, ModelMismatchError, describe_extractor
+from abdnet.gallery.records import (
+    LABEL_MAX,
+    Added,
+    Enrolment,
+    GalleryEntry,
+    Hit,
+    Page,
+    SearchFilter,
+    distance_from_score,
+    format_time,
+    parse_time,
+)
+from abdnet.gallery.store import CropStore, StoreStats
+from abdnet.gallery.threshold import Threshold, load_threshold, save_threshold
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "INDEX_TYPES",
+    "MAX_RESULTS",
+    "LABEL_MAX",
+    "Added",
+    "Enrolment",
+    "Gallery",
+    "GalleryEntry",
+    "GalleryError",
+    "Hit",
+    "Page",
+    "SearchFilter",
+    "default_crop_folder",
+    "distance_from_score",
+    "format_time",
+    "is_embedded",
+    "parse_time",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_FORMATS",
+    "MIME_TYPES",
+    "CropImage",
+    "ImageTooLarge",
+    "UnsupportedImageType",
+    "decode_crop",
+    "read_crop",
+    "sha256_hex",
+    "ModelInfo",
+    "ModelMismatchError",
+    "describe_extractor",
+    "CropStore",
+    "StoreStats",
+    "EnrolReport",
+    "enrol_files",
+    "name_metadata",
+    "Threshold",
+    "load_threshold",
+    "save_threshold",
+]

@@ -1,0 +1,104 @@
+"""A calibrated "same person?" threshold, saved as ``threshold.json``.
+
+Written by ``abdnet calibrate`` from the verification ROC of a labelled query/gallery split
+(``abdnet.evaluation.evaluate_verification``): two crops are declared the same person when
+the squared Euclidean distance of their L2-normalized embeddings is ``<= threshold``. The file
+names the false-accept rate the threshold was chosen for, what it achieved on the
+calibration pairs, and the model (a threshold means nothing for another model's embeddings).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from abdnet.files import atomic_write
+from abdnet.gallery.model import ModelInfo
+
+__all__ = ["THRESHOLD_FORMAT", "Threshold", "load_threshold", "save_threshold"]
+
+THRESHOLD_FORMAT = "abdnet-threshold"
+_VERSION = 1
+# The only distance the gallery ranks by.
+DISTANCE = "squared_euclidean_l2_normalized"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    threshold: float  # same person when distance <= threshold
+    far: float  # the false-accept rate it was chosen for
+    far_achieved: float  # FAR on the calibration pairs (<= far)
+    tar: float  # true-accept rate on the calibration pairs
+    eer: float  # equal error rate of the calibration pairs
+    model: ModelInfo
+    num_genuine: int = 0  # calibration pairs
+    num_impostor: int = 0
+    data: str = ""  # the calibration data set
+    created: str = ""  # ISO 8601
+    extra: dict[str, Any] = field(default_factory=dict)  # other operating points, notes
+
+    def matches(self, distance: float) -> bool:
+        return distance <= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": THRESHOLD_FORMAT,
+            "version": _VERSION,
+            "distance": DISTANCE,
+            "threshold": self.threshold,
+            "far": self.far,
+            "far_achieved": self.far_achieved,
+            "tar": self.tar,
+            "eer": self.eer,
+            "num_genuine_pairs": self.num_genuine,
+            "num_impostor_pairs": self.num_impostor,
+            "data": self.data,
+            "created": self.created,
+            "model": self.model.to_dict(),
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+def save_threshold(path: str | Path, t: Threshold) -> Path:
+    return atomic_write(path, json.dumps(t.to_dict(), indent=2) + "\n")
+
+
+def load_threshold(path: str | Path) -> Threshold:
+    """Read a threshold file; errors name the file and the key at fault."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"threshold file not found: {p}")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{p}: not valid JSON: {exc}") from None
+    if not isinstance(d, dict) or d.get("format") != THRESHOLD_FORMAT:
+        raise ValueError(f"{p}: not an abdnet threshold file (written by 'abdnet calibrate')")
+    if int(d.get("version", 0)) > _VERSION:
+        raise ValueError(f"{p}: threshold format version {d['version']} is newer than supported")
+    if d.get("distance") != DISTANCE:
+        raise ValueError(f"{p}: distance {d.get('distance')!r}: expected {DISTANCE!r}")
+    try:
+        t = Threshold(
+            threshold=float(d["threshold"]),
+            far=float(d["far"]),
+            far_achieved=float(d["far_achieved"]),
+            tar=float(d["tar"]),
+            eer=float(d["eer"]),
+            model=ModelInfo.from_dict(d["model"]),
+            num_genuine=int(d.get("num_genuine_pairs", 0)),
+            num_impostor=int(d.get("num_impostor_pairs", 0)),
+            data=str(d.get("data", "")),
+            created=str(d.get("created", "")),
+            extra=dict(d.get("extra", {})),
+        )
+    except KeyError as exc:
+        raise ValueError(f"{p}: missing key {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{p}: malformed value: {exc}") from None
+    if not math.isfinite(t.threshold):
+        raise ValueError(f"{p}: threshold must be a finite number, got {t.threshold}")
+    return t

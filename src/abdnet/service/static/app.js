@@ -1,0 +1,234 @@
+// The abdnet page: search by a dropped crop, browse, enrol and delete. No build step and no
+// third-party code; everything goes through the JSON API of the same server.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { info: null, query: null, offset: 0, limit: 24, total: 0, urls: [] };
+
+function authHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { Authorization: "Bearer " + key } : {};
+}
+
+async function api(method, path, body) {
+  const response = await fetch(path, { method, body, headers: authHeaders() });
+  if (response.status === 204) return null;
+  let data = null;
+  try { data = await response.json(); } catch (e) { data = null; }
+  if (!response.ok) {
+    throw new Error((data && data.error) || response.status + " " + response.statusText);
+  }
+  return data;
+}
+
+function say(id, text, isError) {
+  const el = $(id);
+  el.textContent = text;
+  el.classList.toggle("error", Boolean(isError));
+}
+
+function isoFromLocal(value) {
+  // datetime-local gives the browser's local time without a zone
+  return value ? new Date(value).toISOString() : "";
+}
+
+function shortTime(iso) {
+  return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "no time";
+}
+
+// Crops are fetched with the API key (an <img src> cannot send it) and shown as blob URLs.
+async function loadCrop(img, path) {
+  try {
+    const response = await fetch(path, { headers: authHeaders() });
+    if (!response.ok) throw new Error(String(response.status));
+    const url = URL.createObjectURL(await response.blob());
+    state.urls.push(url);
+    img.src = url;
+  } catch (e) {
+    img.alt = "crop unavailable";
+  }
+}
+
+function releaseCrops(container) {
+  for (const img of container.querySelectorAll("img.crop")) {
+    if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  }
+  container.replaceChildren();
+}
+
+function line(text) {
+  const div = document.createElement("div");
+  div.textContent = text;
+  return div;
+}
+
+function card(item, extra) {
+  const div = document.createElement("div");
+  div.className = "card";
+  div.dataset.id = item.id;
+  const img = document.createElement("img");
+  img.className = "crop";
+  img.alt = "crop " + item.id;
+  div.append(img);
+  loadCrop(img, item.image);
+  for (const el of extra) div.append(el);
+  div.append(line("camera " + (item.camera === null ? "?" : item.camera)));
+  div.append(line(shortTime(item.timestamp)));
+  if (item.label) div.append(line("label " + item.label));
+  return div;
+}
+
+async function refreshInfo() {
+  try {
+    const info = await api("GET", "/info");
+    state.info = info;
+    const t = info.threshold === null
+      ? "no calibrated threshold (start with --threshold)"
+      : "same person when distance ≤ " + info.threshold.toFixed(4) + " (FAR " + info.far + ")";
+    $("status").textContent = info.gallery_size + " crops · model " +
+      info.model.fingerprint.slice(0, 12) + " · " + t;
+    $("k").max = info.max_k;
+    const writes = info.writes;
+    $("enrol-button").disabled = writes === "disabled";
+    if (writes === "disabled") say("enrol-message", "enrolment is disabled on this server");
+  } catch (e) {
+    $("status").textContent = "cannot read the server: " + e.message + " (an API key may be needed)";
+  }
+}
+
+function setQuery(file) {
+  if (!file) return;
+  state.query = file;
+  const preview = $("query-preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  $("drop-text").firstChild.textContent = file.name + " — drop another, or ";
+  $("search-button").disabled = false;
+}
+
+async function search(event) {
+  if (event) event.preventDefault();
+  if (!state.query) return;
+  const params = new URLSearchParams();
+  params.set("k", $("k").value || "10");
+  if ($("query-camera").value !== "") params.set("camera", $("query-camera").value);
+  params.set("exclude_same_camera", $("exclude-camera").checked ? "true" : "false");
+  if ($("after").value) params.set("after", isoFromLocal($("after").value));
+  if ($("before").value) params.set("before", isoFromLocal($("before").value));
+  if ($("search-label").value) params.set("label", $("search-label").value);
+  const body = new FormData();
+  body.append("image", state.query, state.query.name);
+  say("search-message", "searching…");
+  $("search-button").disabled = true;
+  try {
+    const data = await api("POST", "/search?" + params.toString(), body);
+    const results = $("results");
+    releaseCrops(results);
+    for (const r of data.results) {
+      const badge = document.createElement("span");
+      if (r.match === null) { badge.className = "badge unknown"; badge.textContent = "uncalibrated"; }
+      else if (r.match) { badge.className = "badge match"; badge.textContent = "match"; }
+      else { badge.className = "badge nomatch"; badge.textContent = "no match"; }
+      results.append(card(r, [
+        badge,
+        line("distance " + r.distance.toFixed(4)),
+        line("score " + r.score.toFixed(4)),
+      ]));
+    }
+    const matches = data.results.filter((r) => r.match).length;
+    say("search-message", data.results.length + " results" +
+      (data.threshold === null ? "" : ", " + matches + " above the threshold") +
+      (data.camera === null ? "" : " (query camera " + data.camera + ")"));
+  } catch (e) {
+    say("search-message", e.message, true);
+  } finally {
+    $("search-button").disabled = false;
+  }
+}
+
+async function browse(event) {
+  if (event) { event.preventDefault(); state.offset = 0; }
+  const params = new URLSearchParams({ offset: state.offset, limit: state.limit });
+  if ($("browse-camera").value !== "") params.set("camera", $("browse-camera").value);
+  if ($("browse-label").value) params.set("label", $("browse-label").value);
+  try {
+    const data = await api("GET", "/gallery?" + params.toString());
+    state.total = data.total;
+    const gallery = $("gallery");
+    releaseCrops(gallery);
+    for (const item of data.items) {
+      const del = document.createElement("button");
+      del.type = "button";
+      del.textContent = "delete";
+      del.addEventListener("click", () => remove(item.id));
+      gallery.append(card(item, [line(item.id), del]));
+    }
+    const pages = Math.max(1, Math.ceil(data.total / state.limit));
+    $("page-info").textContent = "page " + (Math.floor(state.offset / state.limit) + 1) +
+      " of " + pages + " (" + data.total + ")";
+    $("prev-page").disabled = state.offset === 0;
+    $("next-page").disabled = state.offset + state.limit >= data.total;
+    say("browse-message", "");
+  } catch (e) {
+    say("browse-message", e.message, true);
+  }
+}
+
+async function remove(id) {
+  if (!window.confirm("Delete " + id + " and its crop?")) return;
+  try {
+    await api("DELETE", "/gallery/" + encodeURIComponent(id));
+    say("browse-message", "deleted " + id);
+    await Promise.all([browse(), refreshInfo()]);
+  } catch (e) {
+    say("browse-message", e.message, true);
+  }
+}
+
+async function enrol(event) {
+  event.preventDefault();
+  const files = $("enrol-files").files;
+  if (!files.length) { say("enrol-message", "pick one or more images", true); return; }
+  const body = new FormData();
+  for (const f of files) body.append("image", f, f.name);
+  if ($("enrol-camera").value !== "") body.append("camera", $("enrol-camera").value);
+  if ($("enrol-time").value) body.append("timestamp", isoFromLocal($("enrol-time").value));
+  if ($("enrol-label").value) body.append("label", $("enrol-label").value);
+  say("enrol-message", "enrolling " + files.length + " image(s)…");
+  try {
+    const data = await api("POST", "/gallery", body);
+    const created = data.created.filter(Boolean).length;
+    say("enrol-message", "enrolled " + created + " new, " + (data.ids.length - created) +
+      " already in the gallery");
+    $("enrol-files").value = "";
+    await Promise.all([browse(), refreshInfo()]);
+  } catch (e) {
+    say("enrol-message", e.message, true);
+  }
+}
+
+function setup() {
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    setQuery(e.dataTransfer.files[0]);
+  });
+  $("query-file").addEventListener("change", (e) => setQuery(e.target.files[0]));
+  $("search-form").addEventListener("submit", search);
+  $("browse-form").addEventListener("submit", browse);
+  $("prev-page").addEventListener("click", () => {
+    state.offset = Math.max(0, state.offset - state.limit);
+    browse();
+  });
+  $("next-page").addEventListener("click", () => { state.offset += state.limit; browse(); });
+  $("enrol-form").addEventListener("submit", enrol);
+  $("api-key").addEventListener("change", () => { refreshInfo(); browse(); });
+  refreshInfo();
+  browse();
+}
+
+document.addEventListener("DOMContentLoaded", setup);

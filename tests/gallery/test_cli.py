@@ -1,0 +1,159 @@
+"""abdnet gallery add|search|delete|info, abdnet calibrate, and the verification numbers of
+abdnet eval, end to end on a tiny model and synthetic crops."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from abdnet.cli.main import main
+from abdnet.data import open_dataset
+from abdnet.evaluation import evaluate_verification, pairwise_distance
+from abdnet.gallery import Threshold, describe_extractor, load_threshold, save_threshold
+from abdnet.models import build_model_from_config
+from abdnet.models.io import load_model, save_model
+from abdnet.retrieval import FeatureExtractor, collect_images, parse_name
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_gallery_commands(tmp_path, tiny_checkpoint, synth_root, capsys):
+    g = str(tmp_path / "g.db")
+    images = str(synth_root / "bounding_box_test")
+    n = len(collect_images([images]))
+    ck = str(tiny_checkpoint)
+    assert main(["gallery", "add", "--gallery", g, "--checkpoint", ck, "--images", images,
+                 "--no-progress", "--batch-size", "16"]) == 0  # fmt: skip
+    assert f"added {n}, already enrolled 0; {n} entries" in capsys.readouterr().out
+    assert main(["gallery", "add", "--gallery", g, "--checkpoint", ck, "--images", images,
+                 "--no-progress"]) == 0  # fmt: skip
+    assert f"added 0, already enrolled {n}; {n} entries" in capsys.readouterr().out
+
+    assert main(["gallery", "info", "--gallery", g, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["entries"] == n and info["crop_files"] == n and info["model"]["dim"] == 32
+
+    query = collect_images([synth_root / "query"])[0]
+    assert main(["gallery", "search", "--gallery", g, "--checkpoint", ck, "--query", query,
+                 "-k", "5", "--json"]) == 0  # fmt: skip
+    (ans,) = json.loads(capsys.readouterr().out)
+    paths = collect_images([images])
+    ext = FeatureExtractor(tiny_checkpoint, device="cpu")
+    d = pairwise_distance(ext([query]), ext(paths)).numpy()[0]
+    qcam = parse_name(query).camid
+    d[[parse_name(p).camid == qcam for p in paths]] = np.inf
+    order = np.argsort(d, kind="stable")[:5]
+    assert ans["camera"] == qcam
+    np.testing.assert_allclose([r["distance"] for r in ans["results"]], d[order], atol=1e-5)
+    assert [r["source"] for r in ans["results"]][:1] == [paths[order[0]]]
+
+    # --threshold marks matches by the calibrated distance
+    t = Threshold(
+        # between the 3rd and 4th distance: float rounding of either side cannot flip it
+        threshold=float((d[order[2]] + d[order[3]]) / 2),
+        far=1e-3,
+        far_achieved=1e-3,
+        tar=0.5,
+        eer=0.1,
+        model=describe_extractor(ext),
+    )
+    save_threshold(tmp_path / "t.json", t)
+    assert main(["gallery", "search", "--gallery", g, "--checkpoint", ck, "--query", query,
+                 "-k", "5", "--json", "--threshold", str(tmp_path / "t.json")]) == 0  # fmt: skip
+    (marked,) = json.loads(capsys.readouterr().out)
+    assert [r["match"] for r in marked["results"]] == [True, True, True, False, False]
+
+    victim = ans["results"][0]["id"]
+    assert main(["gallery", "delete", "--gallery", g, victim, "0123456789abcdef"]) == 1
+    out = capsys.readouterr()
+    assert f"deleted {victim}" in out.out and "no entry 0123456789abcdef" in out.err
+    assert f"{n - 1} entries" in out.out
+
+
+def test_gallery_refuses_another_model(tmp_path, tiny_checkpoint, synth_root, capsys):
+    g = str(tmp_path / "g.db")
+    images = str(synth_root / "query")
+    assert main(["gallery", "add", "--gallery", g, "--checkpoint", str(tiny_checkpoint),
+                 "--images", images, "--no-progress"]) == 0  # fmt: skip
+    other = load_model(tiny_checkpoint)
+    torch.manual_seed(1)
+    model = build_model_from_config(other.config.model, 4)
+    path = save_model(tmp_path / "other.safetensors", model, other.config)
+    capsys.readouterr()
+    assert main(["gallery", "add", "--gallery", g, "--checkpoint", str(path),
+                 "--images", images, "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "other weights" in err and "g.db" in err
+
+
+def test_a_flip_gallery_is_searched_with_flip(tmp_path, tiny_checkpoint, synth_root, capsys):
+    g = str(tmp_path / "g.db")
+    images = collect_images([synth_root / "query"])[:4]
+    assert main(["gallery", "add", "--gallery", g, "--checkpoint", str(tiny_checkpoint),
+                 "--images", *images, "--flip", "--no-progress"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["gallery", "search", "--gallery", g, "--checkpoint", str(tiny_checkpoint),
+                 "--query", images[0], "-k", "1", "--same-camera", "--json"]) == 0  # fmt: skip
+    (ans,) = json.loads(capsys.readouterr().out)
+    assert ans["results"][0]["source"] == images[0] and ans["results"][0]["distance"] < 1e-5
+    assert main(["gallery", "info", "--gallery", g, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["flip"] is True
+
+
+def test_calibrate_writes_the_operating_point(tmp_path, tiny_checkpoint, synth_root, capsys):
+    out = tmp_path / "threshold.json"
+    assert main(["calibrate", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root),
+                 "--far", "0.1", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    t = load_threshold(out)
+    ds = open_dataset(str(synth_root))
+    ext = FeatureExtractor(tiny_checkpoint, device="cpu")
+    gallery = [r for r in ds.gallery if r.pid >= 0]
+    ref = evaluate_verification(
+        ext([ds.read_image(r) for r in ds.query]),
+        ext([ds.read_image(r) for r in gallery]),
+        [r.pid for r in ds.query],
+        [r.pid for r in gallery],
+        [r.camid for r in ds.query],
+        [r.camid for r in gallery],
+        fars=(0.1,),
+    )
+    p = ref.at_far(0.1)
+    assert (t.threshold, t.tar, t.far_achieved) == (p.threshold, p.tar, p.far)
+    assert t.far == 0.1 and t.eer == ref.eer and t.num_impostor == ref.num_impostor
+    assert t.model.fingerprint == describe_extractor(ext).fingerprint
+    assert (tmp_path / "threshold.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "FAR <= 0.1: threshold" in printed and "EER" in printed
+    # refuses to overwrite without --force
+    assert main(["calibrate", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root),
+                 "--out", str(out), "--no-progress"]) == 2  # fmt: skip
+    assert "--force" in capsys.readouterr().err
+
+
+def test_eval_reports_verification(tiny_checkpoint, synth_root, capsys):
+    assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root),
+                 "--json", "--device", "cpu"]) == 0  # fmt: skip
+    got = json.loads(capsys.readouterr().out)
+    ds = open_dataset(str(synth_root))
+    gallery = [r for r in ds.gallery if r.pid >= 0]
+    cross = sum(q.camid != g.camid for q in ds.query for g in gallery)
+    genuine = sum(q.camid != g.camid and q.pid == g.pid for q in ds.query for g in gallery)
+    assert got["num_genuine_pairs"] == genuine and got["num_impostor_pairs"] == cross - genuine
+    for key in ("tar@far=1e-02", "tar@far=1e-03", "eer"):
+        assert 0.0 <= got[key] <= 1.0
+    assert got["threshold@far=1e-03"] <= got["threshold@far=1e-02"]
+    assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_root),
+                 "--device", "cpu"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "TAR@FAR=1e-02" in text and "EER" in text
+
+
+def test_serve_help_lists_the_security_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = capsys.readouterr().out
+    for opt in ("--api-key-file", "--no-auth", "--public-read", "--threshold", "--gallery"):
+        assert opt in text

@@ -1,0 +1,78 @@
+"""Bulk enrolment of files: metadata from names, embeddings equal FeatureExtractor's,
+idempotent, resumable."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from abdnet.gallery import Gallery, describe_extractor, enrol_files, name_metadata
+from abdnet.gallery.enrol import _EPOCH
+from abdnet.retrieval import FeatureExtractor, ImageReadError, collect_images
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def extractor(tiny_checkpoint):
+    return FeatureExtractor(tiny_checkpoint, device="cpu")
+
+
+def test_name_metadata():
+    assert name_metadata("x/0002_c3s1_000451_03.jpg", 25.0) == (
+        2,
+        _EPOCH + timedelta(seconds=451 / 25),
+        2,
+    )
+    assert name_metadata("0001_c2_f0046182.jpg", 60.0)[:2] == (
+        1,
+        _EPOCH + timedelta(seconds=46182 / 60),
+    )
+    assert name_metadata("street.jpg", 25.0) == (None, None, None)
+
+
+def test_enrol_resume_and_idempotence(tmp_path, synth_root, extractor):
+    paths = collect_images([synth_root / "bounding_box_test"])
+    info = describe_extractor(extractor)
+    with Gallery.open(tmp_path / "g.db", model=info, create=True) as g:
+        calls = []
+
+        def interrupt(n):
+            calls.append(n)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            enrol_files(g, extractor, paths, batch_size=8, commit_every=8, progress=interrupt)
+        assert g.size() == 16  # two committed batches
+        report = enrol_files(g, extractor, paths, batch_size=8, label_from_pid=True)
+        assert (report.added, report.skipped) == (len(paths) - 16, 16)
+        assert g.size() == len(paths)
+        again = enrol_files(g, extractor, paths, batch_size=8)
+        assert (again.added, again.skipped) == (0, len(paths))
+        # embeddings are FeatureExtractor's; camera and time from the names
+        feats = extractor(paths).numpy()
+        ids = [report.ids[p] for p in paths]
+        hits = g.search(feats, 1)
+        assert [h[0].entry.id for h in hits] == ids
+        np.testing.assert_allclose([h[0].distance for h in hits], 0.0, atol=1e-5)
+        for p, i in zip(paths[:5], ids[:5]):
+            (e,) = g.get([i])
+            cam, when, pid = name_metadata(p, 25.0)
+            assert e.camera == cam and e.timestamp == when and e.source == p
+        labelled = [g.get([report.ids[p]])[0].label for p in paths[16:20]]
+        assert labelled == [str(name_metadata(p, 25.0)[2]) for p in paths[16:20]]
+
+
+def test_bad_file_stops_or_is_skipped(tmp_path, synth_root, extractor):
+    good = collect_images([synth_root / "query"])[:3]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with Gallery.open(tmp_path / "g.db", model=describe_extractor(extractor), create=True) as g:
+        with pytest.raises(ImageReadError, match="broken.jpg"):
+            enrol_files(g, extractor, [*good, str(bad)])
+        report = enrol_files(g, extractor, [*good, str(bad)], skip_bad=True, camera=5)
+        assert report.added == 3 and [f for f, _ in report.failed] == [str(bad)]
+        assert {e.camera for e in g.page(limit=100).items} == {5}

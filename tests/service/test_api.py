@@ -1,0 +1,313 @@
+"""The HTTP API through FastAPI's TestClient, on a real Milvus Lite gallery and a real model."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from abdnet.evaluation import pairwise_distance
+from abdnet.gallery import (
+    Gallery,
+    Threshold,
+    describe_extractor,
+    enrol_files,
+    name_metadata,
+    parse_time,
+)
+from abdnet.retrieval import FeatureExtractor, collect_images, parse_name
+from abdnet.service import AccessPolicy, ServiceSettings, create_app
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+KEY = "test-key-0123456789abcdef"
+LOCAL = ("127.0.0.1", 40000)
+REMOTE = ("10.9.8.7", 40000)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_checkpoint, synth_root):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("api")
+    extractor = FeatureExtractor(tiny_checkpoint, device="cpu")
+    model = describe_extractor(extractor)
+    paths = collect_images([synth_root / "bounding_box_test"])
+    gallery = Gallery.open(root / "g.db", model=model, create=True)
+    report = enrol_files(gallery, extractor, paths)
+    gfeat = extractor(paths)
+    # a threshold inside the distance range, so both decisions occur
+    d = pairwise_distance(gfeat[:5], gfeat).numpy()
+    threshold = Threshold(
+        threshold=float(np.quantile(d, 0.2)),
+        far=1e-3,
+        far_achieved=1e-3,
+        tar=0.5,
+        eer=0.1,
+        model=model,
+    )
+    yield {
+        "root": root,
+        "extractor": extractor,
+        "model": model,
+        "gallery": gallery,
+        "paths": paths,
+        "ids": [report.ids[p] for p in paths],
+        "gfeat": gfeat,
+        "threshold": threshold,
+        "queries": collect_images([synth_root / "query"]),
+    }
+    gallery.close()
+
+
+def _client(env, *, keys=(KEY,), no_auth=False, public_read=False, client=LOCAL, **settings):
+    app = create_app(
+        extractor=env["extractor"],
+        gallery=env["gallery"],
+        model=env["model"],
+        policy=AccessPolicy(keys=list(keys) or None, no_auth=no_auth, public_read=public_read),
+        threshold=env["threshold"],
+        settings=ServiceSettings(**settings),
+    )
+    return TestClient(app, client=client)
+
+
+def _file(path: str | Path, field="image", ctype="image/jpeg"):
+    return [(field, (Path(path).name, Path(path).read_bytes(), ctype))]
+
+
+def _png(color=(10, 200, 30), size=(32, 64)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_search_top10_equals_brute_force(env):
+    gfeat, ids = env["gfeat"], env["ids"]
+    gcams = np.array([parse_name(p).camid for p in env["paths"]])
+    t = env["threshold"].threshold
+    with _client(env) as c:
+        for q in env["queries"][:4]:
+            r = c.post("/search?k=10", files=_file(q))
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["threshold"] == t and body["far"] == 1e-3
+            qcam = parse_name(q).camid
+            assert body["camera"] == qcam  # parsed from the upload's Market-style name
+            qf = env["extractor"]([q])
+            d = pairwise_distance(qf, gfeat).numpy()[0]
+            d[gcams == qcam] = np.inf  # exclude_same_camera defaults to true
+            order = np.argsort(d, kind="stable")[:10]
+            got = body["results"]
+            assert len(got) == 10
+            np.testing.assert_allclose([x["distance"] for x in got], d[order], atol=1e-5)
+            # ids equal wherever the distance order is unambiguous
+            for x, i in zip(got, order):
+                if np.sum(np.abs(d - d[i]) < 1e-5) == 1:
+                    assert x["id"] == ids[i]
+            for x in got:
+                assert x["match"] == (x["distance"] <= t)
+                assert x["score"] == pytest.approx(1 - x["distance"] / 2, abs=1e-5)
+                assert x["camera"] != qcam
+            assert [x["distance"] for x in got] == sorted(x["distance"] for x in got)
+        # filters reach the gallery: same camera allowed, label filter, time window
+        q = env["queries"][0]
+        same = c.post("/search?k=5&exclude_same_camera=false", files=_file(q)).json()
+        assert len(same["results"]) == 5
+        none = c.post("/search?k=5&label=nobody", files=_file(q)).json()
+        assert none["results"] == []
+        window = c.post(
+            "/search?k=40&exclude_same_camera=false&after=1970-01-01T00:00:01Z"
+            "&before=1970-01-01T00:00:02Z",
+            files=_file(q),
+        ).json()["results"]
+        times = [parse_time(x["timestamp"]) for x in window]
+        lo, hi = parse_time("1970-01-01T00:00:01Z"), parse_time("1970-01-01T00:00:02Z")
+        assert times and all(lo <= t <= hi for t in times)
+        everything = c.post("/search?k=40&exclude_same_camera=false", files=_file(q)).json()
+        inside = [x for x in everything["results"] if lo <= parse_time(x["timestamp"]) <= hi]
+        assert [x["id"] for x in window] == [x["id"] for x in inside]
+
+
+def test_enrol_browse_fetch_delete(env):
+    data = _png()
+    with _client(env) as c:
+        size0 = c.get("/healthz").json()["gallery_size"]
+        r = c.post(
+            "/gallery",
+            files=[("image", ("new.png", data, "image/png"))],
+            data={"camera": "3", "timestamp": "2024-05-01T12:30:00+02:00", "label": "alice"},
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+        assert r.status_code == 201, r.text
+        (new_id,) = r.json()["ids"]
+        assert r.json()["created"] == [True]
+        again = c.post(
+            "/gallery", files=_file_bytes(data), headers={"Authorization": f"Bearer {KEY}"}
+        )
+        assert again.status_code == 201 and again.json() == {"ids": [new_id], "created": [False]}
+        assert c.get("/healthz").json()["gallery_size"] == size0 + 1
+        e = c.get(f"/gallery/{new_id}").json()
+        assert (e["camera"], e["timestamp"], e["label"]) == (3, "2024-05-01T10:30:00.000Z", "alice")
+        img = c.get(f"/gallery/{new_id}/image")
+        assert img.status_code == 200 and img.content == data
+        assert img.headers["content-type"] == "image/png"
+        page = c.get("/gallery?camera=3&label=alice").json()
+        assert page["total"] == 1 and page["items"][0]["id"] == new_id
+        allpages = [c.get(f"/gallery?offset={o}&limit=9").json() for o in range(0, size0 + 1, 9)]
+        seen = [x["id"] for p in allpages for x in p["items"]]
+        assert len(seen) == len(set(seen)) == size0 + 1 and allpages[0]["total"] == size0 + 1
+        # the same crop as a query finds itself at distance 0
+        hit = c.post("/search?k=1&exclude_same_camera=false", files=_file_bytes(data)).json()[
+            "results"
+        ][0]
+        assert hit["id"] == new_id and hit["distance"] < 1e-5 and hit["match"] is True
+        r = c.delete(f"/gallery/{new_id}", headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 204
+        assert c.get(f"/gallery/{new_id}").status_code == 404
+        assert c.get(f"/gallery/{new_id}/image").status_code == 404
+        assert (
+            c.delete(f"/gallery/{new_id}", headers={"Authorization": f"Bearer {KEY}"}).status_code
+            == 404
+        )
+        assert not list(env["gallery"].crops.root.rglob(f"{e['sha256']}.*"))
+        assert c.get("/healthz").json()["gallery_size"] == size0
+
+
+def _file_bytes(data: bytes, name="x.png", field="image"):
+    return [(field, (name, data, "image/png"))]
+
+
+def test_writes_need_a_key(env):
+    with _client(env) as c:
+        r = c.post("/gallery", files=_file_bytes(_png()))
+        assert r.status_code == 401 and "API key" in r.json()["error"]
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = c.post("/gallery", files=_file_bytes(_png()), headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401
+        assert c.delete("/gallery/0123456789abcdef").status_code == 401
+    with _client(env, keys=()) as c:  # no key file: writes refused
+        r = c.post(
+            "/gallery", files=_file_bytes(_png()), headers={"Authorization": f"Bearer {KEY}"}
+        )
+        assert r.status_code == 403 and "--api-key-file" in r.json()["error"]
+        assert c.get("/info").json()["writes"] == "disabled"
+    assert env["gallery"].find([_sha(_png())]) == {}
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_reads_are_local_unless_public(env):
+    q = env["queries"][0]
+    with _client(env, client=REMOTE) as c:
+        assert c.post("/search", files=_file(q)).status_code == 401
+        assert c.get("/gallery").status_code == 401
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/gallery", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        assert c.get("/healthz").status_code == 200  # health is public
+        assert c.get("/").status_code == 200  # the page (no data) loads, to enter a key
+    with _client(env, keys=(), client=REMOTE) as c:
+        assert c.get("/gallery").status_code == 403
+    with _client(env, client=REMOTE, public_read=True) as c:
+        assert c.post("/search", files=_file(q)).status_code == 200
+
+
+def test_bad_uploads_are_refused_and_the_server_stays_up(env):
+    q = env["queries"][0]
+    good = Path(q).read_bytes()
+    with _client(env, max_upload_bytes=200_000, max_image_pixels=64 * 32) as c:
+        r = c.post(
+            "/search", files=[("image", ("corrupt.jpg", good[: len(good) // 3], "image/jpeg"))]
+        )
+        assert r.status_code == 400 and "corrupt.jpg" in r.json()["error"]
+        r = c.post("/search", files=[("image", ("noise.jpg", b"\x00garbage", "image/jpeg"))])
+        assert r.status_code == 400 and "noise.jpg" in r.json()["error"]
+        assert c.get("/healthz").json()["status"] == "ok"
+        r = c.post("/search", files=[("image", ("notes.txt", b"hello", "text/plain"))])
+        assert r.status_code == 415
+        ico = io.BytesIO()
+        Image.new("RGB", (16, 16)).save(ico, format="ICO")
+        r = c.post("/search", files=[("image", ("x.ico", ico.getvalue(), "image/x-icon"))])
+        assert r.status_code == 415 and "ICO" in r.json()["error"]
+        r = c.post("/search", files=_file_bytes(_png(size=(64, 64)), name="big.png"))
+        assert r.status_code == 413 and "big.png" in r.json()["error"]
+        r = c.post("/search", files=_file_bytes(b"\x89PNG" + b"0" * 300_000, name="huge.png"))
+        assert r.status_code == 413 and "limit" in r.json()["error"]
+        assert c.post("/search", data={"x": "1"}).status_code in (400, 415)
+        r = c.post("/search", files=_file(q, field="picture"))
+        assert r.status_code == 400 and "'image'" in r.json()["error"]
+        assert c.post("/search?k=0", files=_file(q)).status_code == 400
+        r = c.post("/search?k=abc", files=_file(q))
+        assert r.status_code == 400 and "'k'" in r.json()["error"]
+        r = c.post("/search?after=yesterday", files=_file(q))
+        assert r.status_code == 400 and "ISO 8601" in r.json()["error"]
+        assert c.get("/nope").json() == {"error": "Not Found"}
+        assert c.get("/healthz").status_code == 200
+
+
+def test_verify(env):
+    a, b = env["paths"][0], env["paths"][1]
+    t = env["threshold"].threshold
+    with _client(env) as c:
+        r = c.post("/verify", files=[*_file(a, "image_a"), *_file(b, "image_b")]).json()
+        fa, fb = env["extractor"]([a, b])
+        d = float(((fa - fb) ** 2).sum())
+        assert r["distance"] == pytest.approx(d, abs=1e-5) and r["match"] == (r["distance"] <= t)
+        same = c.post("/verify", files=[*_file(a, "image_a"), *_file(a, "image_b")]).json()
+        assert same["distance"] < 1e-6 and same["match"] is True and same["score"] > 0.9999
+        assert c.post("/verify", files=_file(a, "image_a")).status_code == 400
+
+
+def test_metrics_page_and_info(env):
+    with _client(env) as c:
+        for q in env["queries"][:3]:
+            c.post("/search", files=_file(q))
+        text = c.get("/metrics").text
+        assert re.search(
+            r'abdnet_requests_total\{method="POST",route="/search",status="200"\} [1-9]', text
+        )
+        assert 'abdnet_batch_size_count{stage="embed"}' in text
+        assert f"abdnet_gallery_size {float(len(env['paths']))}" in text
+        info = c.get("/info").json()
+        assert info["model"]["fingerprint"] == env["model"].fingerprint and info["writes"] == "key"
+        page = c.get("/")
+        assert (
+            page.status_code == 200
+            and "default-src 'self'" in page.headers["content-security-policy"]
+        )
+        assert '<script src="/static/app.js"' in page.text
+        assert "http" not in re.sub(r"https?://www\.w3\.org[^\"]*", "", page.text)  # no CDN
+        assert c.get("/static/app.js").status_code == 200
+
+
+def test_another_models_gallery_or_threshold_is_refused(env, tiny_checkpoint):
+    from abdnet.gallery import ModelMismatchError
+
+    flipped = FeatureExtractor(tiny_checkpoint, device="cpu", flip=True)
+    with pytest.raises(ModelMismatchError, match="flip averaging on"):
+        create_app(
+            extractor=flipped,
+            gallery=env["gallery"],
+            model=describe_extractor(flipped),
+            policy=AccessPolicy(keys=None),
+        )
+
+
+def test_camera_and_time_of_an_upload_come_from_its_name(env):
+    q = env["queries"][1]
+    cam, when, _ = name_metadata(q, 25.0)
+    with _client(env) as c:
+        r = c.post("/gallery", files=_file(q), headers={"Authorization": f"Bearer {KEY}"})
+        (i,) = r.json()["ids"]
+        e = c.get(f"/gallery/{i}").json()
+        assert e["camera"] == cam and e["timestamp"].startswith(when.strftime("%Y-%m-%dT%H:%M:%S"))
+        c.delete(f"/gallery/{i}", headers={"Authorization": f"Bearer {KEY}"})

@@ -1,0 +1,275 @@
+"""A real ``abdnet serve`` process on 127.0.0.1: acknowledged enrolments survive SIGKILL,
+16 concurrent clients lose nothing, and the page works in headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from abdnet.gallery import Gallery, describe_extractor, enrol_files
+from abdnet.retrieval import FeatureExtractor, collect_images
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
+
+KEY = "server-test-key-0123456789"
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, gallery: Path, checkpoint: Path, workdir: Path, *extra: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        keys = workdir / "keys.txt"
+        keys.write_text(KEY + "\n")
+        keys.chmod(0o600)
+        self.log = workdir / f"serve-{self.port}.log"
+        cmd = [
+            sys.executable, "-m", "abdnet.cli.main", "serve",
+            "--gallery", str(gallery), "--checkpoint", str(checkpoint),
+            "--port", str(self.port), "--api-key-file", str(keys),
+            "--threads", "1", "--log-level", "warning", *extra,
+        ]  # fmt: skip
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"abdnet serve exited:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise AssertionError(f"abdnet serve did not answer:\n{self.log.read_text()}")
+
+    def health(self) -> dict:
+        return httpx.get(self.url + "/healthz", timeout=10).json()
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _png(i: int) -> bytes:
+    rng = np.random.default_rng(i)
+    img = Image.fromarray(rng.integers(0, 255, (64, 32, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _auth() -> dict:
+    return {"Authorization": f"Bearer {KEY}"}
+
+
+def test_acknowledged_enrolments_survive_sigkill(tmp_path, tiny_checkpoint):
+    gallery = tmp_path / "g.db"
+    server = Server(gallery, tiny_checkpoint, tmp_path)
+    acked = {}
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for i in range(6):
+                r = c.post(
+                    "/gallery",
+                    files=[("image", (f"{i}.png", _png(i), "image/png"))],
+                    data={"camera": str(i % 2)},
+                    headers=_auth(),
+                )
+                assert r.status_code == 201, r.text
+                acked[r.json()["ids"][0]] = _png(i)
+    finally:
+        server.kill()  # right after the last 201: no shutdown, no flush
+    assert server.proc.returncode == -signal.SIGKILL
+    again = Server(gallery, tiny_checkpoint, tmp_path)
+    try:
+        assert again.health()["gallery_size"] == len(acked)
+        with httpx.Client(base_url=again.url, timeout=60) as c:
+            for i, data in acked.items():
+                img = c.get(f"/gallery/{i}/image")
+                assert img.status_code == 200 and img.content == data
+    finally:
+        again.stop()
+    # no half-written crop is left where a reader could find one
+    assert not [p for p in (tmp_path / "g.crops").rglob("*") if p.name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_checkpoint, synth_root):
+    """A server over a gallery of the synthetic test crops (enrolled before it starts)."""
+    root = tmp_path_factory.mktemp("served")
+    extractor = FeatureExtractor(tiny_checkpoint, device="cpu")
+    paths = collect_images([synth_root / "bounding_box_test"])
+    with Gallery.open(root / "g.db", model=describe_extractor(extractor), create=True) as g:
+        enrol_files(g, extractor, paths)
+    server = Server(root / "g.db", tiny_checkpoint, root)
+    yield server, root, paths
+    server.stop()
+
+
+def test_sixteen_concurrent_clients_lose_nothing(served):
+    server, _, paths = served
+    size0 = server.health()["gallery_size"]
+    errors: list[str] = []
+    acked: dict[str, int] = {}
+    lock = threading.Lock()
+    stop_at = time.monotonic() + 6.0
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            i = 0
+            while time.monotonic() < stop_at:
+                try:
+                    if i % 2 == 0:
+                        seed = 1000 + 100 * n + i
+                        r = c.post(
+                            "/gallery",
+                            files=[("image", (f"c{seed}.png", _png(seed), "image/png"))],
+                            headers=_auth(),
+                        )
+                        if r.status_code != 201:
+                            errors.append(f"enrol {r.status_code}: {r.text}")
+                        else:
+                            with lock:
+                                acked[r.json()["ids"][0]] = seed
+                    else:
+                        q = paths[(n + i) % len(paths)]
+                        r = c.post(
+                            "/search?k=5",
+                            files=[("image", (Path(q).name, Path(q).read_bytes(), "image/jpeg"))],
+                        )
+                        if r.status_code != 200 or len(r.json()["results"]) != 5:
+                            errors.append(f"search {r.status_code}: {r.text[:200]}")
+                except httpx.HTTPError as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(acked) > 16
+    assert server.health()["gallery_size"] == size0 + len(acked)
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        listed = []
+        for off in range(0, size0 + len(acked), 500):
+            listed += [x["id"] for x in c.get(f"/gallery?offset={off}&limit=500").json()["items"]]
+        assert set(acked) <= set(listed)
+        metrics = c.get("/metrics").text
+    count = _metric(metrics, 'abdnet_batch_size_count{stage="embed"}')
+    images = _metric(metrics, 'abdnet_batch_size_sum{stage="embed"}')
+    assert images > count  # concurrent requests were embedded together
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_page_in_headless_chromium(served, tmp_path):
+    # The browser is a test requirement (.ci/run installs it): a missing one fails here.
+    assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), (
+        "headless browser test needs Debian's chromium and chromium-driver "
+        "(apt-get install chromium chromium-driver)"
+    )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, root, paths = served
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(server.url + "/")
+        wait.until(lambda d: "crops" in d.find_element(By.ID, "status").text)
+        # the gallery browser shows the first page of crops
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#gallery .card")) > 0)
+
+        query = paths[3]
+        file_input = driver.find_element(By.ID, "query-file")
+        driver.execute_script("arguments[0].hidden = false", file_input)
+        file_input.send_keys(str(query))
+        driver.find_element(By.ID, "k").clear()
+        driver.find_element(By.ID, "k").send_keys("6")
+        driver.find_element(By.ID, "search-button").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) == 6)
+        # every result crop is loaded and drawn
+        wait.until(
+            lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#results img.crop')]"
+                ".every(i => i.complete && i.naturalWidth > 0)"
+            )
+        )
+        shown = [
+            c.get_attribute("data-id")
+            for c in driver.find_elements(By.CSS_SELECTOR, "#results .card")
+        ]
+        api = httpx.post(
+            server.url + "/search?k=6",
+            files=[("image", (Path(query).name, Path(query).read_bytes(), "image/jpeg"))],
+            timeout=60,
+        ).json()
+        assert shown == [r["id"] for r in api["results"]]
+        text = driver.find_element(By.ID, "results").text
+        assert "distance" in text and "uncalibrated" in text
+
+        # enrol through the page with the key, then find the new crop in the gallery list
+        new = tmp_path / "0042_c2s1_000100_00.png"
+        new.write_bytes(_png(42))
+        driver.find_element(By.ID, "api-key").send_keys(KEY)
+        driver.find_element(By.ID, "enrol-files").send_keys(str(new))
+        driver.find_element(By.ID, "enrol-button").click()
+        wait.until(lambda d: "enrolled 1 new" in d.find_element(By.ID, "enrol-message").text)
+        assert httpx.get(server.url + "/gallery?camera=1&limit=1000").json()["total"] >= 1
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "profile", ignore_errors=True)
