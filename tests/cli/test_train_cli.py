@@ -100,6 +100,21 @@ def test_eval_json_matches_brute_force(small_run, capsys):
     assert got["rank1"] == pytest.approx(rank1, abs=1e-9)
     assert got["num_query_used"] == valid and got["num_query"] == len(ds.query)
     assert got["num_gallery"] == len(ds.gallery)
+    # the verification numbers of the same features, against a brute-force pair count
+    q = feats["q"] / np.linalg.norm(feats["q"], axis=1, keepdims=True)
+    g = feats["g"] / np.linalg.norm(feats["g"], axis=1, keepdims=True)
+    if not loaded.config.eval.normalize:
+        q, g = feats["q"], feats["g"]
+    d = ((q[:, None, :] - g[None, :, :]) ** 2).sum(-1)
+    cross = qc[:, None] != gc[None, :]
+    genuine = d[cross & (qp[:, None] == gp[None, :])]
+    impostor = d[cross & (qp[:, None] != gp[None, :])]
+    assert got["num_genuine_pairs"] == genuine.size and got["num_impostor_pairs"] == impostor.size
+    for far in ("1e-02", "1e-03"):
+        t = got[f"threshold@far={far}"]
+        assert (impostor <= t).mean() <= float(far) + 1e-12
+        assert got[f"tar@far={far}"] == pytest.approx((genuine <= t).mean(), abs=1e-4)
+    assert 0.0 <= got["eer"] <= 1.0
 
 
 def test_bad_override_names_the_key(tmp_path, capsys):
