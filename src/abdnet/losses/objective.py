@@ -50,6 +50,8 @@ def _check_loss_config(cfg: LossConfig) -> None:
         raise ConfigError(
             f"loss.of_gram_norm: expected one of {GRAM_NORMS}, got {cfg.of_gram_norm!r}"
         )
+    if not cfg.of_paper_scale >= 0:
+        raise ConfigError(f"loss.of_paper_scale: expected >= 0, got {cfg.of_paper_scale}")
     if cfg.power_iters < 1:
         raise ConfigError(f"loss.power_iters: expected >= 1, got {cfg.power_iters}")
     for key in ("beta_tr", "beta_of", "beta_ow", "margin"):
@@ -109,7 +111,11 @@ class ABDObjective(nn.Module):
         of = zero
         if use_of and cfg.beta_of > 0 and len(of_maps) > 0:
             of = cfg.beta_of * of_penalty(
-                of_maps, iters=cfg.power_iters, form=cfg.svdo_form, gram_norm=cfg.of_gram_norm
+                of_maps,
+                iters=cfg.power_iters,
+                form=cfg.svdo_form,
+                gram_norm=cfg.of_gram_norm,
+                scale=cfg.of_paper_scale,
             ).to(zero.device)
 
         ow = zero
