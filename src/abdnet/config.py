@@ -147,7 +147,7 @@ class LossConfig:
     # Multiplies L_OF of svdo_form "paper" (with beta_of). 100 puts the median per-sample O.F.
     # gradient on post-ReLU 1024 x 24*8 attentive-branch maps within 2x of the authors' code
     # with "relative" (benchmarks/svdo_magnitude.py measures it; tests/losses check the band).
-    of_paper_scale: float = 100.0
+    of_paper_scale: float = 128.0
 
 
 @dataclass(frozen=True)

@@ -326,8 +326,9 @@ def test_low_rank_backward_equals_autograd_through_the_gram(shape, iters):
     torch.testing.assert_close(F.grad.double(), F64.grad, rtol=0, atol=1e-4 * scale)
 
 
+@pytest.mark.parametrize("form", ["paper", "official"])
 @pytest.mark.parametrize("which", ["of", "ow"])
-def test_channels_last_inputs_give_the_same_penalty_and_gradient(which):
+def test_channels_last_inputs_give_the_same_penalty_and_gradient(which, form):
     # channels_last maps/weights are read through copy-free views (for weights with permuted
     # columns, which leaves W^T W unchanged); the NCHW computation is the reference.
     torch.manual_seed(0)
@@ -341,9 +342,9 @@ def test_channels_last_inputs_give_the_same_penalty_and_gradient(which):
         ts = [b.clone(memory_format=fmt).requires_grad_(True) for b in bases]
         torch.manual_seed(3)
         if which == "of":
-            pen = of_penalty([(str(i), t, 1.0) for i, t in enumerate(ts)])
+            pen = of_penalty([(str(i), t, 1.0) for i, t in enumerate(ts)], form=form)
         else:
-            pen = ow_penalty(ts)
+            pen = ow_penalty(ts, form=form)
         pen.backward()
         results.append((pen, [t.grad for t in ts]))
     (p0, g0), (p1, g1) = results

@@ -11,9 +11,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from abdnet.config import LossConfig
 from abdnet.losses import of_penalty, official_extreme_eigs, ow_penalty
 
 BETA_OF = 1e-6
+PAPER_SCALE = LossConfig().of_paper_scale  # the calibrated default under test
 
 
 # -- the transcription --------------------------------------------------------------------
@@ -178,49 +180,53 @@ def test_official_draws_are_fresh_and_reproducible():
 # -- strength: the paper form's O.F. gradient against theirs --------------------------------
 
 
-def _per_sample_grad_norms(fmap: torch.Tensor, penalty, draws: int) -> torch.Tensor:
-    """Per-sample norms of d penalty / d map over ``draws`` calls -> (draws * B,)."""
-    norms = []
-    for _ in range(draws):
-        m = fmap.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(penalty(m), m)
-        norms.append(grad.flatten(1).norm(dim=1))
-    return torch.cat(norms)
+def _per_sample_strength(fmap: torch.Tensor, penalty, repeats: int = 1) -> torch.Tensor:
+    """``B * ||d penalty / d map_b||`` per sample, on ``repeats`` copies of each map (fresh
+    random starts per copy) -> (repeats * B,).
+
+    Both forms weight a sample by 1/B (a batch mean, or the authors' sum / (B/32)), so B times
+    the per-sample gradient norm does not depend on the batch size.
+    """
+    m = fmap.detach().repeat(repeats, 1, 1, 1).requires_grad_(True)  # (repeats * B, C, H, W)
+    (grad,) = torch.autograd.grad(penalty(m), m)
+    return m.shape[0] * grad.flatten(1).norm(dim=1)
 
 
 def test_paper_form_gradient_within_2x_of_the_authors_at_two_activation_scales():
     """Attentive-branch maps as at 384x128 (B x 1024 x 24 x 8, post-ReLU, random).
 
     The authors' per-sample gradient norm is heavy-tailed (their one-step estimate is poor
-    whenever the random start barely overlaps the top eigenvector), so the robust statistic
-    is the median over samples and fresh starts; per sample both penalties scale with 1/B, so
-    B does not matter. Their estimator is run through the transcription-checked official
-    form (the transcription itself builds a 1024 x 1024 Gram per sample and draw).
+    whenever the random start barely overlaps the top eigenvector): its mean does not settle
+    and the whole-batch norm grows with B, so the robust statistics are the median and the
+    geometric mean over samples and fresh starts (384 of them here). Their estimator runs
+    through the official form, which the tests above check against the transcription (the
+    transcription builds a 1024 x 1024 Gram per sample and start); a spot check repeats that.
     """
     torch.manual_seed(0)
     base = torch.relu(torch.randn(4, 1024, 24, 8))
-    # the official form is the transcription: spot-check on two samples, same starts
     torch.manual_seed(1)
     fast = of_penalty([("attentive", base[:2], 1.0)], form="official")
     torch.manual_seed(1)
     slow = authors_of_penalty([("attentive", base[:2].double())], 1.0)
     torch.testing.assert_close(fast.double(), slow, rtol=1e-4, atol=0)
 
+    def theirs(m):
+        return BETA_OF * of_penalty([("a", m, 1.0)], form="official")
+
+    def ours(m):
+        return BETA_OF * of_penalty([("a", m, 1.0)], form="paper", scale=PAPER_SCALE)
+
     ratios = {}
     for scale in (1.0, 4.0):
         fmap = scale * base
-        theirs = _per_sample_grad_norms(
-            fmap, lambda m: BETA_OF * of_penalty([("a", m, 1.0)], form="official"), draws=32
-        )
-        ours = _per_sample_grad_norms(
-            fmap,
-            lambda m: BETA_OF * of_penalty([("a", m, 1.0)], form="paper", scale=100.0),
-            draws=2,
-        )
-        ratios[scale] = (ours.median() / theirs.median()).item()
+        t = torch.cat([_per_sample_strength(fmap, theirs, repeats=24) for _ in range(4)])
+        o = _per_sample_strength(fmap, ours)
+        ratios[scale, "median"] = (o.median() / t.median()).item()
+        ratios[scale, "geometric mean"] = (o.log().mean() - t.log().mean()).exp().item()
     assert all(0.5 <= r <= 2.0 for r in ratios.values()), ratios
     # Both penalties are of degree 2 in the activations: the ratio does not drift with scale.
-    assert abs(ratios[4.0] / ratios[1.0] - 1) < 0.3, ratios
+    for stat in ("median", "geometric mean"):
+        assert abs(ratios[4.0, stat] / ratios[1.0, stat] - 1) < 0.25, ratios
 
 
 @pytest.mark.parametrize("gram_norm", ["spatial", "none"])

@@ -322,28 +322,65 @@ def gram_extreme_eigs(F: Tensor, iters: int = 2) -> ExtremeEigs:
     return ExtremeEigs(lam_max.reshape(batch_shape), lam_min.reshape(batch_shape))
 
 
-def _rayleigh(F: Tensor, v: Tensor) -> Tensor:
-    """``v A v^T / v v^T`` for ``A = F F^T``, ``F`` (B, r, c), row vectors ``v`` (B, 1, r) -> (B,)."""
-    num = (v @ F).square().sum((1, 2))  # ||F^T v||^2
-    return num / v.square().sum((1, 2)).clamp_min(_TINY)
+class _OneStepRayleigh(torch.autograd.Function):
+    """The authors' estimator on ``A = F F^T``, ``F`` (B, r, c), from the start rows ``S``
+    (B, 2, r) (``x0``, ``z0``) -> lambda_1, lambda_min (B,), with a one-product backward.
+
+    Forward (matrix-free, row vectors on the left of each product, the fast GEMM shape):
+    ``x1 = A x0``, ``lambda_1 = ||F^T x1||^2 / ||x1||^2``; ``y1 = A z0 - lambda_1 z0``,
+    ``lambda_min = ||F^T y1||^2 / ||y1||^2`` (their shifted estimate plus lambda_1, written as
+    the Rayleigh quotient of ``A`` it equals: inside the spectrum even when ``y1`` is mostly
+    rounding error, for ``A`` close to a multiple of I).
+    Backward: ``F`` enters through the products ``S F``, ``P F^T``, ``x1 F`` and ``y1 F``, so
+    ``dL/dF`` is a sum of four low-rank terms, formed by one (r x 6)(6 x c) product instead of
+    autograd's four outer products and three Gram-sized additions. Lambda_1 is not detached
+    in the shift: its gradient flows through ``y1`` as in their code.
+    """
+
+    @staticmethod
+    def forward(ctx, F: Tensor, S: Tensor):  # type: ignore[override]
+        P = S @ F  # (B, 2, c): (F^T x0)^T, (F^T z0)^T
+        Q = P @ F.transpose(1, 2)  # (B, 2, r): (A x0)^T, (A z0)^T
+        x1 = Q[:, :1]  # (B, 1, r)
+        u = x1 @ F  # (B, 1, c)
+        b = x1.square().sum((1, 2)).clamp_min(_TINY)  # (B,)
+        lam_max = u.square().sum((1, 2)) / b
+        y1 = Q[:, 1:] - lam_max.view(-1, 1, 1) * S[:, 1:]  # (B, 1, r): ((A - lambda_1 I) z0)^T
+        w = y1 @ F  # (B, 1, c)
+        f = y1.square().sum((1, 2)).clamp_min(_TINY)  # (B,)
+        lam_min = w.square().sum((1, 2)) / f
+        ctx.save_for_backward(F, S, P, x1, u, y1, w, b, f, lam_max, lam_min)
+        return lam_max, lam_min
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_max: Tensor | None, g_min: Tensor | None):  # type: ignore[override]
+        F, S, P, x1, u, y1, w, b, f, lam_max, lam_min = ctx.saved_tensors
+        g_max = torch.zeros_like(lam_max) if g_max is None else g_max
+        g_min = torch.zeros_like(lam_min) if g_min is None else g_min
+        Ft = F.transpose(1, 2)  # (B, c, r)
+        # lambda_min = ||w||^2 / ||y1||^2, w = y1 F
+        dw = (2 * g_min / f).view(-1, 1, 1) * w  # (B, 1, c)
+        dy1 = dw @ Ft - (2 * g_min * lam_min / f).view(-1, 1, 1) * y1  # (B, 1, r)
+        # y1 = (A z0)^T - lambda_1 z0^T: lambda_1 also gets the shift's gradient
+        d_max = g_max - (dy1 * S[:, 1:]).sum((1, 2))  # (B,)
+        # lambda_1 = ||u||^2 / ||x1||^2, u = x1 F
+        du = (2 * d_max / b).view(-1, 1, 1) * u  # (B, 1, c)
+        dx1 = du @ Ft - (2 * d_max * lam_max / b).view(-1, 1, 1) * x1  # (B, 1, r)
+        dQ = torch.cat([dx1, dy1], 1)  # (B, 2, r)
+        dP = dQ @ F  # (B, 2, c): Q = P F^T
+        left = torch.cat([y1, x1, dQ, S], 1)  # (B, 6, r)
+        right = torch.cat([dw, du, P, dP], 1)  # (B, 6, c)
+        return left.transpose(1, 2) @ right, None  # (B, r, c)
 
 
 def _one_step_rayleigh(F: Tensor, x0: Tensor, z0: Tensor) -> ExtremeEigs:
-    """The authors' estimator on ``A = F F^T`` for ``F`` (B, r, c), starts ``x0``, ``z0`` (B, r, 1).
-
-    lambda_1 = x1^T A x1 / x1^T x1 with x1 = A x0; lambda_min = (their shifted estimate plus
-    lambda_1) = y1^T A y1 / y1^T y1 with y1 = (A - lambda_1 I) z0, lambda_1 not detached.
-    Matrix-free: ``x^T A x = ||F^T x||^2``, with ``F^T y1`` from ``y1`` itself (not as
-    ``F^T A z0 - lambda_1 F^T z0``), so both estimates stay Rayleigh quotients of ``A``, inside
-    its spectrum, even when ``y1`` is mostly rounding error (``A`` close to a multiple of I).
-    The vectors are rows (B, k, n) on the left of each product, the fast GEMM shape on CPU.
+    """The authors' estimator on ``A = F F^T`` for ``F`` (B, r, c), starts ``x0``, ``z0`` (B, r, 1):
+    lambda_1 = x1^T A x1 / x1^T x1 with x1 = A x0; lambda_min = their estimate on
+    ``A - lambda_1 I`` from ``z0``, plus lambda_1 (see ``_OneStepRayleigh``).
     """
     S = torch.cat([x0, z0], -1).transpose(1, 2)  # (B, 2, r): x0^T, z0^T
-    Q = (S @ F) @ F.transpose(1, 2)  # (B, 2, r): (A x0)^T, (A z0)^T
-    x1 = Q[:, :1]  # (B, 1, r)
-    lam_max = _rayleigh(F, x1)  # (B,)
-    y1 = Q[:, 1:] - lam_max.view(-1, 1, 1) * S[:, 1:]  # (B, 1, r): ((A - lambda_1 I) z0)^T
-    lam_min = _rayleigh(F, y1)  # (B,)
+    lam_max, lam_min = _OneStepRayleigh.apply(F, S)
     return ExtremeEigs(lam_max, lam_min)
 
 
