@@ -48,7 +48,8 @@ under-estimates the spread, it never over-estimates it. How much depends on the 
   below 1e-3, the spread -2% to -6%;
 - flat Wishart spectra (Gaussian matrices, like conv weights at init, as for O.W.): lambda_1
   -14% in the median (worst -31%), the spread -10% to -47% (median -26%).
-On the ResNet-50 maps below lambda_1 is within 1e-5 of ``eigvalsh``.
+On the maps of a ResNet-50 (``benchmarks/svdo_magnitude.py resnet``) lambda_1 is within 1e-5
+of ``eigvalsh``.
 
 The authors' estimator (``form="official"``). Their code does not run eq. (5): each call
 draws a fresh start ``x0`` and takes **one** matrix-vector product followed by a Rayleigh
@@ -58,7 +59,7 @@ equals the Rayleigh quotient of ``A`` at ``y1 = (A - lambda_1 I) z0``. Gradients
 both estimates, the shift included. The Gram is always the one their code builds: ``F F^T``
 (C x C) of the (C, H*W) map for O.F., ``W^T W`` (out x out) for O.W., even when it is rank
 deficient; O.F. starts are standard normal, O.W. starts uniform in [0, 1). ``official_extreme_eigs``
-computes exactly that estimator matrix-free (``A v = F (F^T v)``: three batched products with
+computes exactly that estimator matrix-free (``A v = F (F^T v)``: four products with one or
 two columns, not the C x C Gram). On post-ReLU maps the one-step estimate is poor when ``x0``
 barely overlaps the top eigenvector (its overlap is N(0, 1)), and its gradient is then large:
 per sample the gradient norm is heavy-tailed, about 3.4x the exact eigenvalue gradient in the
@@ -93,10 +94,13 @@ kappa of eq. 3) times lambda_1. It is of degree 2 like the authors' penalty, so 
 the two gradients does not depend on the activation scale; it is 0 exactly when ``F F^T`` is
 a multiple of the identity, and for a rank-deficient Gram (lambda_min = 0) it is lambda_1,
 whose gradient is that of the authors' penalty without its estimator noise. Its batch
-reduction is the mean, and ``scale`` (config ``loss.of_paper_scale``) calibrates it: 100 makes
-the median per-sample gradient on random post-ReLU 1024 x 24*8 maps match the authors'
-(``benchmarks/svdo_magnitude.py`` prints the table; docs/paper-vs-official.md explains the
-choice of the median).
+reduction is the mean, and ``scale`` (config ``loss.of_paper_scale``) calibrates it against
+the authors' O.F.: their sum / (B/32) is 32x a mean, and their one-step estimator's gradient
+per sample is heavy-tailed, 3-5x the exact eigenvalue gradient in the median / geometric
+mean on random post-ReLU 1024 x 24*8 maps (its whole-batch norm is dominated by the worst
+sample and grows with B, so it is no basis for a calibration). The default 128 = 32 x 4
+puts our per-sample gradient at 1.3x their median and 0.8x their geometric mean
+(``benchmarks/svdo_magnitude.py`` prints the table; docs/paper-vs-official.md discusses it).
 """
 
 from __future__ import annotations
