@@ -165,6 +165,19 @@ def test_official_estimator_is_one_product_and_a_rayleigh_quotient():
     assert (est.lam_min.double() >= exact[:, 0] - 1e-3).all()
 
 
+def test_official_estimator_runs_in_fp32_under_autocast():
+    torch.manual_seed(0)
+    F = torch.relu(torch.randn(3, 20, 12))
+    torch.manual_seed(4)
+    ref = official_extreme_eigs(F)
+    torch.manual_seed(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 products would be off by ~1e-2
+        got = official_extreme_eigs(F)
+    assert got.lam_max.dtype == torch.float32
+    torch.testing.assert_close(got.lam_max, ref.lam_max, rtol=1e-6, atol=0)
+    torch.testing.assert_close(got.lam_min, ref.lam_min, rtol=1e-5, atol=1e-4)
+
+
 def test_official_draws_are_fresh_and_reproducible():
     F = torch.relu(torch.randn(2, 1, 12, 5, 4)).reshape(2, 12, 5, 4)
     torch.manual_seed(3)
