@@ -205,6 +205,7 @@ def _per_sample_strength(fmap: torch.Tensor, penalty, repeats: int = 1) -> torch
     return m.shape[0] * grad.flatten(1).norm(dim=1)
 
 
+@pytest.mark.slow
 def test_paper_form_gradient_within_2x_of_the_authors_at_two_activation_scales():
     """Attentive-branch maps as at 384x128 (B x 1024 x 24 x 8, post-ReLU, random).
 
