@@ -36,6 +36,22 @@ def test_defaults_are_the_papers():
     cfg = LossConfig()
     assert (cfg.beta_tr, cfg.beta_of, cfg.beta_ow, cfg.margin) == (0.1, 1e-6, 1e-3, 1.2)
     assert cfg.power_iters == 2 and cfg.label_smooth == 0.1
+    # eq. (4) on F F^T / sqrt(lambda_1), calibrated against the authors' code (test_svdo_official)
+    assert (cfg.svdo_form, cfg.of_gram_norm, cfg.of_paper_scale) == ("paper", "relative", 128.0)
+
+
+def test_paper_scale_multiplies_the_paper_form_only():
+    out, targets, weights = _inputs(requires_grad=False)
+    terms = {}
+    for form in ("paper", "official"):
+        for scale in (1.0, 3.0):
+            objective = ABDObjective(
+                NUM_CLASSES, svdo_form=form, of_paper_scale=scale, of_positions=POSITIONS
+            )
+            torch.manual_seed(2)
+            terms[form, scale] = objective(out, targets, weights)
+    torch.testing.assert_close(terms["paper", 3.0].of, 3.0 * terms["paper", 1.0].of)
+    torch.testing.assert_close(terms["official", 3.0].of, terms["official", 1.0].of)
 
 
 def test_total_is_eq6_with_independent_terms():
@@ -54,7 +70,7 @@ def test_total_is_eq6_with_independent_terms():
     # Same RNG draws in the same order reproduce the SVDO terms.
     torch.manual_seed(3)
     maps = out.features.of_terms(POSITIONS)
-    of = 0.01 * of_penalty(maps, iters=2, form="paper", gram_norm="spatial")
+    of = 0.01 * of_penalty(maps, iters=2, form="paper", gram_norm="relative", scale=128.0)
     ow = 0.02 * ow_penalty(weights, iters=2, form="paper")
     torch.testing.assert_close(terms.of, of)
     torch.testing.assert_close(terms.ow, ow)
@@ -112,6 +128,7 @@ def test_build_objective_reads_the_config():
         ("svdo_form", "papr"),
         ("of_gram_norm", "x"),
         ("power_iters", 0),
+        ("of_paper_scale", -1.0),
         ("beta_of", -1.0),
         ("label_smooth", 1.0),
     ],

@@ -221,8 +221,10 @@ def test_of_penalty_forms():
     torch.testing.assert_close(paper_raw.double(), 0.5 * (diff**2).mean(), rtol=1e-3, atol=0)
     paper_n = of_penalty([("m", maps, 1.0)], iters=iters, form="paper", gram_norm="spatial")
     torch.testing.assert_close(paper_n.double(), ((diff / 15) ** 2).mean(), rtol=1e-3, atol=0)
+    # The authors' one-step estimates are Rayleigh quotients: inside [lambda_min, lambda_1],
+    # so their spread is at most the exact one (values: tests/losses/test_svdo_official.py).
     official = of_penalty([("m", maps, 0.01)], iters=iters, form="official")
-    torch.testing.assert_close(official.double(), 0.01 * diff.sum() / (4 / 32), rtol=1e-3, atol=0)
+    assert 0 < official.double() <= 0.01 * diff.sum() / (4 / 32) * (1 + 1e-5)
     two = of_penalty([("a", maps, 1.0), ("b", maps, 2.0)], iters=iters, gram_norm="none")
     torch.testing.assert_close(
         two, 3.0 * of_penalty([("m", maps, 1.0)], iters=iters, gram_norm="none"), rtol=1e-3, atol=0
@@ -255,8 +257,8 @@ def test_ow_penalty_sums_layers_and_official_scale():
         expected += float(ev[-1] - ev[0]) ** 2
     got = ow_penalty(ws, iters=iters)
     assert abs(got.item() - expected) / expected < 1e-3
-    got_off = ow_penalty(ws, iters=iters, form="official")
-    assert abs(got_off.item() - 10 * expected) / (10 * expected) < 1e-3
+    got_off = ow_penalty(ws, iters=iters, form="official")  # one-step estimates: a lower bound
+    assert 0 < got_off.item() <= 10 * expected * (1 + 1e-5)
 
 
 def test_ow_penalty_zero_for_orthonormal_filters_positive_otherwise():
@@ -324,8 +326,9 @@ def test_low_rank_backward_equals_autograd_through_the_gram(shape, iters):
     torch.testing.assert_close(F.grad.double(), F64.grad, rtol=0, atol=1e-4 * scale)
 
 
+@pytest.mark.parametrize("form", ["paper", "official"])
 @pytest.mark.parametrize("which", ["of", "ow"])
-def test_channels_last_inputs_give_the_same_penalty_and_gradient(which):
+def test_channels_last_inputs_give_the_same_penalty_and_gradient(which, form):
     # channels_last maps/weights are read through copy-free views (for weights with permuted
     # columns, which leaves W^T W unchanged); the NCHW computation is the reference.
     torch.manual_seed(0)
@@ -339,9 +342,9 @@ def test_channels_last_inputs_give_the_same_penalty_and_gradient(which):
         ts = [b.clone(memory_format=fmt).requires_grad_(True) for b in bases]
         torch.manual_seed(3)
         if which == "of":
-            pen = of_penalty([(str(i), t, 1.0) for i, t in enumerate(ts)])
+            pen = of_penalty([(str(i), t, 1.0) for i, t in enumerate(ts)], form=form)
         else:
-            pen = ow_penalty(ts)
+            pen = ow_penalty(ts, form=form)
         pen.backward()
         results.append((pen, [t.grad for t in ts]))
     (p0, g0), (p1, g1) = results

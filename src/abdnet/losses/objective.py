@@ -71,13 +71,15 @@ class ABDObjective(nn.Module):
         beta_ow: float = 1e-3,
         power_iters: int = 2,
         svdo_form: SVDOForm = "paper",
-        of_gram_norm: GramNorm = "spatial",
+        of_gram_norm: GramNorm = "relative",
+        of_paper_scale: float = 128.0,
         of_positions: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.beta_tr, self.beta_of, self.beta_ow = beta_tr, beta_of, beta_ow
         self.power_iters = power_iters
         self.svdo_form, self.of_gram_norm = svdo_form, of_gram_norm
+        self.of_paper_scale = of_paper_scale
         self.of_positions = tuple(of_positions)
         self.xent = CrossEntropyLabelSmooth(num_classes, label_smooth)
         self.triplet = TripletLoss(margin)
@@ -114,7 +116,11 @@ class ABDObjective(nn.Module):
         if use_of and self.beta_of > 0 and self.of_positions:
             maps = output.features.of_terms(self.of_positions)
             of = self.beta_of * of_penalty(
-                maps, iters=self.power_iters, form=self.svdo_form, gram_norm=self.of_gram_norm
+                maps,
+                iters=self.power_iters,
+                form=self.svdo_form,
+                gram_norm=self.of_gram_norm,
+                scale=self.of_paper_scale,
             ).to(zero.device)
 
         ow = zero
@@ -140,5 +146,6 @@ def build_objective(cfg: Config, num_classes: int) -> ABDObjective:
         power_iters=loss.power_iters,
         svdo_form=loss.svdo_form,
         of_gram_norm=loss.of_gram_norm,
+        of_paper_scale=loss.of_paper_scale,
         of_positions=cfg.model.of_positions,
     )

@@ -48,44 +48,77 @@ under-estimates the spread, it never over-estimates it. How much depends on the 
   below 1e-3, the spread -2% to -6%;
 - flat Wishart spectra (Gaussian matrices, like conv weights at init, as for O.W.): lambda_1
   -14% in the median (worst -31%), the spread -10% to -47% (median -26%).
-On the ResNet-50 maps below lambda_1 is within 1e-5 of ``eigvalsh``.
+On the maps of a ResNet-50 (``benchmarks/svdo_magnitude.py resnet``) lambda_1 is within 1e-5
+of ``eigvalsh``.
 
-Official form. ``form="official"`` reproduces the scaling of the authors' code (O.F.
-un-squared and summed over the batch / (B/32); O.W. times 10), not its estimator (one
-matrix-vector product then a Rayleigh quotient, where the paper says two eq. (5) steps).
+The authors' estimator (``form="official"``). Their code does not run eq. (5): each call
+draws a fresh start ``x0`` and takes **one** matrix-vector product followed by a Rayleigh
+quotient, ``x1 = A x0``, ``lambda_1 ~ x1^T A x1 / x1^T x1``; the smallest eigenvalue is that
+same estimate on ``A - lambda_1 I`` (from a second fresh start ``z0``) plus ``lambda_1``, which
+equals the Rayleigh quotient of ``A`` at ``y1 = (A - lambda_1 I) z0``. Gradients flow through
+both estimates, the shift included. The Gram is always the one their code builds: ``F F^T``
+(C x C) of the (C, H*W) map for O.F., ``W^T W`` (out x out) for O.W., even when it is rank
+deficient; O.F. starts are standard normal, O.W. starts uniform in [0, 1). ``official_extreme_eigs``
+computes exactly that estimator matrix-free (``A v = F (F^T v)``: four products with one or
+two columns, not the C x C Gram). On post-ReLU maps the one-step estimate is poor when ``x0``
+barely overlaps the top eigenvector (its overlap is N(0, 1)), and its gradient is then large:
+per sample the gradient norm is heavy-tailed, about 3.4x the exact eigenvalue gradient in the
+median and up to a few hundred times in the tail on 1024 x 24*8 maps (the expected gradient
+is close to the exact one; the rest is noise). ``tests/losses/test_svdo_official.py`` checks
+values and gradients against a loop-by-loop transcription of their formulas.
 
-Magnitude. Measured with ``benchmarks/svdo_magnitude.py`` (torchvision ResNet-50, random
-init, train-mode BN, 4 random 384x128 images; beta_OF = 1e-6; per map and sample):
+Random draws (a restored RNG state reproduces a run; all from torch's default generator of
+the input's device, float32):
+- paper form, O.F.: per map, ``rand(B, n, 1)`` for lambda_1 and, when ``F F^T`` has full rank
+  (C <= H*W), ``rand(B, n, 1)`` for the shifted iteration, n = min(C, H*W);
+- paper form, O.W.: the same per group of equally shaped weights (first-seen order);
+- official form, O.F.: per map, ``randn(B, C, 1)`` then ``randn(B, C, 1)``;
+- official form, O.W.: per layer in the given order, ``rand(out, 1)`` then ``rand(out, 1)``;
+  layers with a single filter are skipped (their penalty is 0 in the authors' code) and draw
+  nothing.
 
-    map (F)                         lambda_1(FF^T)  eq.4 raw Gram  eq.4 on FF^T/N  official
-    Ta, reduction out, 1024 x 24*8   3.2e4           1.0e3          0.027           0.032
-    res_conv_4 out, 1024 x 24*8      4.8e5           2.3e5          6.2             0.48
-    res_conv_2 out, 256 x 96*32      8.6e5           7.3e5          0.077           0.85
+Magnitude and the paper form's normalization (``gram_norm``). On post-ReLU maps lambda_1 is
+dominated by the non-zero mean of the activations (~ C * N * mean^2): on the 1024 x 24*8
+maps after the attentive reduction at 384x128 it is ~3e4 at unit activation scale. Eq. (4)
+squared on that raw Gram (``gram_norm="none"``) is 1e2-1e5x the cross-entropy at
+beta_OF = 1e-6, and its gradient, ``2 beta (lambda_1 - lambda_min) grad(lambda_1 - lambda_min)``,
+is of degree 3 in the activations where the authors' un-squared penalty's is of degree 1: no
+fixed beta can match theirs at more than one activation scale (the spatial normalization
+``F F^T / N`` of ``gram_norm="spatial"`` changes the constant, not the degree). The default
+``gram_norm="relative"`` applies eq. (4) to ``F F^T / sqrt(lambda_1)``, i.e. per matrix
 
-lambda_1 is dominated by the non-zero mean of post-ReLU activations (~ C * N * mean^2), so
-eq. (4) squared on the raw Gram with beta_OF = 1e-6 is 1e2-1e5 times the cross-entropy
-(ln 751 = 6.6 at chance) for every regularized map: the classification gradient would be
-drowned. The authors' code avoids this by not squaring (``form="official"``, which sums over
-the batch / (B/32): ~1.0 per batch for Ta). For ``form="paper"`` we keep eq. (4)'s squared
-form, beta and the batch mean, but default to the spatially normalized Gram ``F F^T / N``
-(``gram_norm="spatial"``, config ``loss.of_gram_norm``): the second-moment matrix of the
-channel vectors, whose size does not grow with the map's resolution (0.03 per map for Ta).
-``gram_norm="none"`` is eq. (4) on the raw Gram, literally.
+    (lambda_1 - lambda_min)^2 / lambda_1 = lambda_1 * (1 - lambda_min / lambda_1)^2:
+
+the square of the dimensionless relative spread (``1 - 1/kappa^2`` for the condition number
+kappa of eq. 3) times lambda_1. It is of degree 2 like the authors' penalty, so the ratio of
+the two gradients does not depend on the activation scale; it is 0 exactly when ``F F^T`` is
+a multiple of the identity, and for a rank-deficient Gram (lambda_min = 0) it is lambda_1,
+whose gradient is that of the authors' penalty without its estimator noise. Its batch
+reduction is the mean, and ``scale`` (config ``loss.of_paper_scale``) calibrates it against
+the authors' O.F.: their sum / (B/32) is 32x a mean, and their one-step estimator's gradient
+per sample is heavy-tailed, 3-5x the exact eigenvalue gradient in the median / geometric
+mean on random post-ReLU 1024 x 24*8 maps (its whole-batch norm is dominated by the worst
+sample and grows with B, so it is no basis for a calibration). The default 128 = 32 x 4
+puts our per-sample gradient at 1.3x their median and 0.8x their geometric mean
+(``benchmarks/svdo_magnitude.py`` prints the table; docs/paper-vs-official.md discusses it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import torch
 from torch import Tensor
+
+from abdnet.config import GramNorm, SVDOForm
 
 __all__ = [
     "ExtremeEigs",
     "power_iteration",
     "power_iteration_eigs",
     "gram_extreme_eigs",
+    "official_extreme_eigs",
     "svdo_penalty",
     "of_penalty",
     "ow_penalty",
@@ -93,8 +126,9 @@ __all__ = [
     "GRAM_NORMS",
 ]
 
-SVDO_FORMS = ("paper", "official")
-GRAM_NORMS = ("spatial", "none")
+SVDO_FORMS: tuple[str, ...] = get_args(SVDOForm)
+GRAM_NORMS: tuple[str, ...] = get_args(GramNorm)
+OFFICIAL_STARTS = ("normal", "uniform")
 
 # Below this a norm is treated as zero (the vector is the zero vector).
 _TINY = 1e-30
@@ -294,6 +328,98 @@ def gram_extreme_eigs(F: Tensor, iters: int = 2) -> ExtremeEigs:
     return ExtremeEigs(lam_max.reshape(batch_shape), lam_min.reshape(batch_shape))
 
 
+class _OneStepRayleigh(torch.autograd.Function):
+    """The authors' estimator on ``A = F F^T``, ``F`` (B, r, c), from the start rows ``S``
+    (B, 2, r) (``x0``, ``z0``) -> lambda_1, lambda_min (B,), with a one-product backward.
+
+    Forward (matrix-free, row vectors on the left of each product, the fast GEMM shape):
+    ``x1 = A x0``, ``lambda_1 = ||F^T x1||^2 / ||x1||^2``; ``y1 = A z0 - lambda_1 z0``,
+    ``lambda_min = ||F^T y1||^2 / ||y1||^2`` (their shifted estimate plus lambda_1, written as
+    the Rayleigh quotient of ``A`` it equals: inside the spectrum even when ``y1`` is mostly
+    rounding error, for ``A`` close to a multiple of I).
+    Backward: ``F`` enters through the products ``S F``, ``P F^T``, ``x1 F`` and ``y1 F``, so
+    ``dL/dF`` is a sum of four low-rank terms, formed by one (r x 6)(6 x c) product instead of
+    autograd's four outer products and three Gram-sized additions. Lambda_1 is not detached
+    in the shift: its gradient flows through ``y1`` as in their code.
+    """
+
+    @staticmethod
+    def forward(ctx, F: Tensor, S: Tensor):  # type: ignore[override]
+        P = S @ F  # (B, 2, c): (F^T x0)^T, (F^T z0)^T
+        Q = P @ F.transpose(1, 2)  # (B, 2, r): (A x0)^T, (A z0)^T
+        x1 = Q[:, :1]  # (B, 1, r)
+        u = x1 @ F  # (B, 1, c)
+        b = x1.square().sum((1, 2)).clamp_min(_TINY)  # (B,)
+        lam_max = u.square().sum((1, 2)) / b
+        y1 = Q[:, 1:] - lam_max.view(-1, 1, 1) * S[:, 1:]  # (B, 1, r): ((A - lambda_1 I) z0)^T
+        w = y1 @ F  # (B, 1, c)
+        f = y1.square().sum((1, 2)).clamp_min(_TINY)  # (B,)
+        lam_min = w.square().sum((1, 2)) / f
+        ctx.save_for_backward(F, S, P, x1, u, y1, w, b, f, lam_max, lam_min)
+        return lam_max, lam_min
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_max: Tensor | None, g_min: Tensor | None):  # type: ignore[override]
+        F, S, P, x1, u, y1, w, b, f, lam_max, lam_min = ctx.saved_tensors
+        g_max = torch.zeros_like(lam_max) if g_max is None else g_max
+        g_min = torch.zeros_like(lam_min) if g_min is None else g_min
+        Ft = F.transpose(1, 2)  # (B, c, r)
+        # lambda_min = ||w||^2 / ||y1||^2, w = y1 F
+        dw = (2 * g_min / f).view(-1, 1, 1) * w  # (B, 1, c)
+        dy1 = dw @ Ft - (2 * g_min * lam_min / f).view(-1, 1, 1) * y1  # (B, 1, r)
+        # y1 = (A z0)^T - lambda_1 z0^T: lambda_1 also gets the shift's gradient
+        d_max = g_max - (dy1 * S[:, 1:]).sum((1, 2))  # (B,)
+        # lambda_1 = ||u||^2 / ||x1||^2, u = x1 F
+        du = (2 * d_max / b).view(-1, 1, 1) * u  # (B, 1, c)
+        dx1 = du @ Ft - (2 * d_max * lam_max / b).view(-1, 1, 1) * x1  # (B, 1, r)
+        dQ = torch.cat([dx1, dy1], 1)  # (B, 2, r)
+        dP = dQ @ F  # (B, 2, c): Q = P F^T
+        left = torch.cat([y1, x1, dQ, S], 1)  # (B, 6, r)
+        right = torch.cat([dw, du, P, dP], 1)  # (B, 6, c)
+        return left.transpose(1, 2) @ right, None  # (B, r, c)
+
+
+def _one_step_rayleigh(F: Tensor, x0: Tensor, z0: Tensor) -> ExtremeEigs:
+    """The authors' estimator on ``A = F F^T`` for ``F`` (B, r, c), starts ``x0``, ``z0`` (B, r, 1):
+    lambda_1 = x1^T A x1 / x1^T x1 with x1 = A x0; lambda_min = their estimate on
+    ``A - lambda_1 I`` from ``z0``, plus lambda_1 (see ``_OneStepRayleigh``).
+    """
+    S = torch.cat([x0, z0], -1).transpose(1, 2)  # (B, 2, r): x0^T, z0^T
+    lam_max, lam_min = _OneStepRayleigh.apply(F, S)
+    return ExtremeEigs(lam_max, lam_min)
+
+
+def _official_starts(batch: int, n: int, start: str, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The two fresh start vectors (B, n, 1) of the authors' estimator, lambda_1's first."""
+    draw = torch.randn if start == "normal" else torch.rand
+    x0 = draw(batch, n, 1, device=device, dtype=torch.float32)
+    z0 = draw(batch, n, 1, device=device, dtype=torch.float32)
+    return x0, z0
+
+
+def official_extreme_eigs(F: Tensor, *, start: str = "normal") -> ExtremeEigs:
+    """Extreme eigenvalues of ``F F^T`` (r x r) for ``F`` (..., r, c) as the authors' code
+    estimates them: one product from a fresh random start, then a Rayleigh quotient, and the
+    same on the shifted Gram (see the module docstring).
+
+    ``start``: ``"normal"`` (their O.F.) or ``"uniform"`` in [0, 1) (their O.W.); draws two
+    (B, r, 1) tensors, lambda_1's first. Float32, autocast off, differentiable w.r.t. ``F``.
+    """
+    if start not in OFFICIAL_STARTS:
+        raise ValueError(f"start: expected one of {OFFICIAL_STARTS}, got {start!r}")
+    if F.dim() < 2:
+        raise ValueError(
+            f"official_extreme_eigs: expected matrices (..., r, c), got {tuple(F.shape)}"
+        )
+    batch_shape, (r, c) = F.shape[:-2], F.shape[-2:]
+    with _fp32_no_autocast(F.device):
+        A = F.float().reshape(-1, r, c)  # (B, r, c)
+        x0, z0 = _official_starts(A.shape[0], r, start, F.device)
+        eigs = _one_step_rayleigh(A, x0, z0)
+    return ExtremeEigs(eigs.lam_max.reshape(batch_shape), eigs.lam_min.reshape(batch_shape))
+
+
 def svdo_penalty(F: Tensor, *, iters: int = 2, squared: bool = True, beta: float = 1.0) -> Tensor:
     """Eq. (4) per matrix: ``beta * (lambda_1(F F^T) - lambda_min(F F^T))^2``.
 
@@ -310,28 +436,55 @@ def _check_form(form: str) -> None:
         raise ValueError(f"svdo_form: expected one of {SVDO_FORMS}, got {form!r}")
 
 
+def _map_rows(fmap: Tensor) -> Tensor:
+    """``fmap`` (B, C, H, W) as ``F`` (B, C, N), N = H*W, copy-free for channels_last maps."""
+    B, C, H, W = fmap.shape
+    if not fmap.is_contiguous() and fmap.is_contiguous(memory_format=torch.channels_last):
+        # channels_last memory is (B, H, W, C): a transposed view instead of a copy
+        return fmap.permute(0, 2, 3, 1).reshape(B, H * W, C).transpose(1, 2)  # (B, C, N)
+    return fmap.reshape(B, C, H * W)  # (B, C, N)
+
+
+def _paper_of_term(F: Tensor, iters: int, gram_norm: str) -> Tensor:
+    """Eq. (4) per sample of ``F`` (B, C, N) with the Gram normalization ``gram_norm`` -> (B,)."""
+    if gram_norm == "spatial":
+        # F F^T / N == (F / sqrt(N)) (F / sqrt(N))^T
+        return svdo_penalty(F.float() * F.shape[-1] ** -0.5, iters=iters, squared=True)
+    if gram_norm == "none":
+        return svdo_penalty(F, iters=iters, squared=True)
+    # "relative": eq. (4) on F F^T / sqrt(lambda_1) = (lambda_1 - lambda_min)^2 / lambda_1
+    eigs = gram_extreme_eigs(F, iters)
+    spread = eigs.lam_max - eigs.lam_min
+    return spread * spread / eigs.lam_max.clamp_min(_TINY)
+
+
 def of_penalty(
     maps: Iterable[tuple[str, Tensor, float]],
     *,
     iters: int = 2,
     form: str = "paper",
-    gram_norm: str = "spatial",
+    gram_norm: str = "relative",
+    scale: float = 1.0,
 ) -> Tensor:
     """L_OF of eq. (6) (without beta_OF): SVDO on feature maps, summed over positions.
 
-    ``maps``: ``(name, map (B, C, H, W), weight)`` as in ``ModelOutput.of_maps``. Each map
-    becomes ``F`` (B, C, N) and eq. (4) is taken on each sample's ``F F^T`` (C x C).
-    - ``form="paper"``: ``weight * mean_b (lambda_1 - lambda_min)^2`` ("batch-wise": the mean
-      over the batch), on ``F F^T / N`` if ``gram_norm="spatial"`` (default, see the module
-      docstring for why) or on the raw ``F F^T`` if ``"none"`` (eq. 4 literally).
+    ``maps``: ``(name, map (B, C, H, W), weight)`` as the model gives them. Each map becomes
+    ``F`` (B, C, N) and eq. (4) is taken on each sample's ``F F^T`` (C x C).
+    - ``form="paper"``: ``scale * weight * mean_b penalty_b`` with eq. (4) from ``iters``
+      steps of eq. (5) on the Gram normalized by ``gram_norm``: ``"relative"`` (default,
+      ``(lambda_1 - lambda_min)^2 / lambda_1``), ``"spatial"`` (``F F^T / N``) or ``"none"``
+      (the raw ``F F^T``, eq. 4 literally). See the module docstring for why and for ``scale``.
     - ``form="official"``: the authors' code: ``weight * sum_b (lambda_1 - lambda_min) / (B/32)``
-      on the raw ``F F^T`` (``gram_norm`` is ignored); its 0.01 for the shallow map is the
-      map's weight.
+      with their one-step estimator (``official_extreme_eigs``, normal starts) on the raw
+      ``F F^T``; ``iters``, ``gram_norm`` and ``scale`` do not apply. Their 0.01 for the shallow
+      map and their mean over stripes are the maps' weights.
     Returns a float32 scalar (0 if there are no maps).
     """
     _check_form(form)
     if gram_norm not in GRAM_NORMS:
         raise ValueError(f"of_gram_norm: expected one of {GRAM_NORMS}, got {gram_norm!r}")
+    if not scale >= 0:
+        raise ValueError(f"of_paper_scale: expected a number >= 0, got {scale!r}")
     total: Tensor | None = None
     for entry in maps:
         if len(entry) != 3:
@@ -343,19 +496,12 @@ def of_penalty(
             raise ValueError(
                 f"of_maps[{name!r}]: expected a (B, C, H, W) map, got {tuple(fmap.shape)}"
             )
-        B, C, H, W = fmap.shape
-        if not fmap.is_contiguous() and fmap.is_contiguous(memory_format=torch.channels_last):
-            # channels_last memory is (B, H, W, C): a transposed view instead of a copy
-            F = fmap.permute(0, 2, 3, 1).reshape(B, H * W, C).transpose(1, 2)  # (B, C, N)
-        else:
-            F = fmap.reshape(B, C, H * W)  # (B, C, N)
+        F = _map_rows(fmap)  # (B, C, N)
         if form == "paper":
-            if gram_norm == "spatial":
-                # F F^T / N == (F / sqrt(N)) (F / sqrt(N))^T
-                F = F.float() * (H * W) ** -0.5
-            term = svdo_penalty(F, iters=iters, squared=True).mean()
+            term = scale * _paper_of_term(F, iters, gram_norm).mean()
         else:
-            term = svdo_penalty(F, iters=iters, squared=False).sum() / (B / _OFFICIAL_OF_BATCH)
+            eigs = official_extreme_eigs(F, start="normal")
+            term = (eigs.lam_max - eigs.lam_min).sum() / (F.shape[0] / _OFFICIAL_OF_BATCH)
         term = weight * term
         total = term if total is None else total + term
     if total is None:
@@ -386,26 +532,49 @@ def ow_penalty(weights: Sequence[Tensor], *, iters: int = 2, form: str = "paper"
 
     A conv weight (out, in, k, k) (or linear (out, in)) is reshaped to ``W`` (in*k*k, out) and
     eq. (4) is taken on ``W^T W`` (out x out); the per-layer penalties are *summed*, as the
-    authors' code does (the paper does not say). ``form="official"`` multiplies by 10 (the
-    code's ``10 * beta * (lambda_1 - lambda_min)^2``). Layers of equal shape are batched.
+    authors' code does (the paper does not say).
+    - ``form="paper"``: ``(lambda_1 - lambda_min)^2`` from ``iters`` steps of eq. (5); layers
+      of equal shape are batched.
+    - ``form="official"``: the authors' code: ``10 * (lambda_1 - lambda_min)^2`` with their
+      one-step estimator (``official_extreme_eigs``, uniform starts) on ``W^T W``, layer by
+      layer; a layer with one filter contributes 0 (their code skips it).
     Returns a float32 scalar (0 if there are no weights).
     """
     _check_form(form)
-    groups: dict[tuple[int, ...], list[Tensor]] = {}
     for i, w in enumerate(weights):
         if w.dim() < 2:
             raise ValueError(
                 f"ow_weights[{i}]: expected a conv/linear weight (out, in, ...), got {tuple(w.shape)}"
             )
-        groups.setdefault(tuple(w.shape), []).append(w)
-    total: Tensor | None = None
-    for ws in groups.values():
-        # W^T W in the paper's (in*k*k, out) layout is F F^T for F = weight.view(out, -1).
-        F = torch.stack([_weight_rows(w) for w in ws])  # (L, out, in*k*k)
-        term = svdo_penalty(F, iters=iters, squared=True).sum()
-        total = term if total is None else total + term
-    if total is None:
+    terms = _official_ow_terms(weights) if form == "official" else _paper_ow_terms(weights, iters)
+    if not terms:
         return torch.zeros((), dtype=torch.float32)
-    if form == "official":
-        total = _OFFICIAL_OW_SCALE * total
-    return total
+    total = torch.stack(terms).sum()
+    return _OFFICIAL_OW_SCALE * total if form == "official" else total
+
+
+def _paper_ow_terms(weights: Sequence[Tensor], iters: int) -> list[Tensor]:
+    groups: dict[tuple[int, ...], list[Tensor]] = {}
+    for w in weights:
+        groups.setdefault(tuple(w.shape), []).append(w)
+    # W^T W in the paper's (in*k*k, out) layout is F F^T for F = weight.view(out, -1).
+    return [
+        svdo_penalty(torch.stack([_weight_rows(w) for w in ws]), iters=iters, squared=True).sum()
+        for ws in groups.values()  # (L, out, in*k*k) per group
+    ]
+
+
+def _official_ow_terms(weights: Sequence[Tensor]) -> list[Tensor]:
+    terms = []
+    for w in weights:
+        out = w.shape[0]
+        if out == 1:
+            continue
+        with _fp32_no_autocast(w.device):
+            # Their starts are (out, 1) per layer; a batch of one draws the same numbers.
+            x0, z0 = _official_starts(1, out, "uniform", w.device)
+            F = _weight_rows(w).float().unsqueeze(0)  # (1, out, in*k*k)
+            eigs = _one_step_rayleigh(F, x0, z0)
+        spread = eigs.lam_max - eigs.lam_min
+        terms.append((spread * spread).sum())
+    return terms
