@@ -122,6 +122,11 @@ class DataConfig:
     batch_size: int = 64  # P*K (paper: 16 ids x 4)
     workers: int = -1  # DataLoader workers; -1 picks min(8, cpus - 1)
     val_fraction: float = 0.0  # share of training identities held out for model selection
+    # brightness, contrast, saturation, hue of the colour jitter (used when color_jitter is on)
+    color_jitter_strength: tuple[float, ...] = (0.2, 0.15, 0.1, 0.0)
+    grayscale_p: float = 0.0  # probability of turning a training image grey (all 3 channels)
+    # per-channel gains ~ U(1 - g, 1 + g) on training images (another camera's white balance)
+    channel_gain: float = 0.0
 
 
 @dataclass(frozen=True)

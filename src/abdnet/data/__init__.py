@@ -16,7 +16,13 @@ from .parsers import (
 )
 from .sampler import RandomIdentitySampler
 from .synthetic import SyntheticReID, write_synthetic
-from .transforms import RandomErasing, RandomTranslate, build_test_transform, build_train_transform
+from .transforms import (
+    RandomChannelGain,
+    RandomErasing,
+    RandomTranslate,
+    build_test_transform,
+    build_train_transform,
+)
 
 __all__ = [
     "DATASET_NAMES",
@@ -24,6 +30,7 @@ __all__ = [
     "DatasetError",
     "ImageDataset",
     "ImageRecord",
+    "RandomChannelGain",
     "RandomErasing",
     "RandomIdentitySampler",
     "RandomTranslate",
