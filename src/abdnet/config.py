@@ -154,6 +154,10 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     milestones: tuple[int, ...] = (30, 40)  # epochs (of step 2) where the LR is multiplied by gamma
     gamma: float = 0.1
+    # step-2 learning-rate curve: "step" (x gamma at each milestone) or "cosine" (half a
+    # cosine from lr down to lr * gamma at the last epoch; milestones unused)
+    lr_schedule: str = "step"
+    warmup_epochs: int = 0  # first step-2 epochs ramp linearly up to the curve above
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,13 @@ from abdnet.engine.checkpoint import (
 from abdnet.engine.distributed import DistContext, init_distributed, wrap_ddp
 from abdnet.engine.evaluate import EvalReport, evaluate_model, extract_features
 from abdnet.engine.precision import Precision, choose_precision, cpu_has_native_bf16, resolve_device
-from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
+from abdnet.engine.schedule import (
+    LR_SCHEDULES,
+    EpochPlan,
+    TransferSchedule,
+    apply_freeze,
+    set_learning_rate,
+)
 from abdnet.engine.trainer import (
     StepLosses,
     TrainResult,
@@ -50,6 +56,7 @@ __all__ = [
     "choose_precision",
     "cpu_has_native_bf16",
     "resolve_device",
+    "LR_SCHEDULES",
     "EpochPlan",
     "TransferSchedule",
     "apply_freeze",
