@@ -97,7 +97,7 @@ def test_variant_builds_intended_model(name):
     assert len(model.ow_weights()) == (total + layer4 if ow else 0)
     model.train()
     out = model(torch.randn(2, 3, 64, 32))
-    assert [name for name, _, _ in out.of_maps] == of_pos
+    assert [name for name, _, _ in out.features.of_terms(cfg.model.of_positions)] == of_pos
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
@@ -109,14 +109,14 @@ def test_yaml_rows_agree_with_the_variant_table(name):
     assert config_to_dict(from_yaml.loss) == config_to_dict(expected.loss)
 
 
-def _result(name, top1, paper=True):
+def _result(name, rank1, paper=True):
     v = VARIANTS[name]
     return VariantResult(
         name=name,
         label=v.label,
-        top1=top1,
-        top5=0.9,
-        top10=0.95,
+        rank1=rank1,
+        rank5=0.9,
+        rank10=0.95,
         mAP=0.5,
         mINP=0.25,
         train_seconds=12.5,
@@ -133,9 +133,9 @@ def test_tables_well_formed(tmp_path):
     assert header[:8] == [
         "variant",
         "name",
-        "top-1",
-        "top-5",
-        "top-10",
+        "rank1",
+        "rank5",
+        "rank10",
         "mAP",
         "mINP",
         "train time (s)",
@@ -194,7 +194,7 @@ def test_two_variant_ablation_writes_tables_and_resumes(tmp_path):
         # training time: the epochs' own times, both sessions of the resumed run
         per_epoch = {json.loads(ln)["epoch"]: json.loads(ln)["seconds"] for ln in lines}
         assert r.train_seconds == pytest.approx(sum(per_epoch.values()))
-        assert (r.top1, r.mAP, r.mINP) == (
+        assert (r.rank1, r.mAP, r.mINP) == (
             last["test"]["rank1"],
             last["test"]["mAP"],
             last["test"]["mINP"],

@@ -36,6 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from abdnet.config import Config, LossConfig, config_from_dict, config_to_dict, dump_config
+from abdnet.data import build_dataset
+from abdnet.engine import evaluate_model, resolve_device, train
+from abdnet.evaluation import RankResult
+from abdnet.files import atomic_write
+from abdnet.layout import RunLayout
+from abdnet.models import load_model
 
 __all__ = [
     "Variant",
@@ -54,7 +60,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RESULT_FILE = "ablation_result.json"  # in DIR/<variant>/; its presence marks a finished variant
+RESULT_FILE = "ablation_result.json"
+METRIC_NAMES = (
+    "rank1",
+    "rank5",
+    "rank10",
+    "mAP",
+    "mINP",
+)  # RankResult field names  # in DIR/<variant>/; its presence marks a finished variant
 
 
 @dataclass(frozen=True)
@@ -72,7 +85,7 @@ class Variant:
     ow: bool = False
     svd_layer: bool = False
     triplet: bool = False  # False: "(XE)", beta_tr = 0
-    # Table 1 numbers of the paper: (Market top-1, Market mAP, Duke top-1, Duke mAP) in %.
+    # Table 1 numbers of the paper: (Market rank1, Market mAP, Duke rank1, Duke mAP) in %.
     paper: tuple[float, float, float, float] | None = None
     note: str = ""
 
@@ -223,9 +236,9 @@ class VariantResult:
 
     name: str
     label: str
-    top1: float
-    top5: float
-    top10: float
+    rank1: float
+    rank5: float
+    rank10: float
     mAP: float
     mINP: float
     train_seconds: float
@@ -259,49 +272,20 @@ def read_result(run_dir: str | Path) -> VariantResult | None:
         ) from exc
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def _metrics_from(obj: Any) -> dict[str, float]:
-    """top-1/5/10, mAP, mINP from an EvalReport / RankResult (``cmc``, ``mAP``, ``mINP``) or
-    from the trainer's test dict (``rank1``, ``rank5``, ``rank10``, ``mAP``, ``mINP``)."""
-    if isinstance(obj, dict):
-        try:
-            return {
-                "top1": float(obj["rank1"]),
-                "top5": float(obj["rank5"]),
-                "top10": float(obj["rank10"]),
-                "mAP": float(obj["mAP"]),
-                "mINP": float(obj["mINP"]),
-            }
-        except KeyError as exc:
-            raise ValueError(f"test metrics lack {exc}") from None
-    inner = getattr(obj, "result", None)
-    if inner is not None and hasattr(inner, "cmc"):
-        obj = inner
-    cmc = getattr(obj, "cmc", None)
-    if cmc is None:
-        raise ValueError(f"cannot read CMC/mAP from {type(obj).__name__}")
-
-    def at(k: int) -> float:
-        return float(cmc[min(k, len(cmc)) - 1])
-
-    return {
-        "top1": at(1),
-        "top5": at(5),
-        "top10": at(10),
-        "mAP": float(obj.mAP),
-        "mINP": float(obj.mINP),
-    }
+def _metrics_from(obj: RankResult | dict[str, Any]) -> dict[str, float]:
+    """rank-1/5/10, mAP, mINP from a RankResult or a metrics dict with the same names (the
+    trainer's test record)."""
+    d = obj.to_dict() if isinstance(obj, RankResult) else obj
+    try:
+        return {k: float(d[k]) for k in METRIC_NAMES}
+    except KeyError as exc:
+        raise ValueError(f"test metrics lack {exc}") from None
 
 
 def _training_seconds(run_dir: Path) -> float | None:
     """Sum of the per-epoch training times in the run's ``metrics.jsonl`` (all sessions of a
     resumed run; a re-run epoch counts once), or None without that file."""
-    path = run_dir / "metrics.jsonl"
+    path = RunLayout(run_dir).metrics
     if not path.is_file():
         return None
     per_epoch: dict[Any, float] = {}
@@ -316,32 +300,18 @@ def _training_seconds(run_dir: Path) -> float | None:
 
 
 def _default_train(cfg: Config, out_dir: Path, resume: bool) -> Any:
-    from abdnet.engine import train
-
     return train(cfg, out_dir, resume=resume)
 
 
 def _default_evaluate(cfg: Config, run_dir: Path) -> dict[str, float]:
     """Test-set numbers of the run's kept model (best if there is one, else last)."""
-    import torch
-
-    from abdnet.data import build_dataset
-    from abdnet.engine import evaluate_model
-    from abdnet.models.io import load_model
-
-    loaded = load_model(run_dir)
-    device = torch.device("cpu")
-    if cfg.train.device not in ("auto", "cpu") or (
-        cfg.train.device == "auto" and torch.cuda.is_available()
-    ):
-        device = torch.device("cuda" if cfg.train.device == "auto" else cfg.train.device)
-    model = loaded.model.to(device).eval()
-    report = evaluate_model(model, build_dataset(cfg.data), cfg.eval, cfg.data, device)
-    return _metrics_from(report)
+    device = resolve_device(cfg.train.device)
+    model = load_model(run_dir).model.to(device)
+    return _metrics_from(evaluate_model(model, build_dataset(cfg.data), cfg.eval, cfg.data, device))
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / "checkpoints" / "last").exists()
+    return RunLayout(run_dir).checkpoint("last").exists()
 
 
 def _run_one(
@@ -383,9 +353,9 @@ def _run_one(
         train_seconds=seconds,
         run_dir=str(run_dir),
         paper=variant.paper,
-        **{k: float(metrics[k]) for k in ("top1", "top5", "top10", "mAP", "mINP")},
+        **{k: float(metrics[k]) for k in METRIC_NAMES},
     )
-    _write_json_atomic(run_dir / RESULT_FILE, vr.to_json())
+    atomic_write(run_dir / RESULT_FILE, json.dumps(vr.to_json(), indent=2))
     return vr
 
 
@@ -470,15 +440,15 @@ def _paper_cells(p: tuple[float, float, float, float] | None) -> list[str]:
 TABLE_HEADER = [
     "variant",
     "name",
-    "top-1",
-    "top-5",
-    "top-10",
+    "rank1",
+    "rank5",
+    "rank10",
     "mAP",
     "mINP",
     "train time (s)",
-    "paper Market top-1",
+    "paper Market rank1",
     "paper Market mAP",
-    "paper Duke top-1",
+    "paper Duke rank1",
     "paper Duke mAP",
 ]
 
@@ -490,9 +460,9 @@ def write_tables(results: Sequence[VariantResult], out_dir: str | Path) -> dict[
         [
             r.label,
             r.name,
-            _pct(r.top1),
-            _pct(r.top5),
-            _pct(r.top10),
+            _pct(r.rank1),
+            _pct(r.rank5),
+            _pct(r.rank10),
             _pct(r.mAP),
             _pct(r.mINP),
             f"{r.train_seconds:.1f}",
@@ -532,19 +502,23 @@ def _bar_chart(results: Sequence[VariantResult], path: Path) -> None:
     h = 0.26
     fig, ax = plt.subplots(figsize=(10, 2.4 + 0.6 * len(results)))
     for i, (key, name, colour) in enumerate(
-        (("top1", "top-1", "tab:blue"), ("mAP", "mAP", "tab:orange"), ("mINP", "mINP", "tab:green"))
+        (
+            ("rank1", "rank-1", "tab:blue"),
+            ("mAP", "mAP", "tab:orange"),
+            ("mINP", "mINP", "tab:green"),
+        )
     ):
         vals = [100.0 * getattr(r, key) for r in results]
         ax.barh(y + (i - 1) * h, vals, height=h, color=colour, label=f"ours {name}")
     pm = [r.paper[0] if r.paper else np.nan for r in results]
     pa = [r.paper[1] if r.paper else np.nan for r in results]
-    ax.scatter(pm, y - h, marker="|", s=200, color="navy", label="paper Market top-1", zorder=3)
+    ax.scatter(pm, y - h, marker="|", s=200, color="navy", label="paper Market rank1", zorder=3)
     ax.scatter(pa, y, marker="|", s=200, color="saddlebrown", label="paper Market mAP", zorder=3)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
     ax.set_xlabel("%")
-    ax.set_title("Table 1 ablation: test-set top-1 / mAP / mINP")
+    ax.set_title("Table 1 ablation: test-set rank1 / mAP / mINP")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=5, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100, bbox_inches="tight")  # keeps the legend below the axes

@@ -88,7 +88,9 @@ def test_eval_json_matches_brute_force(small_run, capsys):
     model = loaded.model.eval()
     with torch.no_grad():
         feats = {
-            name: torch.stack([model(tf(ds.read_image(r))[None])[0] for r in recs]).numpy()
+            name: torch.stack(
+                [model(tf(ds.read_image(r))[None]).embedding[0] for r in recs]
+            ).numpy()
             for name, recs in (("q", ds.query), ("g", ds.gallery))
         }
     qp, gp = np.array([r.pid for r in ds.query]), np.array([r.pid for r in ds.gallery])

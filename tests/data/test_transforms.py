@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from abdnet.config import DataConfig
+from abdnet.config import ConfigError, DataConfig, config_from_dict
 from abdnet.data import (
     RandomChannelGain,
     RandomErasing,
@@ -135,6 +135,11 @@ def test_jitter_strength_and_new_probabilities_are_checked_by_name():
         build_train_transform(DataConfig(color_jitter_strength=(0.2, 0.1, 0.1)))
     with pytest.raises(ValueError, match=r"data.color_jitter_strength"):
         build_train_transform(DataConfig(color_jitter_strength=(0.2, 0.1, 0.1, 0.7)))
+    for bad in ([0.2, 0.1, 0.1], [0.2, 0.1, 0.1, 0.7], [-0.1, 0.1, 0.1, 0.1]):
+        with pytest.raises(ConfigError, match=r"data.color_jitter_strength"):
+            config_from_dict({"data": {"color_jitter_strength": bad}})
+    with pytest.raises(ConfigError, match=r"data.channel_gain"):
+        config_from_dict({"data": {"channel_gain": 1.0}})
     cfg = DataConfig(
         height=32, width=16, color_jitter=True, color_jitter_strength=(0.4, 0.4, 0.4, 0.1),
         channel_gain=0.2, grayscale_p=0.5,

@@ -51,12 +51,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--jobs: expected a positive number, got {args.jobs}")
     results = run_ablation(base, args.out, [v.name for v in chosen], jobs=args.jobs)
     print(
-        f"{'variant':30s} {'top-1':>7s} {'mAP':>7s} {'mINP':>7s} {'time s':>8s}   paper Market top-1/mAP"
+        f"{'variant':30s} {'rank1':>7s} {'mAP':>7s} {'mINP':>7s} {'time s':>8s}   paper Market rank1/mAP"
     )
     for r in results:
         paper = f"{r.paper[0]:.2f}/{r.paper[1]:.2f}" if r.paper else "-"
         print(
-            f"{r.label:30s} {100 * r.top1:7.2f} {100 * r.mAP:7.2f} {100 * r.mINP:7.2f} {r.train_seconds:8.1f}   {paper}"
+            f"{r.label:30s} {100 * r.rank1:7.2f} {100 * r.mAP:7.2f} {100 * r.mINP:7.2f} {r.train_seconds:8.1f}   {paper}"
         )
     print(f"wrote {args.out}/table.md, table.csv, table.png")
     return 0

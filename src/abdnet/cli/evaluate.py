@@ -29,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metric", choices=["euclidean", "cosine"], default=None, help="distance (default: config)"
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        default=None,
+        help="arithmetic of the forward passes (default: the run's eval.precision, fp32 unless "
+        "the config says otherwise, so the numbers match what training recorded)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -36,8 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from abdnet.data import build_dataset
-    from abdnet.engine import evaluate_model, resolve_device
-    from abdnet.models.io import load_model
+    from abdnet.engine import choose_precision, evaluate_model, resolve_device
+    from abdnet.models import load_model
 
     loaded = load_model(args.checkpoint)
     cfg = loaded.config
@@ -55,18 +62,38 @@ def run(args: argparse.Namespace) -> int:
         changes["metric"] = args.metric
     if args.batch_size:
         changes["batch_size"] = args.batch_size
+    if args.precision:
+        changes["precision"] = args.precision
     eval_cfg = dataclasses.replace(cfg.eval, **changes)
     device = resolve_device(args.device)
+    precision = choose_precision(device, eval_cfg.precision)
     dataset = build_dataset(data_cfg)
     model = loaded.model.to(device).eval()
-    report = evaluate_model(
-        model, dataset, eval_cfg, data_cfg, device, progress=not (args.no_progress or args.json)
-    )
-    d = report.to_dict()
+    bar = None
+    if not (args.no_progress or args.json):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(dataset.query) + len(dataset.gallery), desc="extract", leave=False)
+    try:
+        result = evaluate_model(
+            model,
+            dataset,
+            eval_cfg,
+            data_cfg,
+            device,
+            precision=precision,
+            progress=bar.update if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    d = result.to_dict()
+    d["precision"] = precision.name
     if args.json:
         print(json.dumps(d))
         return 0
     print(f"{dataset.name}: {d['num_query']} queries, {d['num_gallery']} gallery images")
+    print(f"  precision {precision.name} ({precision.reason})")
     print(f"  mAP    {100 * d['mAP']:6.2f}%")
     print(f"  mINP   {100 * d['mINP']:6.2f}%")
     for k in (1, 5, 10):

@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="stop after N epochs in total (resume later to finish the schedule)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a run already in --out (its config, checkpoints and metrics are deleted)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -48,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.resume:
-        if args.config or args.data or args.overrides or args.out:
+        if args.config or args.data or args.overrides or args.out or args.force:
             raise ValueError(
                 "--resume RUN takes its config from RUN/config.yaml; "
-                "do not combine it with --config/--data/--set/--out"
+                "do not combine it with --config/--data/--set/--out/--force"
             )
         result = train(
             None, args.resume, resume=True, progress=progress, max_epochs=args.max_epochs
@@ -64,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
             # the data set changes, the input size/augmentation of the config stay
             data = dataclasses.replace(cfg.data, name="auto", root=str(args.data))
             cfg = dataclasses.replace(cfg, data=data)
-        result = train(cfg, args.out, progress=progress, max_epochs=args.max_epochs)
+        result = train(
+            cfg, args.out, force=args.force, progress=progress, max_epochs=args.max_epochs
+        )
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
     summary = {

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .images import read_image
+
 __all__ = [
     "ImageRecord",
     "ReIDDataset",
@@ -76,11 +78,7 @@ class ReIDDataset:
         """The record's image as an RGB ``PIL.Image``."""
         if self.image_source is not None:
             return self.image_source(record.path)
-        try:
-            with Image.open(record.path) as img:
-                return img.convert("RGB")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image file not found: {record.path}") from None
+        return read_image(record.path)
 
     def split_counts(self) -> dict[str, tuple[int, int, int]]:
         """``split -> (images, identities, cameras)``."""

@@ -30,13 +30,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from abdnet.config import DataConfig, SyntheticConfig
+from abdnet.config import DataConfig, DatasetName, SyntheticConfig, choices
 
 from .dataset import DatasetError, ImageRecord, ReIDDataset, make_dataset
+from .images import IMAGE_EXTENSIONS
+from .synthetic import SYNTHETIC_MARKER, SyntheticReID
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "SYNTHETIC_MARKER",
     "DATASET_NAMES",
     "parse_market1501",
     "parse_dukemtmc",
@@ -50,10 +50,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-# File written by ``write_synthetic`` next to the Market-1501 folders.
-SYNTHETIC_MARKER = "ABDNET_SYNTHETIC.json"
-DATASET_NAMES = ("synthetic", "market1501", "dukemtmcreid", "msmt17", "folder", "csv")
+# The named layouts (``data.name``; "auto" detects one of them).
+DATASET_NAMES = tuple(n for n in choices(DatasetName) if n != "auto")
 
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+$")
 _DUKE_NAME = re.compile(r"^(-?\d+)_c(\d+)_f\d+$")
@@ -341,8 +339,6 @@ def open_dataset(name_or_root: str | Path, **kw: Any) -> ReIDDataset:
             )
         return _parse(kind, where, **kw)
     if name == "synthetic":
-        from .synthetic import SyntheticReID
-
         kw.pop("root", None)
         config = kw.pop("config", None)
         if config is None:

@@ -35,7 +35,9 @@ from PIL import Image, ImageFilter
 from abdnet.config import SyntheticConfig
 
 from .dataset import ImageRecord, ReIDDataset, make_dataset
-from .parsers import SYNTHETIC_MARKER
+
+# The file `abdnet synth` writes at the root of a set; layout detection looks for it.
+SYNTHETIC_MARKER = "ABDNET_SYNTHETIC.json"
 
 __all__ = ["SyntheticReID", "write_synthetic"]
 

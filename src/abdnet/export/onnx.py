@@ -42,7 +42,7 @@ import torch
 import yaml
 from torch import nn
 
-from abdnet.config import Config, ConfigError, DataConfig, config_from_dict, dump_config
+from abdnet.config import Config, ConfigError, DataConfig, config_from_dict, dump_config, load_yaml
 from abdnet.models.io import LoadedModel, load_model
 
 __all__ = [
@@ -88,9 +88,9 @@ class EmbeddingGraph(nn.Module):
         self.flip = flip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
-        f = self.model(x)  # (B, D)
+        f = self.model(x).embedding  # (B, D)
         if self.flip:
-            f = (f + self.model(torch.flip(x, dims=[3]))) / 2
+            f = (f + self.model(torch.flip(x, dims=[3])).embedding) / 2
         return f
 
 
@@ -265,7 +265,7 @@ class OnnxEmbedder:
         md = self.metadata
         try:
             if "config" in md:
-                return config_from_dict(yaml.safe_load(md["config"]))
+                return config_from_dict(load_yaml(md["config"]))
             data = DataConfig(
                 height=int(md["input_height"]),
                 width=int(md["input_width"]),

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_images", "parse_labels"]
+from abdnet.data.images import IMAGE_EXTENSIONS, parse_reid_name
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-# Market-1501 "0002_c1s1_000451_03.jpg" and DukeMTMC-reID "0001_c2_f0046182.jpg" both start
-# with "<pid>_c<camera>"; cameras are numbered from 1 in the names, from 0 in abdnet.
-_LABELLED_NAME = re.compile(r"^(-?\d+)_c(\d+)")
+__all__ = ["collect_images", "parse_labels"]
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[str]:
@@ -45,9 +40,9 @@ def parse_labels(paths: Iterable[str | Path]) -> tuple[np.ndarray, np.ndarray] |
     """
     pids, camids = [], []
     for p in paths:
-        m = _LABELLED_NAME.match(Path(p).name)
-        if m is None:
+        label = parse_reid_name(p)
+        if label is None:
             return None
-        pids.append(int(m.group(1)))
-        camids.append(int(m.group(2)) - 1)
+        pids.append(label[0])
+        camids.append(label[1])
     return np.asarray(pids, dtype=np.int64), np.asarray(camids, dtype=np.int64)
