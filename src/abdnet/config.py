@@ -43,6 +43,7 @@ __all__ = [
     "GramNorm",
     "OptimizerName",
     "DecayScope",
+    "LRSchedule",
     "PrecisionName",
     "Metric",
     "FlipMode",
@@ -110,6 +111,7 @@ SVDOForm = Literal["paper", "official"]
 GramNorm = Literal["relative", "spatial", "none"]
 OptimizerName = Literal["adam", "sgd"]
 DecayScope = Literal["weights", "all"]
+LRSchedule = Literal["step", "cosine"]
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 Metric = Literal["euclidean", "cosine"]
 FlipMode = Literal["raw", "normalized"]
@@ -207,6 +209,11 @@ class DataConfig:
     workers: Annotated[int, Range(ge=-1)] = -1  # DataLoader workers; -1 picks min(8, cpus - 1)
     # share of training identities held out as a validation query/gallery for model selection
     val_fraction: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.0
+    # brightness, contrast, saturation, hue of the colour jitter (used when color_jitter is on)
+    color_jitter_strength: tuple[Annotated[float, Range(ge=0.0)], ...] = (0.2, 0.15, 0.1, 0.0)
+    grayscale_p: Probability = 0.0  # probability of turning a training image grey (3 channels)
+    # per-channel gains ~ U(1 - g, 1 + g) on training images (another camera's white balance)
+    channel_gain: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.0
     # Unreadable image files (zero-byte, garbage, truncated; found when the data set is
     # loaded) are an error naming them all; true leaves them out and lists them in the run
     # folder's skipped_images.txt.
@@ -254,6 +261,10 @@ class OptimConfig:
     momentum: Probability = 0.9  # sgd only
     milestones: tuple[NonNegative, ...] = (30, 40)  # step-2 epochs where the LR is x gamma
     gamma: Annotated[float, Range(gt=0.0)] = 0.1  # LR decay factor at each milestone
+    # step-2 learning-rate curve: "step" (x gamma at each milestone) or "cosine" (half a
+    # cosine from lr down to lr * gamma at the last epoch; milestones unused)
+    lr_schedule: LRSchedule = "step"
+    warmup_epochs: NonNegative = 0  # first step-2 epochs ramp linearly up to the curve above
 
 
 @dataclass(frozen=True)
@@ -321,6 +332,13 @@ def _check_config(cfg: Config) -> None:
         raise ConfigError(
             f"data.mean / data.std: expected 3 values (R, G, B), got {len(d.mean)} / {len(d.std)}",
             "data.mean",
+        )
+    jitter = d.color_jitter_strength
+    if len(jitter) != 4 or jitter[3] > 0.5:
+        raise ConfigError(
+            "data.color_jitter_strength: expected 4 values (brightness, contrast, saturation, "
+            f"hue <= 0.5), got {list(jitter)}",
+            "data.color_jitter_strength",
         )
     m = cfg.optim.milestones
     if list(m) != sorted(set(m)):

@@ -76,3 +76,37 @@ def test_freeze_sets_requires_grad_and_bn_eval():
     apply_freeze(m, m.backbone.parameters(), frozen=False)
     assert all(p.requires_grad for p in m.parameters())
     assert all(mod.training for mod in m.modules())
+
+
+def test_cosine_schedule_with_warmup_against_the_formula():
+    import math
+
+    s = TransferSchedule(
+        TrainConfig(frozen_epochs=2, epochs=11),
+        OptimConfig(lr=1e-3, gamma=0.01, lr_schedule="cosine", warmup_epochs=3),
+        LossConfig(),
+    )
+    lrs = [s.plan(e).lr for e in range(13)]
+    assert lrs[:2] == [1e-3, 1e-3]  # step 1: constant
+    for e in range(11):  # step-2 epochs: cosine from lr (e = 0) to lr * gamma (e = 10)
+        curve = 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * e / 10))
+        ramp = (e + 1) / 4 if e < 3 else 1.0
+        assert lrs[2 + e] == pytest.approx(curve * ramp, rel=1e-12)
+    assert lrs[-1] == pytest.approx(1e-5, rel=1e-12)
+    assert all(a > b for a, b in zip(lrs[5:], lrs[6:]))  # decreasing after the warm-up
+
+
+def test_warmup_on_the_step_schedule_and_bad_values_named():
+    s = TransferSchedule(
+        TrainConfig(frozen_epochs=0, epochs=6),
+        OptimConfig(lr=2e-3, milestones=(4,), gamma=0.1, warmup_epochs=1),
+        LossConfig(),
+    )
+    assert [s.plan(e).lr for e in range(6)] == pytest.approx(
+        [1e-3, 2e-3, 2e-3, 2e-3, 2e-4, 2e-4], rel=1e-12
+    )
+    assert paper_schedule().plan(10).lr == 3e-4  # default: no warm-up, step schedule
+    with pytest.raises(ConfigError, match="optim.lr_schedule"):
+        config_from_dict({"optim": {"lr_schedule": "linear"}})
+    with pytest.raises(ConfigError, match="optim.warmup_epochs"):
+        config_from_dict({"optim": {"warmup_epochs": -1}})

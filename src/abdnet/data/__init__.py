@@ -33,7 +33,13 @@ from .parsers import (
 )
 from .sampler import RandomIdentitySampler
 from .synthetic import SYNTHETIC_MARKER, SyntheticReID, write_synthetic
-from .transforms import RandomErasing, RandomTranslate, build_test_transform, build_train_transform
+from .transforms import (
+    RandomChannelGain,
+    RandomErasing,
+    RandomTranslate,
+    build_test_transform,
+    build_train_transform,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -51,6 +57,7 @@ __all__ = [
     "DatasetError",
     "ImageDataset",
     "ImageRecord",
+    "RandomChannelGain",
     "RandomErasing",
     "RandomIdentitySampler",
     "RandomTranslate",

@@ -4,6 +4,11 @@ Training (section 4.2 of the paper): resize to ``height x width``, optional rand
 translation (the official code: resize x1.125 then a random crop, with probability
 ``translate_p``), random horizontal flip, optional colour jitter, normalization, random
 erasing (Zhong et al., ref. [52]). Test: resize + normalization only.
+
+Two more colour augmentations, off by default, for cameras whose colour rendering differs
+(white balance, saturation): per-channel gains (``channel_gain``) and random grey images
+(``grayscale_p``, which makes the network use shape and texture as well as colour). Both act
+on the ``[0, 1]`` float image, after the colour jitter and before normalization.
 """
 
 from __future__ import annotations
@@ -17,7 +22,13 @@ from torchvision.transforms import v2
 
 from abdnet.config import DataConfig
 
-__all__ = ["RandomErasing", "RandomTranslate", "build_train_transform", "build_test_transform"]
+__all__ = [
+    "RandomChannelGain",
+    "RandomErasing",
+    "RandomTranslate",
+    "build_train_transform",
+    "build_test_transform",
+]
 
 
 class RandomErasing(nn.Module):
@@ -81,23 +92,47 @@ class RandomTranslate(nn.Module):
         return big.crop((x, y, x + self.width, y + self.height))
 
 
+class RandomChannelGain(nn.Module):
+    """Multiply each colour channel by its own gain ~ U(1 - ``gain``, 1 + ``gain``), clip to
+    [0, 1]: a camera with another white balance. Brightness or saturation jitter scales all
+    channels alike and cannot produce such a colour cast."""
+
+    def __init__(self, gain: float) -> None:
+        super().__init__()
+        if not 0.0 <= gain < 1.0:
+            raise ValueError(f"data.channel_gain: expected 0 <= gain < 1, got {gain}")
+        self.gain = gain
+
+    def forward(self, img: Tensor) -> Tensor:  # (C, H, W), values in [0, 1]
+        if self.gain <= 0:
+            return img
+        gains = 1.0 + self.gain * (2.0 * torch.rand(img.shape[0], 1, 1) - 1.0)  # (C, 1, 1)
+        return (img * gains.to(img.dtype)).clamp_(0.0, 1.0)
+
+
 def _check(cfg: DataConfig) -> None:
     if cfg.height < 1 or cfg.width < 1:
         raise ValueError(f"data.height/data.width: must be positive, got {cfg.height}x{cfg.width}")
     if len(cfg.mean) != 3 or len(cfg.std) != 3:
         raise ValueError(f"data.mean/data.std: expected 3 values each, got {cfg.mean} / {cfg.std}")
-    for key in ("flip_p", "erasing_p", "translate_p"):
+    for key in ("flip_p", "erasing_p", "translate_p", "grayscale_p"):
         value = getattr(cfg, key)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"data.{key}: must be a probability in [0, 1], got {value}")
+    strength = cfg.color_jitter_strength
+    if len(strength) != 4 or min(strength) < 0 or strength[3] > 0.5:
+        raise ValueError(
+            "data.color_jitter_strength: expected 4 values >= 0 (brightness, contrast, "
+            f"saturation, hue <= 0.5), got {list(strength)}"
+        )
 
 
-def _to_normalized_tensor(cfg: DataConfig) -> list[nn.Module]:
-    return [
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(cfg.mean), list(cfg.std)),
-    ]
+def _to_tensor() -> list[nn.Module]:
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]  # (3, H, W) in [0, 1]
+
+
+def _normalize(cfg: DataConfig) -> nn.Module:
+    return v2.Normalize(list(cfg.mean), list(cfg.std))
 
 
 def build_train_transform(cfg: DataConfig) -> v2.Compose:
@@ -111,8 +146,14 @@ def build_train_transform(cfg: DataConfig) -> v2.Compose:
     if cfg.flip_p > 0:
         steps.append(v2.RandomHorizontalFlip(cfg.flip_p))
     if cfg.color_jitter:
-        steps.append(v2.ColorJitter(brightness=0.2, contrast=0.15, saturation=0.1, hue=0.0))
-    steps += _to_normalized_tensor(cfg)
+        brightness, contrast, saturation, hue = cfg.color_jitter_strength
+        steps.append(v2.ColorJitter(brightness, contrast, saturation, hue))
+    steps += _to_tensor()
+    if cfg.channel_gain > 0:
+        steps.append(RandomChannelGain(cfg.channel_gain))
+    if cfg.grayscale_p > 0:
+        steps.append(v2.RandomGrayscale(cfg.grayscale_p))
+    steps.append(_normalize(cfg))
     if cfg.erasing_p > 0:
         steps.append(RandomErasing(cfg.erasing_p))
     return v2.Compose(steps)
@@ -122,5 +163,5 @@ def build_test_transform(cfg: DataConfig) -> v2.Compose:
     """Resize to ``cfg.height x cfg.width`` and normalize; PIL -> ``(3, H, W)``."""
     _check(cfg)
     return v2.Compose(
-        [v2.Resize((cfg.height, cfg.width), antialias=True), *_to_normalized_tensor(cfg)]
+        [v2.Resize((cfg.height, cfg.width), antialias=True), *_to_tensor(), _normalize(cfg)]
     )

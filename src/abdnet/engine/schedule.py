@@ -8,7 +8,12 @@ Epochs are counted globally from 0: epochs ``0 .. frozen_epochs-1`` are step 1, 
 * Step 2: all layers train with the full eq. (6); O.F. switches on at step-2 epoch
   ``of_start_epoch`` and O.W. at ``ow_start_epoch`` (the official recipe starts O.F. at 23).
 * Learning rate: ``lr`` throughout step 1; in step 2 multiplied by ``gamma`` at each step-2
-  epoch listed in ``milestones`` (paper: 3e-4 -> 3e-5 after 30 -> 3e-6 after 40).
+  epoch listed in ``milestones`` (paper: 3e-4 -> 3e-5 after 30 -> 3e-6 after 40), or with
+  ``lr_schedule="cosine"`` following half a cosine from ``lr`` at the first step-2 epoch to
+  ``lr * gamma`` at the last. ``warmup_epochs > 0`` multiplies the first step-2 epochs by
+  ``(e + 1) / (warmup_epochs + 1)`` (e = step-2 epoch): a linear ramp that spares a network
+  trained from scratch the full learning rate on its random weights. The rate is constant
+  within an epoch.
 
 "Frozen" (documented choice, as the official code does): frozen parameters get
 ``requires_grad=False`` and every module whose own parameters are all frozen is put in eval
@@ -18,6 +23,7 @@ re-estimating them from re-ID batches while their affine parameters cannot adapt
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -60,9 +66,16 @@ class TransferSchedule:
     def lr(self, epoch: int) -> float:
         if epoch < self.train.frozen_epochs:
             return self.optim.lr
+        o = self.optim
         stage_epoch = epoch - self.train.frozen_epochs
-        decays = sum(1 for m in self.optim.milestones if stage_epoch >= m)
-        return self.optim.lr * self.optim.gamma**decays
+        if o.lr_schedule == "cosine":
+            progress = stage_epoch / max(1, self.train.epochs - 1)  # 0 .. 1
+            lr = o.lr * (o.gamma + (1.0 - o.gamma) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+        else:
+            lr = o.lr * o.gamma ** sum(1 for m in o.milestones if stage_epoch >= m)
+        if stage_epoch < o.warmup_epochs:
+            lr *= (stage_epoch + 1) / (o.warmup_epochs + 1)
+        return lr
 
     def plan(self, epoch: int) -> EpochPlan:
         if not 0 <= epoch < self.total_epochs:
