@@ -33,6 +33,7 @@ from abdnet.config import (
     dump_config,
     model_config,
 )
+from abdnet.hub import resolve_source
 
 __all__ = [
     "MODEL_FORMAT_VERSION",
@@ -187,12 +188,15 @@ def _load_safetensors(file: Path, map_location: str | torch.device) -> LoadedMod
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a model from a run folder, checkpoint folder, ``.safetensors`` or ``.pth.tar``.
 
-    See :func:`resolve_checkpoint` for how a folder is resolved. An official ``.pth.tar``
+    ``path`` may also be an ``https://`` URL (optionally pinned, ``URL#sha256=HEX``) or
+    ``hf://OWNER/REPO[/FILE][@REVISION]``: :func:`abdnet.hub.resolve_source` downloads,
+    verifies and caches it first. See :func:`resolve_checkpoint` for how a folder is
+    resolved. An official ``.pth.tar``
     goes through :func:`abdnet.models.load_official` and gets the ``official`` model preset
     with 384x128 ImageNet-normalized input. The model is returned in eval mode on
     ``map_location``.
     """
-    file = resolve_checkpoint(path)
+    file = resolve_checkpoint(resolve_source(path))
     if file.suffix == ".safetensors":
         loaded = _load_safetensors(file, map_location)
     else:
