@@ -127,3 +127,43 @@ def file_server():
     server = FileServer()
     yield server
     server.stop()
+
+
+# A small but real training run (1 epoch, evaluated at the end): a run folder with
+# checkpoints/last, metrics.jsonl and config.yaml, as `abdnet train` writes it.
+SMALL_RUN_CONFIG = {
+    "model": {
+        "preset": "paper",
+        "backbone": "resnet18",
+        "global_dim": 32,
+        "attentive_dim": 32,
+        "reduction_dim": 32,
+        "ow_scope": "stem",
+    },
+    "data": {
+        "name": "synthetic",
+        "synthetic": {"ids": 8, "cams": 2, "per_id": 4, "height": 64, "width": 32},
+        "height": 64,
+        "width": 32,
+        "batch_size": 8,
+        "num_instances": 4,
+        "workers": 0,
+    },
+    "train": {
+        "frozen_epochs": 0,
+        "epochs": 1,
+        "device": "cpu",
+        "precision": "fp32",
+        "eval_every": 0,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    from abdnet.config import config_from_dict
+    from abdnet.engine import train
+
+    run = tmp_path_factory.mktemp("small-run") / "run"
+    train(config_from_dict(SMALL_RUN_CONFIG), run, progress=False)
+    return run

@@ -179,18 +179,25 @@ class FolderLock:
         self.release()
 
 
-def check_output(path: str | Path, *, force: bool, option: str = "--out") -> Path:
+def check_output(
+    path: str | Path, *, force: bool, option: str = "--out", kind: str = "file"
+) -> Path:
     """``path`` if it may be written: it must not exist unless ``force`` (then it is replaced
-    by the writer); its folder must exist or be creatable and be writable. Errors name the
-    option and the file."""
+    by the writer); its folder must exist or be creatable and be writable. ``kind`` is
+    ``"file"`` or ``"folder"`` (written whole, e.g. with :func:`atomic_directory`): an existing
+    path of the other kind is never replaced. Errors name the option and the path."""
+    if kind not in ("file", "folder"):
+        raise ValueError(f"check_output: kind must be 'file' or 'folder', got {kind!r}")
     path = Path(path)
     if path.exists() or path.is_symlink():
         if not force:
             raise OutputExistsError(
                 f"{option} {path}: already exists; pass --force to overwrite it"
             )
-        if path.is_dir() and not path.is_symlink():
+        if kind == "file" and path.is_dir() and not path.is_symlink():
             raise OutputExistsError(f"{option} {path}: is a folder, expected a file path")
+        if kind == "folder" and path.exists() and not path.is_dir():
+            raise OutputExistsError(f"{option} {path}: is a file, expected a folder path")
     parent = path.parent
     existing = parent
     while not existing.exists():

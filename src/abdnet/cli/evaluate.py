@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import json
 
+from abdnet.cli.options import CHECKPOINT_HELP
+
 HELP = "evaluate a checkpoint (run folder, model.safetensors or official .pth.tar) on query/gallery"
 
 
@@ -13,9 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        metavar="RUN|FILE",
-        help="run folder (checkpoints/best, else last), checkpoint folder, .safetensors or "
-        "the authors' .pth.tar",
+        metavar="RUN|FILE|URL",
+        help=CHECKPOINT_HELP,
     )
     parser.add_argument(
         "--data",

@@ -1,14 +1,17 @@
-"""``abdnet export onnx``: the embedding network as an ONNX model, checked against PyTorch."""
+"""``abdnet export onnx|hf``: an ONNX model checked against PyTorch (optionally INT8, checked
+on a data set), or a Hugging-Face-style model folder with a model card."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "export a checkpoint's embedding network (to ONNX), verified against PyTorch"
+from abdnet.cli.options import CHECKPOINT_HELP
+
+HELP = "export a checkpoint: ONNX (fp32 or INT8, verified) or a Hugging Face model folder"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="export_format", metavar="{onnx}", required=True)
+    sub = parser.add_subparsers(dest="export_format", metavar="{onnx,hf}", required=True)
     p = sub.add_parser(
         "onnx",
         help="ONNX model: (B,3,H,W) normalized input -> raw (B,D) embedding",
@@ -22,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
         required=True,
-        metavar="RUN|FILE",
-        help="run folder, checkpoint folder, model.safetensors or official .pth.tar",
+        metavar="RUN|FILE|URL",
+        help=CHECKPOINT_HELP,
     )
     p.add_argument("--out", required=True, metavar="MODEL.onnx")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
@@ -46,8 +49,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="parity tolerance: max abs difference, relative to the embedding scale when it exceeds 1 (default 1e-4)",
     )
 
+    h = sub.add_parser(
+        "hf",
+        help="Hugging Face model folder: model.safetensors, config.yaml, README.md model card",
+        description="Write a folder ready for `hf upload OWNER/REPO DIR`: the weights "
+        "(model.safetensors, config in its metadata), config.yaml and a README.md model card "
+        "(architecture, training data and recipe, the run's test metrics from metrics.jsonl, "
+        "citation, licence). `--checkpoint hf://OWNER/REPO` loads it back.",
+    )
+    h.add_argument("--checkpoint", required=True, metavar="RUN|FILE|URL", help=CHECKPOINT_HELP)
+    h.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
+    h.add_argument(
+        "--repo",
+        metavar="OWNER/REPO",
+        help="Hub repository the folder is meant for (used in the card's usage examples)",
+    )
+    h.add_argument("--license", default="mit", help="Hub licence id of the weights (default mit)")
+    h.add_argument("--force", action="store_true", help="replace an existing --out folder")
+
 
 def run(args: argparse.Namespace) -> int:
+    if args.export_format == "hf":
+        return _run_hf(args)
+    return _run_onnx(args)
+
+
+def _run_hf(args: argparse.Namespace) -> int:
+    from abdnet.export import export_hf
+
+    if args.repo is not None and args.repo.count("/") != 1:
+        raise ValueError(f"--repo {args.repo}: expected OWNER/REPO")
+    result = export_hf(
+        args.checkpoint, args.out, repo_id=args.repo, license=args.license, force=args.force
+    )
+    m = result.metrics
+    if m is None or not m.test:
+        where = "no run folder" if m is None else f"epoch {m.epoch} has no test evaluation"
+        metrics = f"no metrics in the card ({where})"
+    else:
+        metrics = f"test mAP {100 * m.test['mAP']:.2f}% (epoch {m.epoch})"
+    print(f"wrote {result.path}: {', '.join(result.files)}; {result.feature_dim}-d; {metrics}")
+    return 0
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
     from abdnet.export import export_onnx
 
     if args.batch_size < 1:

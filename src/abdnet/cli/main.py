@@ -12,6 +12,8 @@ import importlib
 import logging
 import sys
 
+from abdnet.files import FileLockedError
+
 # sub-command -> module under abdnet.cli
 COMMANDS: dict[str, str] = {
     "train": "train",
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, FileLockedError, ValueError) as exc:
         # Library errors carry the file / option at fault; show them without a traceback.
         if args.verbose:
             raise

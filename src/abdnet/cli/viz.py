@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from abdnet.cli.options import CHECKPOINT_HELP
+
 HELP = "draw a figure of section 4.5: attention (Grad-CAM/RAM), correlation, tsne, ranks"
 
 KINDS = ("attention", "correlation", "tsne", "ranks")
@@ -16,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
         required=True,
-        help="run folder, checkpoint folder, .safetensors or official .pth.tar",
+        metavar="RUN|FILE|URL",
+        help=CHECKPOINT_HELP,
     )
     p.add_argument(
         "--data",
