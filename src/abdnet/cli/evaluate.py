@@ -8,15 +8,17 @@ import json
 
 from abdnet.cli.options import CHECKPOINT_HELP
 
-HELP = "evaluate a checkpoint (run folder, model.safetensors or official .pth.tar) on query/gallery"
+HELP = "evaluate a checkpoint (run folder, file, URL, hf://) or an exported ONNX model on query/gallery"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="RUN|FILE|URL",
-        help=CHECKPOINT_HELP,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="RUN|FILE|URL", help=CHECKPOINT_HELP)
+    source.add_argument(
+        "--onnx",
+        metavar="MODEL.onnx",
+        help="a model written by 'abdnet export onnx' (fp32 or INT8), run with ONNX Runtime; "
+        "its metadata carries the config",
     )
     parser.add_argument(
         "--data",
@@ -29,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metric", choices=["euclidean", "cosine"], default=None, help="distance (default: config)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (PyTorch only)"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -38,10 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from abdnet.data import build_dataset
     from abdnet.engine import evaluate_model, resolve_device
-    from abdnet.models.io import load_model
 
-    loaded = load_model(args.checkpoint)
-    cfg = loaded.config
+    if args.onnx:
+        from abdnet.export import OnnxEmbedder
+
+        embedder = OnnxEmbedder(args.onnx)
+        cfg = embedder.config
+    else:
+        from abdnet.models.io import load_model
+
+        loaded = load_model(args.checkpoint)
+        cfg = loaded.config
     data_cfg = cfg.data
     if args.data:
         data_cfg = dataclasses.replace(data_cfg, name="auto", root=str(args.data))
@@ -57,12 +68,18 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size:
         changes["batch_size"] = args.batch_size
     eval_cfg = dataclasses.replace(cfg.eval, **changes)
-    device = resolve_device(args.device)
     dataset = build_dataset(data_cfg)
-    model = loaded.model.to(device).eval()
-    report = evaluate_model(
-        model, dataset, eval_cfg, data_cfg, device, progress=not (args.no_progress or args.json)
-    )
+    progress = not (args.no_progress or args.json)
+    if args.onnx:
+        from abdnet.export import evaluate_embedder
+
+        report = evaluate_embedder(
+            embedder, dataset, eval_cfg, data_cfg=data_cfg, progress=progress
+        )
+    else:
+        device = resolve_device(args.device)
+        model = loaded.model.to(device).eval()
+        report = evaluate_model(model, dataset, eval_cfg, data_cfg, device, progress=progress)
     d = report.to_dict()
     if args.json:
         print(json.dumps(d))

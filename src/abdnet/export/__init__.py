@@ -1,9 +1,10 @@
-"""abdnet.export: ONNX export (fp32, INT8) with the ONNX Runtime backend, and the
+"""abdnet.export: ONNX export (fp32, INT8), the ONNX Runtime and OpenVINO backends, and the
 Hugging-Face model folder.
 
-onnx and onnxruntime are imported only when exporting or running a model.
+onnx, onnxruntime and openvino are imported only when exporting or running a model.
 """
 
+from abdnet.export.evaluate import EmbedderModule, evaluate_embedder
 from abdnet.export.hf import CARD_FILENAME, CONFIG_FILENAME, HfExportResult, RunMetrics, export_hf
 from abdnet.export.onnx import (
     ONNX_FORMAT_VERSION,
@@ -13,9 +14,18 @@ from abdnet.export.onnx import (
     OnnxExportResult,
     export_onnx,
 )
+from abdnet.export.openvino import OPENVINO_PRECISIONS, OpenVinoEmbedder
+from abdnet.export.quantize import QuantizationAccuracyError, QuantizeResult, quantize_int8
 
 __all__ = [
     "CARD_FILENAME",
+    "OPENVINO_PRECISIONS",
+    "OpenVinoEmbedder",
+    "EmbedderModule",
+    "QuantizationAccuracyError",
+    "QuantizeResult",
+    "evaluate_embedder",
+    "quantize_int8",
     "CONFIG_FILENAME",
     "HfExportResult",
     "RunMetrics",
