@@ -15,7 +15,12 @@ from abdnet.export.onnx import (
     export_onnx,
 )
 from abdnet.export.openvino import OPENVINO_PRECISIONS, OpenVinoEmbedder
-from abdnet.export.quantize import QuantizationAccuracyError, QuantizeResult, quantize_int8
+from abdnet.export.quantize import (
+    QuantizationAccuracyError,
+    QuantizeResult,
+    quantize_int8,
+    quantize_onnx_file,
+)
 
 __all__ = [
     "CARD_FILENAME",
@@ -26,6 +31,7 @@ __all__ = [
     "QuantizeResult",
     "evaluate_embedder",
     "quantize_int8",
+    "quantize_onnx_file",
     "CONFIG_FILENAME",
     "HfExportResult",
     "RunMetrics",
