@@ -25,9 +25,13 @@ Settings, chosen for accuracy and for x86 CPUs with AVX-512 VNNI (measured in
   channel**): the U8S8 combination the VNNI ``vpdpbusd`` instruction multiplies directly;
   per-channel weight scales keep the narrow channels of folded BatchNorm convolutions exact
   enough.
-- Only ``Conv`` and ``MatMul``/``Gemm`` weights and their inputs are quantized; the attention
-  modules' softmax, the pooling and the residual additions stay in float (they are a small
-  part of the time and the softmax is sensitive to rounding).
+- Only ``Conv`` is quantized (nearly all of the arithmetic). The attention modules'
+  activation-by-activation ``MatMul``s and softmax, the embedding ``Gemm``s, pooling and the
+  residual additions stay in float: on a barely trained ``configs/tiny.yaml`` model,
+  quantizing ``MatMul``/``Gemm`` too cost 0.3 mAP points and every op ONNX Runtime can
+  quantize 1.2 points (Conv only: 0.05), for at most ~15 % more speed.
+- Before quantizing, ONNX Runtime's ``quant_pre_process`` (shape inference, graph clean-up):
+  without it most QDQ pairs are not fused and the INT8 graph runs slower than fp32.
 """
 
 from __future__ import annotations
@@ -63,10 +67,8 @@ log = logging.getLogger(__name__)
 
 _PREFIX = "abdnet."
 _INPUT = "input"
-_QUANTIZED_OPS: tuple[str, ...] = ("Conv", "MatMul", "Gemm")
-_CALIBRATION_METHOD = "MinMax"
-_CALIBRATION_OPTIONS: dict[str, Any] = {}
-QUANTIZATION = "int8 static QDQ: U8 activations (MinMax), S8 per-channel symmetric weights"
+_QUANTIZED_OPS: tuple[str, ...] = ("Conv",)
+QUANTIZATION = "int8 static QDQ of Conv: U8 activations (MinMax), S8 per-channel symmetric weights"
 
 
 class QuantizationAccuracyError(ValueError):
@@ -136,16 +138,12 @@ def quantize_onnx_file(
             str(out),
             _calibration_reader(arrays),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(_QUANTIZED_OPS) or None,
+            op_types_to_quantize=list(_QUANTIZED_OPS),
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=getattr(CalibrationMethod, _CALIBRATION_METHOD),
-            extra_options={
-                "WeightSymmetric": True,
-                "ActivationSymmetric": False,
-                **_CALIBRATION_OPTIONS,
-            },
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
     metadata[f"{_PREFIX}quantization"] = QUANTIZATION
     _set_metadata(out, metadata)
