@@ -160,7 +160,7 @@ SMALL_RUN_CONFIG = {
 
 
 @pytest.fixture(scope="session")
-def small_run(tmp_path_factory):
+def trained_run(tmp_path_factory):
     from abdnet.config import config_from_dict
     from abdnet.engine import train
 

@@ -28,8 +28,10 @@ def _eval_json(capsys, checkpoint: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_eval_by_url_with_pin_then_from_cache_then_wrong_pin(small_run, file_server, cache, capsys):
-    weights = small_run / "checkpoints" / "last" / "model.safetensors"
+def test_eval_by_url_with_pin_then_from_cache_then_wrong_pin(
+    trained_run, file_server, cache, capsys
+):
+    weights = trained_run / "checkpoints" / "last" / "model.safetensors"
     data = weights.read_bytes()
     file_server.put("/models/abd.safetensors", data)
     url = file_server.url("/models/abd.safetensors")
@@ -59,8 +61,8 @@ def test_eval_by_url_with_pin_then_from_cache_then_wrong_pin(small_run, file_ser
     assert [p for p in fresh.rglob("*") if p.is_file() and not p.name.endswith(".lock")] == []
 
 
-def test_feature_extractor_takes_a_url(small_run, file_server, cache):
-    weights = small_run / "checkpoints" / "last" / "model.safetensors"
+def test_feature_extractor_takes_a_url(trained_run, file_server, cache):
+    weights = trained_run / "checkpoints" / "last" / "model.safetensors"
     file_server.put("/abd.safetensors", weights.read_bytes())
     x = torch.randn(3, 3, 64, 32)
     by_url = FeatureExtractor(file_server.url("/abd.safetensors"), device="cpu")(x)

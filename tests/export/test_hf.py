@@ -31,21 +31,21 @@ def _front_matter(card: str) -> dict:
     return yaml.safe_load(card.split("---\n")[1])
 
 
-def test_folder_card_and_round_trip(small_run, tmp_path):
+def test_folder_card_and_round_trip(trained_run, tmp_path):
     out = tmp_path / "abd-small"
-    result = export_hf(small_run, out, repo_id="me/abd-small")
+    result = export_hf(trained_run, out, repo_id="me/abd-small")
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",
         "config.yaml",
         "model.safetensors",
     ]
-    source = load_model(small_run)
+    source = load_model(trained_run)
     back = load_model(out)  # the folder is a checkpoint folder
     assert back.config == source.config == load_config(out / "config.yaml")
     state, back_state = source.model.state_dict(), back.model.state_dict()
     assert all(torch.equal(state[k], back_state[k]) for k in state)
 
-    record = _last_record(small_run)
+    record = _last_record(trained_run)
     test = record["test"]
     assert result.metrics.epoch == record["epoch"] and result.metrics.test == test
     card = (out / "README.md").read_text()
@@ -63,32 +63,41 @@ def test_folder_card_and_round_trip(small_run, tmp_path):
     assert "8351--8361" in card and "## Licence" in card
 
 
-def test_refuses_to_overwrite_unless_forced(small_run, tmp_path):
+def test_refuses_to_overwrite_unless_forced(trained_run, tmp_path):
     out = tmp_path / "m"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match=r"m: already exists.*--force"):
-        export_hf(small_run, out)
+        export_hf(trained_run, out)
     assert (out / "keep.txt").read_text() == "mine"
-    export_hf(small_run, out, force=True, license="cc-by-nc-4.0")
+    export_hf(trained_run, out, force=True, license="cc-by-nc-4.0")
     assert not (out / "keep.txt").exists()
     assert _front_matter((out / "README.md").read_text())["license"] == "cc-by-nc-4.0"
 
 
-def test_checkpoint_outside_a_run_has_a_card_without_metrics(small_run, tmp_path):
+def test_checkpoint_outside_a_run_has_a_card_without_metrics(trained_run, tmp_path):
     bare = tmp_path / "bare.safetensors"
-    shutil.copy(small_run / "checkpoints" / "last" / "model.safetensors", bare)
+    shutil.copy(trained_run / "checkpoints" / "last" / "model.safetensors", bare)
     result = export_hf(bare, tmp_path / "out")
     card = (tmp_path / "out" / "README.md").read_text()
     assert result.metrics is None and "model-index" not in _front_matter(card)
     assert "No evaluation was recorded" in card
 
 
-def test_cli_export_then_load_back_with_hf_uri(small_run, tmp_path, file_server, capsys):
+def test_cli_export_then_load_back_with_hf_uri(trained_run, tmp_path, file_server, capsys):
     out = tmp_path / "folder"
     assert (
         main(
-            ["export", "hf", "--checkpoint", str(small_run), "--out", str(out), "--repo", "me/abd"]
+            [
+                "export",
+                "hf",
+                "--checkpoint",
+                str(trained_run),
+                "--out",
+                str(out),
+                "--repo",
+                "me/abd",
+            ]
         )
         == 0
     )

@@ -26,9 +26,9 @@ def calibration_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def int8_export(small_run, calibration_root, tmp_path_factory):
+def int8_export(trained_run, calibration_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "model-int8.onnx"
-    argv = ["export", "onnx", "--checkpoint", str(small_run), "--out", str(out)]
+    argv = ["export", "onnx", "--checkpoint", str(trained_run), "--out", str(out)]
     argv += ["--quantize", "int8", "--calibration", str(calibration_root)]
     assert main([*argv, "--calibration-images", "12"]) == 0
     return out
@@ -40,22 +40,22 @@ def _eval(capsys, *argv) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_int8_graph_is_quantized_and_carries_the_transform(small_run, int8_export):
+def test_int8_graph_is_quantized_and_carries_the_transform(trained_run, int8_export):
     proto = onnx.load(str(int8_export))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     int8_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= 20  # every conv of the ResNet-18 trunk and the heads
     emb = OnnxEmbedder(int8_export)
-    loaded = load_model(small_run)
+    loaded = load_model(trained_run)
     assert emb.config == loaded.config
     assert emb.metadata["quantization"].startswith("int8")
     calibration = json.loads(emb.metadata["calibration"])
     assert calibration["images"] == 12 and calibration["split"] == "train"
 
 
-def test_int8_features_stay_close_to_fp32(small_run, int8_export, calibration_root):
-    loaded = load_model(small_run)
+def test_int8_features_stay_close_to_fp32(trained_run, int8_export, calibration_root):
+    loaded = load_model(trained_run)
     ds = open_dataset(str(calibration_root))
     tf = build_test_transform(loaded.config.data)
     x = torch.stack([tf(ds.read_image(r)) for r in ds.query[:8]])
@@ -66,10 +66,10 @@ def test_int8_features_stay_close_to_fp32(small_run, int8_export, calibration_ro
     assert cos.min() > 0.99, cos
 
 
-def test_eval_onnx_matches_the_recorded_maps(small_run, int8_export, calibration_root, capsys):
+def test_eval_onnx_matches_the_recorded_maps(trained_run, int8_export, calibration_root, capsys):
     data = ["--data", str(calibration_root)]
     int8 = _eval(capsys, "--onnx", str(int8_export), *data)
-    torch_fp32 = _eval(capsys, "--checkpoint", str(small_run), *data)
+    torch_fp32 = _eval(capsys, "--checkpoint", str(trained_run), *data)
     meta = OnnxEmbedder(int8_export).metadata
     assert int8["mAP"] == pytest.approx(float(meta["map_int8"]), abs=1e-6)
     # `eval --checkpoint` may autocast to bf16 on this CPU: near, not equal, to the fp32 graph
@@ -79,7 +79,7 @@ def test_eval_onnx_matches_the_recorded_maps(small_run, int8_export, calibration
 
 
 def test_refuses_and_writes_nothing_when_int8_loses_map(
-    small_run, calibration_root, tmp_path, monkeypatch
+    trained_run, calibration_root, tmp_path, monkeypatch
 ):
     # The real INT8 evaluation, then 1.5 points taken off its mAP: the export must refuse.
     real = quantize_mod.evaluate_embedder
@@ -97,19 +97,22 @@ def test_refuses_and_writes_nothing_when_int8_loses_map(
     with pytest.raises(
         QuantizationAccuracyError, match=r"bad.onnx refused.*> --max-map-drop 1"
     ) as err:
-        quantize_int8(small_run, out, calibration_root, calibration_images=8)
+        quantize_int8(trained_run, out, calibration_root, calibration_images=8)
     assert f"{100 * seen['int8.onnx']:.2f}%" in str(err.value)
     assert list(tmp_path.iterdir()) == []
     # the same export with a 2-point allowance goes through
-    result = quantize_int8(small_run, out, calibration_root, calibration_images=8, max_map_drop=2)
+    result = quantize_int8(trained_run, out, calibration_root, calibration_images=8, max_map_drop=2)
     assert 1.0 < result.map_drop <= 2.0 and out.is_file()
 
 
-def test_cli_option_errors(small_run, calibration_root, tmp_path, capsys):
+def test_cli_option_errors(trained_run, calibration_root, tmp_path, capsys):
     out = str(tmp_path / "m.onnx")
-    base = ["export", "onnx", "--checkpoint", str(small_run), "--out", out]
+    base = ["export", "onnx", "--checkpoint", str(trained_run), "--out", out]
     assert main([*base, "--quantize", "int8"]) == 2
     assert "--quantize int8 needs --calibration" in capsys.readouterr().err
     assert main([*base, "--calibration", str(calibration_root)]) == 2
     assert "--calibration is only used with --quantize" in capsys.readouterr().err
+    calib = ["--quantize", "int8", "--calibration", str(calibration_root), "--batch-size", "4"]
+    assert main([*base, *calib]) == 2
+    assert "--batch-size is not used with --quantize" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()

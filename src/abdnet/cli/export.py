@@ -127,6 +127,10 @@ def _run_int8(args: argparse.Namespace) -> int:
 
     if not args.calibration:
         raise ValueError("--quantize int8 needs --calibration ROOT (a data set to calibrate on)")
+    if args.batch_size != 1:
+        raise ValueError(
+            "--batch-size is not used with --quantize: INT8 graphs take any batch size"
+        )
     r = quantize_int8(
         args.checkpoint,
         args.out,
@@ -135,6 +139,7 @@ def _run_int8(args: argparse.Namespace) -> int:
         max_map_drop=args.max_map_drop,
         flip=args.flip,
         opset=args.opset,
+        atol=args.atol,
     )
     print(
         f"wrote {r.path}: INT8, calibrated on {r.calibration_images} {r.calibration_split} "

@@ -181,6 +181,7 @@ def quantize_int8(
     max_map_drop: float = 1.0,
     flip: bool = False,
     opset: int = 17,
+    atol: float = 1e-4,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = False,
@@ -191,6 +192,7 @@ def quantize_int8(
     or a :class:`ReIDDataset`; ``calibration_images`` crops of it calibrate the activation
     ranges. Raises :class:`QuantizationAccuracyError` (and writes nothing) when the INT8 mAP
     on its query/gallery is more than ``max_map_drop`` points below the fp32 graph's.
+    ``atol`` is the fp32 export's parity tolerance (:func:`export_onnx`).
     """
     if calibration_images < 1:
         raise ValueError(f"--calibration-images must be >= 1, got {calibration_images}")
@@ -215,7 +217,7 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="abdnet-int8-") as tmp_dir:
         tmp = Path(tmp_dir)
         fp32_path, int8_path = tmp / "fp32.onnx", tmp / "int8.onnx"
-        export_onnx(loaded, fp32_path, opset=opset, dynamic_batch=True, flip=flip)
+        export_onnx(loaded, fp32_path, opset=opset, dynamic_batch=True, flip=flip, atol=atol)
         log.info("calibrating on %d %s images of %s", len(records), split, dataset.root)
         transform = build_test_transform(config.data)
         batches = (
