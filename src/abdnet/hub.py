@@ -24,7 +24,9 @@ downloaded.
   and, for a pinned URL, its SHA-256 matched. A wrong hash raises :class:`ChecksumError`
   naming the URL, the expected and the actual hash, and nothing is cached. An interrupted
   download (connection lost, process killed) leaves no file under the final name; leftovers
-  of killed downloads are removed by the next download of the entry.
+  of killed downloads are removed by the next download of the entry. (A server that sends
+  no ``Content-Length`` and closes the connection early cannot be told from a complete
+  transfer: pin such URLs.)
 - One process at a time works on an entry (``files.FolderLock``); a second process asking for
   the same URL waits, then finds the finished file.
 - **Pinned URLs** are immutable: a cached file whose SHA-256 equals the pin is used without
