@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -227,30 +226,26 @@ def test_unpinned_without_validators_downloads_again(file_server, cache):
 # concurrency
 
 
-def _download_in_child(spec: str, cache_dir: str, queue) -> None:
-    try:
-        queue.put(str(hub.resolve_source(spec, cache_dir=cache_dir, progress=False)))
-    except Exception as exc:  # reported to the parent
-        queue.put(f"error: {exc!r}")
-
-
 def test_concurrent_processes_download_once_and_all_get_the_file(file_server, tmp_path):
     # slow enough (~0.3 s) that the three processes overlap
     file_server.put("/m.safetensors", PAYLOAD, chunk_delay=0.02)
     spec = file_server.url("/m.safetensors") + f"#sha256={sha(PAYLOAD)}"
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
+    code = "import sys; from abdnet.hub import resolve_source; print(resolve_source(sys.argv[1]))"
+    env = {**os.environ, hub.CACHE_ENV: str(tmp_path / "c"), hub.OFFLINE_ENV: "0"}
     procs = [
-        ctx.Process(target=_download_in_child, args=(spec, str(tmp_path / "c"), queue))
+        subprocess.Popen(
+            [sys.executable, "-c", code, spec],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
     ]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    assert all(not r.startswith("error") for r in results), results
-    assert len(set(results)) == 1 and Path(results[0]).read_bytes() == PAYLOAD
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    paths = {out.strip() for out, _ in results}
+    assert len(paths) == 1 and Path(paths.pop()).read_bytes() == PAYLOAD
     assert file_server.bodies["/m.safetensors"] == 1
 
 

@@ -115,8 +115,8 @@ def quantize_onnx_file(
 ) -> Path:
     """Statically quantize an fp32 graph written by ``export_onnx`` to INT8 (settings in the
     module docstring), activation ranges measured on ``batches`` of transformed crops
-    ``(b, 3, H, W)``. Keeps the ``abdnet.*`` metadata and records the quantization. No
-    accuracy check: :func:`quantize_int8` is the verified export."""
+    ``(b, 3, H, W)``. Keeps the ``abdnet.*`` metadata and records the quantization; ``out``
+    is written atomically. No accuracy check: :func:`quantize_int8` is the verified export."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -133,9 +133,10 @@ def quantize_onnx_file(
         # fused into integer kernels and the INT8 graph runs slower than fp32.
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        quantized = Path(tmp) / "int8.onnx"
         quantize_static(
             str(prepared),
-            str(out),
+            str(quantized),
             _calibration_reader(arrays),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(_QUANTIZED_OPS),
@@ -145,8 +146,11 @@ def quantize_onnx_file(
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
         )
-    metadata[f"{_PREFIX}quantization"] = QUANTIZATION
-    _set_metadata(out, metadata)
+        metadata[f"{_PREFIX}quantization"] = QUANTIZATION
+        _set_metadata(quantized, metadata)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(out) as target:
+            shutil.copyfile(quantized, target)
     return out
 
 
