@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import platform
 import statistics
@@ -95,10 +96,9 @@ def main() -> None:
 
     import onnxruntime
 
-    from abdnet.config import Config, DataConfig, model_config
+    from abdnet.config import DataConfig
     from abdnet.export import OnnxEmbedder, OpenVinoEmbedder, export_onnx, quantize_onnx_file
-    from abdnet.models import OfficialABDNet, load_official
-    from abdnet.models.io import save_model
+    from abdnet.models import build_model, load_model, save_model
 
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -121,11 +121,12 @@ def main() -> None:
         tmp = Path(tmp_dir)
         # The authors' release format: a .pth.tar holding {'state_dict': ...}.
         torch.save(
-            {"state_dict": OfficialABDNet(model_config("official"), 751).state_dict()},
+            {"state_dict": build_model("official", num_classes=751).state_dict()},
             tmp / "abd.pth.tar",
         )
-        model = load_official(tmp / "abd.pth.tar").eval()
-        config = Config(model=model.config, data=DataConfig(height=h, width=w))
+        loaded = load_model(tmp / "abd.pth.tar")  # through load_official
+        model = loaded.model.eval()
+        config = dataclasses.replace(loaded.config, data=DataConfig(height=h, width=w))
         ckpt = save_model(tmp / "model.safetensors", model, config)
         x = crops(b, h, w, seed=1)  # (B, 3, H, W)
         calib = crops(args.calibration_images, h, w, seed=2)
@@ -141,13 +142,13 @@ def main() -> None:
 
         def authors_fp32(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return model(x)
+                return model(x).embedding  # (B, 3072), what their test loop keeps
 
         model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
         def torch_bf16_cl(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-                return model_cl(x.contiguous(memory_format=torch.channels_last)).float()
+                return model_cl(x.contiguous(memory_format=torch.channels_last)).embedding.float()
 
         backends: dict[str, Callable[[torch.Tensor], object]] = {
             "authors fp32": authors_fp32,

@@ -68,7 +68,9 @@ def stack(ds, records, transform) -> torch.Tensor:
 @torch.no_grad()
 def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.eval()
-    return torch.cat([model(x[i : i + 128]) for i in range(0, len(x), 128)])
+    outs = [model(x[i : i + 128]) for i in range(0, len(x), 128)]
+    # an abdnet network returns a ModelOutput, a torchvision one a tensor
+    return torch.cat([getattr(o, "embedding", o) for o in outs])
 
 
 def resnet18_features() -> nn.Module:

@@ -36,7 +36,7 @@ from abdnet.engine import (
     train_step,
 )
 from abdnet.engine.precision import Precision
-from abdnet.losses import ABDObjective
+from abdnet.losses import build_objective
 from abdnet.models import build_model_from_config
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     plan = TransferSchedule(TrainConfig(frozen_epochs=0, epochs=1), cfg.optim, loss_cfg).plan(0)
     x = torch.randn(batch, 3, args.height, args.width, device=device)
     y = torch.arange(batch // k, device=device).repeat_interleave(k) % num_classes
-    objective = ABDObjective(loss_cfg, num_classes).to(device)
+    objective = build_objective(cfg, num_classes).to(device)
 
     # baseline: plain fp32 eager, NCHW
     base_model = build_model_from_config(mcfg, num_classes).to(device).train()
@@ -80,10 +80,7 @@ def main() -> None:
     def base_step() -> None:
         base_opt.zero_grad(set_to_none=True)
         out = base_model(x)
-        terms = objective(
-            out.logits, out.triplet_features, y, of_maps=out.of_maps,
-            ow_weights=base_model.ow_weights(),
-        )  # fmt: skip
+        terms = objective(out, y, base_model.ow_weights())
         terms.total.backward()
         base_opt.step()
 
@@ -92,7 +89,7 @@ def main() -> None:
     model = build_model_from_config(mcfg, num_classes).to(device).train()
     model = model.to(memory_format=torch.channels_last)
     xs = x.contiguous(memory_format=torch.channels_last)
-    opt = build_optimizer(cfg, model)
+    opt = build_optimizer(cfg.optim, model)
     scaler = precision.grad_scaler()
     fwd = torch.compile(model) if args.compile else model
 

@@ -2,18 +2,23 @@
 
 The dataclasses below are the one source of defaults. A YAML file lists only what it
 changes; ``load_config`` merges it over the defaults, applies command-line overrides and
-checks every key and type, naming the key at fault. The ``model`` section may name a
-``preset`` (see ``MODEL_PRESETS``): its values are the base the other model keys override.
+checks every key, type, enumerated choice (``Literal``) and range (``Range``), once, naming
+the key at fault and where its value came from (the file or ``--set``). YAML is read with
+YAML 1.2's rules for numbers and booleans (``1e-4`` is a float, ``yes`` is a string) and a
+key given twice in one mapping is an error. The ``model`` section may name a ``preset`` (see
+``MODEL_PRESETS``): its values are the base the other model keys override.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
@@ -28,45 +33,123 @@ __all__ = [
     "Config",
     "MODEL_PRESETS",
     "ConfigError",
+    "Range",
+    "Backbone",
+    "Arch",
+    "OFPosition",
+    "OWScope",
+    "DatasetName",
+    "SVDOForm",
+    "GramNorm",
+    "OptimizerName",
+    "DecayScope",
+    "PrecisionName",
+    "Metric",
+    "FlipMode",
+    "choices",
     "model_config",
     "load_config",
+    "load_yaml",
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
+    "replace_checked",
+    "with_data_root",
     "save_config",
     "dump_config",
 ]
 
 
+_T = TypeVar("_T")
+
+
 class ConfigError(ValueError):
-    """A configuration key or value is wrong; the message names the key."""
+    """A configuration key or value is wrong; the message names the key (``key`` holds it)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric field, used as ``Annotated[float, Range(gt=0)]``.
+
+    Floats must also be finite unless ``finite=False``.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    finite: bool = True
+
+    def check(self, value: float, key: str) -> None:
+        if self.finite and isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}", key)
+        for bound, ok, word in (
+            (self.ge, lambda b: value >= b, ">="),
+            (self.gt, lambda b: value > b, ">"),
+            (self.le, lambda b: value <= b, "<="),
+            (self.lt, lambda b: value < b, "<"),
+        ):
+            if bound is not None and not ok(bound):
+                raise ConfigError(f"{key}: expected a value {word} {bound:g}, got {value!r}", key)
+
+
+# Enumerated options: the Literal type is the list of allowed values.
+Backbone = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121"]
+Arch = Literal["abd", "official"]
+# O.F. positions: "shallow" (res_conv_2 / shallow-CAM output), "reduction" (Ta), "cam" and
+# "pam" (attention outputs) exist in both architectures; "before" and "sum" (the heads'
+# outputs) only in "official".
+OFPosition = Literal["shallow", "reduction", "cam", "pam", "before", "sum"]
+OWScope = Literal["all", "stem", "none"]
+DatasetName = Literal["synthetic", "market1501", "dukemtmcreid", "msmt17", "folder", "csv", "auto"]
+SVDOForm = Literal["paper", "official"]
+GramNorm = Literal["spatial", "none"]
+OptimizerName = Literal["adam", "sgd"]
+DecayScope = Literal["weights", "all"]
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+Metric = Literal["euclidean", "cosine"]
+FlipMode = Literal["raw", "normalized"]
+
+Positive = Annotated[int, Range(ge=1)]
+NonNegative = Annotated[int, Range(ge=0)]
+Probability = Annotated[float, Range(ge=0.0, le=1.0)]
+
+
+def choices(literal: Any) -> tuple[Any, ...]:
+    """The allowed values of a ``Literal`` type."""
+    return typing.get_args(literal)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The network. Every switch of the paper's Table 1 is a field here."""
 
-    preset: str = "paper"  # name of the MODEL_PRESETS entry these values started from
-    arch: str = "abd"  # "abd": sections 3/4.1 of the paper; "official": the authors' code, weight-compatible
-    backbone: str = "resnet50"  # resnet18/34/50/101/152 or densenet121
-    pretrained: str = (
-        "none"  # "none", "imagenet" (torchvision weights API, downloads) or a state-dict path
-    )
+    preset: Literal["paper", "official", "baseline"] = "paper"  # the MODEL_PRESETS base
+    arch: Arch = "abd"  # "abd": sections 3/4.1 of the paper; "official": the authors' code
+    backbone: Backbone = "resnet50"
+    # "none", "imagenet" (torchvision weights API, downloads) or a torchvision state-dict path
+    pretrained: str = "none"
     shallow_cam: bool = True  # CAM after res_conv_2 (section 3.3)
     cam: bool = True  # CAM on Ta in the attentive branch
     pam: bool = True  # PAM on Ta in the attentive branch
-    # Where O.F. (SVDO on features) is applied; names are checked against the architecture.
-    # abd: "shallow" (res_conv_2 / shallow-CAM output), "reduction" (Ta), "cam", "pam".
-    of_positions: tuple[str, ...] = ("shallow", "reduction", "cam", "pam")
-    # Which conv weights O.W. regularizes: "all" (paper: res_conv_1..4 and both res_conv_5),
+    # PAM's query/key projections have C / pam_reduction channels: 1 is the paper's eq. 3
+    # (B, C with C channels), 8 the authors' code (DANet's choice).
+    pam_reduction: Positive = 1
+    # Where O.F. (SVDO on features) is applied; checked against the architecture's maps.
+    of_positions: tuple[OFPosition, ...] = ("shallow", "reduction", "cam", "pam")
+    # Conv weights O.W. regularizes: "all" (paper: res_conv_1..4 and both res_conv_5),
     # "stem" (what the official code actually reaches: the 7x7 conv only) or "none".
-    ow_scope: str = "all"
+    ow_scope: OWScope = "all"
     svd_layer: bool = False  # Table 1 "baseline + SVD layer": SVDNet-style decorrelated FC layer
-    dropout: float = 0.5  # dropout of the reduction layers (Table 1 footnote: on)
-    global_dim: int = 1024  # kg: global-branch vector size
-    attentive_dim: int = 1024  # ka: attentive-branch vector size
-    reduction_dim: int = 1024  # channels of Ta after the attentive branch's reduction layer
-    last_stride: int = 1  # stride of res_conv_5 (paper: down-sampling removed -> 1)
+    dropout: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.5  # dropout of the reduction layers
+    global_dim: Positive = 1024  # kg: global-branch vector size
+    attentive_dim: Positive = 1024  # ka: attentive-branch vector size
+    reduction_dim: Positive = 1024  # channels of Ta after the attentive branch's reduction
+    last_stride: Annotated[int, Range(ge=1, le=2)] = 1  # res_conv_5 stride (paper: 1)
 
 
 # Presets are plain ModelConfig values: no registry, no string magic beyond this dict.
@@ -76,6 +159,7 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     "official": ModelConfig(
         preset="official",
         arch="official",
+        pam_reduction=8,
         of_positions=("shallow", "before", "cam", "pam", "sum"),
         ow_scope="all",
     ),
@@ -95,94 +179,112 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
 class SyntheticConfig:
     """The built-in synthetic re-ID data set (``data.name: synthetic``)."""
 
-    ids: int = 40  # identities in total (half train, half test)
-    cams: int = 4  # cameras
-    per_id: int = 8  # images per identity and split
-    height: int = 128  # rendered image height
-    width: int = 64  # rendered image width
+    ids: Annotated[int, Range(ge=2)] = 40  # identities in total (half train, half test)
+    cams: Annotated[int, Range(ge=2)] = 4  # cameras
+    per_id: Positive = 8  # images per identity and split
+    height: Annotated[int, Range(ge=8)] = 128  # rendered image height
+    width: Annotated[int, Range(ge=8)] = 64  # rendered image width
     seed: int = 0  # everything is deterministic from this
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "synthetic"  # "synthetic", "market1501", "dukemtmcreid", "msmt17", "folder", "csv" or "auto"
-    root: str = ""  # data-set root (or CSV file); "auto" detects the layout from it
+    """The data set, the input transform and the P x K batches."""
+
+    name: DatasetName = "synthetic"  # "auto" detects the layout from ``root``
+    root: str = ""  # data-set root (or CSV file)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    height: int = 384  # network input height (paper: 384)
-    width: int = 128  # network input width (paper: 128)
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # ImageNet normalization
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    flip_p: float = 0.5  # random horizontal flip probability
-    erasing_p: float = 0.5  # random erasing probability (ref. [52])
-    translate_p: float = (
-        0.0  # random 2D translation (resize x1.125 + random crop), official code: 0.5
-    )
+    height: Annotated[int, Range(ge=8)] = 384  # network input height (paper: 384)
+    width: Annotated[int, Range(ge=8)] = 128  # network input width (paper: 128)
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # ImageNet normalization, per RGB channel
+    std: tuple[Annotated[float, Range(gt=0.0)], ...] = (0.229, 0.224, 0.225)
+    flip_p: Probability = 0.5  # random horizontal flip probability
+    erasing_p: Probability = 0.5  # random erasing probability (ref. [52])
+    translate_p: Probability = 0.0  # random 2D translation (resize x1.125 + crop); official: 0.5
     color_jitter: bool = False  # optional colour jitter
-    num_instances: int = 4  # K images per identity in a batch (paper: 4)
-    batch_size: int = 64  # P*K (paper: 16 ids x 4)
-    workers: int = -1  # DataLoader workers; -1 picks min(8, cpus - 1)
-    val_fraction: float = 0.0  # share of training identities held out for model selection
+    num_instances: Positive = 4  # K images per identity in a batch (paper: 4)
+    batch_size: Positive = 64  # P*K (paper: 16 ids x 4)
+    workers: Annotated[int, Range(ge=-1)] = -1  # DataLoader workers; -1 picks min(8, cpus - 1)
+    # share of training identities held out as a validation query/gallery for model selection
+    val_fraction: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.0
+    # Unreadable image files (zero-byte, garbage, truncated; found when the data set is
+    # loaded) are an error naming them all; true leaves them out and lists them in the run
+    # folder's skipped_images.txt.
+    skip_bad: bool = False
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """Eq. (6): L = L_xent + beta_tr L_triplet + beta_OF L_OF + beta_OW L_OW."""
 
-    label_smooth: float = 0.1  # epsilon of label-smoothed cross-entropy
-    beta_tr: float = 0.1  # 0 disables the triplet term (Table 1 "ABD-Net (XE)")
-    margin: float = 1.2  # batch-hard triplet margin alpha
-    beta_of: float = 1e-6
-    beta_ow: float = 1e-3
-    power_iters: int = 2  # power-iteration steps of eq. (5)
-    svdo_form: str = "paper"  # "paper": squared eq. (4); "official": the authors' code's scaling
-    # O.F. Gram for svdo_form "paper" (added by the losses engineer): "spatial" = F F^T / N,
-    # N = H*W, keeps the squared eq. (4) at a trainable scale (raw: 1e2-1e5 x the CE, see
-    # losses/svdo.py); "none" = raw F F^T (eq. 4 literally). "official" always uses the raw Gram.
-    of_gram_norm: str = "spatial"
+    label_smooth: Annotated[float, Range(ge=0.0, lt=1.0)] = 0.1  # epsilon of CE-LS
+    beta_tr: Annotated[float, Range(ge=0.0)] = 0.1  # 0 disables the triplet term ("(XE)")
+    margin: Annotated[float, Range(ge=0.0)] = 1.2  # batch-hard triplet margin alpha
+    beta_of: Annotated[float, Range(ge=0.0)] = 1e-6  # beta_OF of eq. (6)
+    beta_ow: Annotated[float, Range(ge=0.0)] = 1e-3  # beta_OW of eq. (6)
+    power_iters: Positive = 2  # power-iteration steps of eq. (5)
+    svdo_form: SVDOForm = "paper"  # "paper": squared eq. (4); "official": the authors' scaling
+    # O.F. Gram for svdo_form "paper": "spatial" = F F^T / N (N = H*W) keeps the squared
+    # eq. (4) at a trainable scale (see losses/svdo.py); "none" = raw F F^T (eq. 4 literally).
+    of_gram_norm: GramNorm = "spatial"
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    optimizer: str = "adam"  # "adam" or "sgd"
-    lr: float = 3e-4
-    weight_decay: float = 5e-4
-    momentum: float = 0.9  # sgd only
-    milestones: tuple[int, ...] = (30, 40)  # epochs (of step 2) where the LR is multiplied by gamma
-    gamma: float = 0.1
+    """Optimizer and learning-rate steps."""
+
+    optimizer: OptimizerName = "adam"
+    lr: Annotated[float, Range(gt=0.0)] = 3e-4  # base learning rate
+    weight_decay: Annotated[float, Range(ge=0.0)] = 5e-4  # L2 penalty (Adam: coupled, as torch)
+    # Which parameters decay: "weights" = conv and linear weights only (norms, biases and
+    # attention gammas are not pulled towards 0); "all" = every parameter.
+    weight_decay_scope: DecayScope = "weights"
+    momentum: Probability = 0.9  # sgd only
+    milestones: tuple[NonNegative, ...] = (30, 40)  # step-2 epochs where the LR is x gamma
+    gamma: Annotated[float, Range(gt=0.0)] = 0.1  # LR decay factor at each milestone
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    frozen_epochs: int = 10  # step 1: backbone frozen, CE + triplet only
-    epochs: int = 60  # step 2: all layers, the full eq. (6)
-    of_start_epoch: int = 0  # step-2 epoch from which O.F. is on
-    ow_start_epoch: int = 0  # step-2 epoch from which O.W. is on
-    reset_optimizer: bool = True  # fresh optimizer/scheduler state at the step boundary
-    seed: int = 0
+    """The two-step schedule and the run's machinery."""
+
+    frozen_epochs: NonNegative = 10  # step 1: backbone frozen, CE + triplet only
+    epochs: NonNegative = 60  # step 2: all layers, the full eq. (6)
+    of_start_epoch: NonNegative = 0  # step-2 epoch from which O.F. is on
+    ow_start_epoch: NonNegative = 0  # step-2 epoch from which O.W. is on
+    reset_optimizer: bool = True  # fresh optimizer state at the step boundary
+    seed: int = 0  # seeds python, numpy, torch, the sampler and the loader workers
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: str = "auto"  # "auto", "fp32", "bf16", "fp16"
-    channels_last: bool = False
-    compile: bool = False
-    grad_clip: float = 0.0  # max gradient norm, 0 = off
-    deterministic: bool = False
-    eval_every: int = 10  # epochs between query/gallery evaluations (0 = only at the end)
-    checkpoint_every: int = 1  # epochs between checkpoints
+    precision: PrecisionName = "auto"  # training arithmetic; see engine/precision.py
+    channels_last: bool = False  # NHWC memory format (faster convolutions on most hardware)
+    compile: bool = False  # torch.compile the model
+    grad_clip: Annotated[float, Range(ge=0.0)] = 0.0  # max gradient norm, 0 = off
+    deterministic: bool = False  # deterministic kernels (exact resume, slower)
+    eval_every: NonNegative = 10  # epochs between query/gallery evaluations (0 = only at the end)
+    checkpoint_every: Positive = 1  # epochs between checkpoints
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    metric: str = "euclidean"  # "euclidean" or "cosine"
+    """How query/gallery features are extracted and ranked."""
+
+    metric: Metric = "euclidean"  # squared Euclidean (torchreid, official code) or 1 - cos
     normalize: bool = False  # L2-normalize embeddings before matching
     flip: bool = False  # average with the horizontally mirrored image
-    flip_mode: str = "raw"  # "raw" (official code) or "normalized" averaging
+    flip_mode: FlipMode = "raw"  # "raw" (official code) or "normalized" averaging
     rerank: bool = False  # k-reciprocal re-ranking
     aqe: bool = False  # average query expansion
-    batch_size: int = 128
-    max_rank: int = 50
+    batch_size: Positive = 128  # images per forward pass
+    max_rank: Positive = 50  # length of the CMC curve
+    # Arithmetic of evaluation, during training and in ``abdnet eval`` alike, so both report
+    # the same numbers; "auto" lets the machine choose as training does.
+    precision: PrecisionName = "fp32"
 
 
 @dataclass(frozen=True)
 class Config:
+    """Everything a run needs; saved as ``config.yaml`` in the run folder."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -191,20 +293,49 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+def _check_config(cfg: Config) -> None:
+    """Rules that tie several keys together (single keys are checked by their types)."""
+    d = cfg.data
+    if d.batch_size % d.num_instances:
+        raise ConfigError(
+            f"data.batch_size: {d.batch_size} is not a multiple of data.num_instances="
+            f"{d.num_instances} (a batch is P identities x K images)",
+            "data.batch_size",
+        )
+    if len(d.mean) != 3 or len(d.std) != 3:
+        raise ConfigError(
+            f"data.mean / data.std: expected 3 values (R, G, B), got {len(d.mean)} / {len(d.std)}",
+            "data.mean",
+        )
+    m = cfg.optim.milestones
+    if list(m) != sorted(set(m)):
+        raise ConfigError(
+            f"optim.milestones: must be increasing, got {list(m)}", "optim.milestones"
+        )
+    if cfg.train.frozen_epochs + cfg.train.epochs == 0:
+        raise ConfigError(
+            "train.frozen_epochs + train.epochs: nothing to train (both 0)", "train.epochs"
+        )
+
+
+def _model_values(model: dict[str, Any]) -> dict[str, Any]:
+    """The ``model`` section's values over those of the preset it names (default "paper")."""
+    preset = model.get("preset", "paper")
+    if not isinstance(preset, str) or preset not in MODEL_PRESETS:
+        raise ConfigError(
+            f"model.preset: unknown preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}",
+            "model.preset",
+        )
+    return {**config_to_dict(MODEL_PRESETS[preset]), **model}
+
+
 def model_config(preset: str = "paper", **overrides: Any) -> ModelConfig:
     """The preset's ModelConfig with ``overrides`` applied (unknown names are an error)."""
-    if preset not in MODEL_PRESETS:
-        raise ConfigError(
-            f"model.preset: unknown preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}"
-        )
-    base = config_to_dict(MODEL_PRESETS[preset])
-    base.update(overrides)
-    base["preset"] = preset
-    return _build(ModelConfig, base, "model")
+    return _build(ModelConfig, _model_values({**overrides, "preset": preset}), "model")
 
 
 # ---------------------------------------------------------------------------------------
-# dict <-> dataclass, with type checks that name the key
+# dict <-> dataclass, with checks that name the key
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -220,16 +351,34 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return conv(cfg)
 
 
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
 def _check_value(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *extras = typing.get_args(tp)
+        value = _check_value(base, value, key)
+        for extra in extras:
+            if isinstance(extra, Range):
+                extra.check(value, key)
+        return value
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if isinstance(value, bool) or value not in allowed:
+            raise ConfigError(
+                f"{key}: expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}", key
+            )
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}", key)
         return _build(tp, value, key)
     if origin is tuple:
         (item_tp, _ellipsis) = typing.get_args(tp)
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list of {item_tp.__name__}, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {value!r}", key)
         return tuple(_check_value(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
@@ -237,35 +386,36 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
                 return _check_value(arg, value, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: {value!r} does not match {tp}")
+        raise ConfigError(f"{key}: {value!r} does not match {tp}", key)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            raise ConfigError(f"{key}: expected true/false, got {value!r}", key)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r}", key)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}", key)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {value!r}", key)
         return value
-    raise ConfigError(f"{key}: unsupported type {tp}")
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}", key)
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(
-            f"unknown config key(s): {', '.join(where + u for u in unknown)}; "
-            f"valid keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(names))}"
+            f"unknown config key(s): {', '.join(where + str(u) for u in unknown)}; "
+            f"valid keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(names))}",
+            where + str(unknown[0]),
         )
     kwargs = {}
     for name, value in data.items():
@@ -274,19 +424,112 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def replace_checked(section: _T, key: str, /, **changes: Any) -> _T:
+    """``dataclasses.replace`` for a config section (``key`` is its place, e.g. ``"eval"``)
+    with the checks a loaded config gets: types, choices and ranges, errors naming
+    ``key.field``. Command-line options that override config values go through this."""
+    if not dataclasses.is_dataclass(section) or isinstance(section, type):
+        raise TypeError(f"replace_checked: expected a config section, got {section!r}")
+    data = config_to_dict(section)
+    data.update(changes)
+    return _build(type(section), data, key)
+
+
+def with_data_root(data: DataConfig, root: str | Path) -> DataConfig:
+    """``data`` reading the data set at ``root`` (layout detected, ``--data ROOT``); the input
+    size, augmentation and batch composition stay."""
+    return replace_checked(data, "data", name="auto", root=str(root))
+
+
 def config_from_dict(data: dict[str, Any] | None) -> Config:
-    """Build a Config from a nested dict; ``model.preset`` selects the model base values."""
+    """Build and check a Config from a nested dict; ``model.preset`` selects the model base."""
     data = dict(data or {})
-    model = dict(data.get("model") or {})
-    preset = model.get("preset", "paper")
-    if not isinstance(preset, str) or preset not in MODEL_PRESETS:
-        raise ConfigError(
-            f"model.preset: unknown preset {preset!r}; expected one of {sorted(MODEL_PRESETS)}"
-        )
-    merged = config_to_dict(MODEL_PRESETS[preset])
-    merged.update(model)
-    data["model"] = merged
-    return _build(Config, data, "")
+    model = data.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"model: expected a mapping, got {type(model).__name__}", "model")
+    data["model"] = _model_values(model)
+    cfg = _build(Config, data, "")
+    _check_config(cfg)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------
+# YAML 1.2 reading
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 (core schema) scalars and no duplicate keys."""
+
+
+# PyYAML implements YAML 1.1, where ``1e-4`` is a string and ``yes``/``on`` are booleans.
+# Replace its implicit resolvers for bool, int, float and null by the YAML 1.2 core schema.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (
+        "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:float", "tag:yaml.org,2002:null",
+    )]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}  # fmt: skip
+for _tag, _pattern, _first in (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+):
+    _Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    if text.startswith("0x"):
+        return int(text[2:], 16)
+    return int(text)  # "010" is ten in YAML 1.2 (no implicit octal)
+
+
+def _construct_bool(loader: yaml.SafeLoader, node: yaml.Node) -> bool:
+    return loader.construct_scalar(node).lower() == "true"
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    """A mapping names a key twice."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            raise _DuplicateKeyError(
+                f"line {key_node.start_mark.line + 1}: the key {key!r} appears twice in one "
+                "mapping (the second would silently replace the first)"
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(source: str | typing.TextIO) -> Any:
+    """Parse YAML as configs are parsed (YAML 1.2 scalars, duplicate keys refused).
+
+    ``source`` is text or an open file (whose name then appears in error messages).
+    """
+    return yaml.load(source, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+# ---------------------------------------------------------------------------------------
+# files and --set overrides
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -294,17 +537,17 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {item!r}: expected key.sub=value")
     key, raw = item.split("=", 1)
     key = key.strip()
-    if not key:
+    if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}", key) from None
     return key.split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``a.b=c`` strings (values parsed as YAML) to a nested dict, in place."""
+    """Apply ``a.b=c`` strings (values parsed as YAML 1.2) to a nested dict, in place."""
     for item in overrides:
         parts, value = _parse_override(item)
         node = data
@@ -319,19 +562,29 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return data
 
 
+def _override_keys(overrides: list[str] | tuple[str, ...]) -> set[str]:
+    return {item.split("=", 1)[0].strip() for item in overrides if "=" in item}
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
-    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    An error names the key and where its value came from: ``--set`` or the file.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            with p.open(encoding="utf-8") as f:
+                loaded = load_yaml(f)
+        except _DuplicateKeyError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -341,13 +594,24 @@ def load_config(
     try:
         return config_from_dict(data)
     except ConfigError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{exc}") from None
+        from_set = exc.key is not None and any(
+            exc.key == k or exc.key.startswith(k + ".") or exc.key.startswith(k + "[")
+            for k in _override_keys(overrides)
+        )
+        if from_set:
+            raise ConfigError(f"--set {exc}", exc.key) from None
+        if path is not None:
+            raise ConfigError(f"{path}: {exc}", exc.key) from None
+        raise
 
 
 def dump_config(cfg: Config) -> str:
+    """The config as YAML (every key, the resolved values)."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(dump_config(cfg))
+    """Write the config as YAML, atomically."""
+    from abdnet.files import atomic_write
+
+    atomic_write(path, dump_config(cfg))

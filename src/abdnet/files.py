@@ -10,7 +10,9 @@ feature files, exports, the gallery's crop store):
   with one rename, so a kill at any moment leaves either the old or the new folder.
 - :class:`FolderLock`: one writer per folder at a time, across processes (``filelock``); the
   lock file sits beside the folder so it can be taken before the folder exists.
-- :func:`check_output`: refuse to overwrite an existing output unless asked to (``--force``).
+- :func:`check_output`: refuse to overwrite an existing output unless asked to (``--force``),
+  and refuse an output that cannot be written, before any work is done.
+- :func:`remove_stale_temporaries`: a writer's first step; removes what killed writers left.
 
 This module imports nothing else of abdnet.
 """
@@ -18,7 +20,9 @@ This module imports nothing else of abdnet.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -34,9 +38,13 @@ __all__ = [
     "atomic_file",
     "atomic_write",
     "check_output",
+    "current_version",
     "fsync_path",
     "remove_stale_temporaries",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class FileLockedError(RuntimeError):
@@ -62,9 +70,11 @@ def fsync_path(path: str | Path) -> None:
 
 
 def _temporary_name(path: Path) -> Path:
-    # Hidden, in the same folder (same file system, so the rename is atomic), and marked so
-    # that leftovers of a killed writer are recognisable (remove_stale_temporaries).
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    # Hidden, in the same folder (same file system, so the rename is atomic), marked with the
+    # writer's pid so that leftovers of a killed writer are recognisable
+    # (remove_stale_temporaries), and ending in the target's suffix for writers that choose
+    # the format by it (matplotlib) or append one when it is missing (numpy).
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 @contextlib.contextmanager
@@ -95,10 +105,36 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
-def remove_stale_temporaries(folder: str | Path, name: str) -> None:
-    """Remove temporaries :func:`atomic_file` left for ``folder/name`` when a writer died."""
-    for stale in Path(folder).glob(f".{name}.tmp-*"):
-        stale.unlink(missing_ok=True)
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path, name: str) -> list[Path]:
+    """Remove the temporaries :func:`atomic_file` left for ``folder/name`` when its writer
+    was killed (its pid no longer runs); a live writer's temporary is left alone. Writers
+    call this when they start, so a killed export does not leave its bytes behind for long.
+    Returns the removed paths."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.tmp-?(\d+)(?:-[0-9a-f]+)?(?:\.\w+)?$")
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = pattern.match(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
@@ -107,7 +143,9 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
 
     If the body raises (or the process dies), ``target`` is untouched. A ``target`` that is a
     real folder (e.g. copied without links) is moved aside first; the swap itself is still
-    one rename. Earlier versions and leftovers of interrupted writes are removed afterwards.
+    one rename. Earlier versions and leftovers of interrupted writes are removed afterwards,
+    so one writer at a time (hold the folder's :class:`FolderLock`); readers should resolve
+    the link once (:func:`current_version`) and read every file of one version from there.
     """
     target = Path(target)
     parent = target.parent
@@ -130,11 +168,23 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     current = os.readlink(target)
-    for stale in parent.glob(f".{target.name}-*"):
-        if stale.name != current:
+    # Exactly this target's versions and links: a sibling named e.g. "<name>-2" has its own.
+    version = re.compile(rf"^\.{re.escape(target.name)}-(?:old-)?[0-9a-f]{{12}}$")
+    link_name = re.compile(rf"^\.{re.escape(target.name)}\.link-[0-9a-f]{{12}}$")
+    for stale in parent.iterdir():
+        if version.match(stale.name) and stale.name != current:
             shutil.rmtree(stale, ignore_errors=True)
-    for stale in parent.glob(f".{target.name}.link-*"):
-        stale.unlink(missing_ok=True)
+        elif link_name.match(stale.name):
+            stale.unlink(missing_ok=True)
+
+
+def current_version(target: str | Path) -> Path:
+    """The folder ``target`` stands for now: the version its link points to (or ``target``
+    itself when it is a plain folder). Read all files of one version through this path."""
+    target = Path(target)
+    if target.is_symlink():
+        return target.parent / os.readlink(target)
+    return target
 
 
 class FolderLock:
@@ -155,10 +205,29 @@ class FolderLock:
         self._lock: filelock.BaseFileLock | None = None
 
     def acquire(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(self.path), timeout=self.timeout)
         try:
-            lock.acquire()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                if self.timeout == 0:
+                    raise
+                log.info(
+                    "%s: in use by another process; waiting%s",
+                    self.what,
+                    "" if self.timeout < 0 else f" up to {self.timeout:g} s",
+                )
+                lock.acquire()
+        except PermissionError:
+            raise PermissionError(
+                f"{self.what}: cannot write in {_existing_ancestor(self.path.parent)} "
+                "(permission denied)"
+            ) from None
+        except (FileExistsError, NotADirectoryError):
+            raise PermissionError(
+                f"{self.what}: cannot write there: {_existing_ancestor(self.path.parent)} is a file"
+            ) from None
         except filelock.Timeout:
             raise FileLockedError(
                 f"{self.what}: in use by another abdnet process (lock {self.path}); wait for it "
@@ -179,29 +248,57 @@ class FolderLock:
         self.release()
 
 
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_output(
-    path: str | Path, *, force: bool, option: str = "--out", kind: str = "file"
+    path: str | Path,
+    *,
+    force: bool,
+    option: str = "--out",
+    folder: bool = False,
+    members: tuple[str, ...] | None = None,
+    hint: str = "",
 ) -> Path:
-    """``path`` if it may be written: it must not exist unless ``force`` (then it is replaced
-    by the writer); its folder must exist or be creatable and be writable. ``kind`` is
-    ``"file"`` or ``"folder"`` (written whole, e.g. with :func:`atomic_directory`): an existing
-    path of the other kind is never replaced. Errors name the option and the path."""
-    if kind not in ("file", "folder"):
-        raise ValueError(f"check_output: kind must be 'file' or 'folder', got {kind!r}")
+    """``path`` if it may be written, checked before any work is done; errors name the
+    option and the path.
+
+    A file output (default) must not exist unless ``force`` (the writer then replaces it)
+    and must not be a folder. A folder output (``folder=True``) must not be a file, and
+    must not already hold an output unless ``force``: any entry, or with ``members`` one of
+    those names (a run folder may hold a scheduler's log, but not another run's
+    ``config.yaml``). Either way the nearest existing folder on the way must be writable.
+    ``hint`` is added to the refusal (e.g. how to continue instead).
+    """
     path = Path(path)
-    if path.exists() or path.is_symlink():
+    exists = path.exists() or path.is_symlink()
+    if folder:
+        if exists and not path.is_dir():
+            raise OutputExistsError(f"{option} {path}: is a file, expected a folder")
+        if exists:
+            entries = sorted(e.name for e in path.iterdir())
+            held = [e for e in entries if members is None or e in members]
+            if held and not force:
+                raise OutputExistsError(
+                    f"{option} {path}: already holds {', '.join(held[:3])}"
+                    f"{' ...' if len(held) > 3 else ''}; {hint + ', or ' if hint else ''}"
+                    "pass --force to replace it"
+                )
+    elif exists:
+        if path.is_dir() and not path.is_symlink():
+            raise OutputExistsError(f"{option} {path}: is a folder, expected a file path")
         if not force:
             raise OutputExistsError(
-                f"{option} {path}: already exists; pass --force to overwrite it"
+                f"{option} {path}: already exists; {hint + ', or ' if hint else ''}"
+                "pass --force to overwrite it"
             )
-        if kind == "file" and path.is_dir() and not path.is_symlink():
-            raise OutputExistsError(f"{option} {path}: is a folder, expected a file path")
-        if kind == "folder" and path.exists() and not path.is_dir():
-            raise OutputExistsError(f"{option} {path}: is a file, expected a folder path")
-    parent = path.parent
-    existing = parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"{option} {path}: cannot write in {existing}")
+    # The parent takes temporaries, lock files and new versions; a folder also its contents.
+    for where in [_existing_ancestor(path.parent)] + ([path] if folder and exists else []):
+        if not where.is_dir():
+            raise PermissionError(f"{option} {path}: cannot write there: {where} is a file")
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise PermissionError(f"{option} {path}: cannot write in {where} (permission denied)")
     return path

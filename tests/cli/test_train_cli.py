@@ -88,7 +88,9 @@ def test_eval_json_matches_brute_force(small_run, capsys):
     model = loaded.model.eval()
     with torch.no_grad():
         feats = {
-            name: torch.stack([model(tf(ds.read_image(r))[None])[0] for r in recs]).numpy()
+            name: torch.stack(
+                [model(tf(ds.read_image(r))[None]).embedding[0] for r in recs]
+            ).numpy()
             for name, recs in (("q", ds.query), ("g", ds.gallery))
         }
     qp, gp = np.array([r.pid for r in ds.query]), np.array([r.pid for r in ds.gallery])
@@ -144,3 +146,101 @@ def test_demo_writes_metrics_and_report(tmp_path, capsys):
     assert f"{100 * metrics['abdnet']['mAP']:.1f}%" in report
     assert "ABD-Net, trained" in capsys.readouterr().out
     assert main(args) == 0  # a second demo into the same folder replaces its run
+
+
+def test_eval_reproduces_what_training_recorded(small_run, capsys, monkeypatch):
+    # A CPU with native bf16 where "auto" would pick bf16: evaluation must still run in the
+    # precision the run evaluated in (eval.precision, fp32) and say so.
+    from abdnet.engine import precision as P
+
+    monkeypatch.setattr(P, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(P, "_cpu_bf16_speedup", lambda: 3.0)
+    recorded = json.loads((small_run / "metrics.jsonl").read_text().splitlines()[-1])["test"]
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(small_run), "--json", "--device", "cpu"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["precision"] == "fp32"
+    for key in ("mAP", "mINP", "rank1", "rank5", "rank10"):
+        assert got[key] == pytest.approx(recorded[key], abs=1e-6), key
+    assert main(["eval", "--checkpoint", str(small_run), "--device", "cpu", "--no-progress"]) == 0
+    assert "precision fp32" in capsys.readouterr().out
+
+
+def test_eval_options_are_checked_before_any_work(small_run, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--checkpoint", str(small_run), "--batch-size", "0"])
+    assert exc.value.code == 2
+    assert "argument --batch-size: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def _copy_run(run, dest):
+    import shutil
+
+    shutil.copytree(run, dest, symlinks=True)
+    return dest
+
+
+def test_dangling_resume_is_refused_and_history_kept(small_run, tmp_path, capsys):
+    import shutil
+
+    run = _copy_run(small_run, tmp_path / "run")
+    history = (run / "metrics.jsonl").read_text()
+    shutil.rmtree((run / "checkpoints" / "last").resolve())
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("abdnet train: error: --resume ") and err.count("\n") == 1
+    assert "checkpoints/last points to a missing folder" in err and "Traceback" not in err
+    assert (run / "metrics.jsonl").read_text() == history
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_state_on_resume_is_one_line_naming_the_file(small_run, tmp_path, capsys):
+    import pickle
+
+    run = _copy_run(small_run, tmp_path / "run")
+    marker = tmp_path / "code-ran"
+    state_file = run / "checkpoints" / "last" / "state.pt"
+    state_file.unlink()  # (a fresh file, not the copy's inode)
+    state_file.write_bytes(pickle.dumps({"epoch": 1, "x": _Payload(str(marker))}))
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("abdnet train: error: ") and err.count("\n") == 1
+    assert "state.pt: refused" in err and not marker.exists()
+
+
+def test_known_failures_are_one_line_and_traceback_only_with_v(tmp_path, capsys, monkeypatch):
+    import abdnet.engine as engine
+
+    def diverging(*args, **kwargs):
+        raise FloatingPointError("epoch 1: the loss is not finite; lower optim.lr")
+
+    monkeypatch.setattr(engine, "train", diverging)
+    cfg_file = tmp_path / "c.yaml"
+    save_config(config_from_dict(SMALL), cfg_file)
+    args = ["train", "--config", str(cfg_file), "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == "abdnet train: error: epoch 1: the loss is not finite; lower optim.lr\n"
+    assert main(["-v", *args]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.endswith("lower optim.lr\n")
+
+
+def test_error_line_of_a_dataloader_worker_failure():
+    from abdnet.cli.main import error_line
+
+    wrapped = ValueError(
+        "Caught ImageReadError in DataLoader worker process 0.\nOriginal Traceback (most "
+        "recent call last):\n  File ...\nabdnet.data.images.ImageReadError: a.jpg: cannot read"
+    )
+    assert error_line(wrapped) == "abdnet.data.images.ImageReadError: a.jpg: cannot read"
+    assert error_line(ValueError("c.yaml: not valid YAML:\n  line 3")) == (
+        "c.yaml: not valid YAML: line 3"
+    )

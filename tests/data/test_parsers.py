@@ -183,9 +183,9 @@ def test_folder_tree(tmp_path):
 
 
 def test_csv_paths_relative_to_csv_folder(tmp_path):
-    touch_image(tmp_path / "imgs" / "a.jpg")
+    for name in ("imgs/a.jpg", "imgs/b.jpg", "ann/q.jpg", "ann/g.jpg"):
+        touch_image(tmp_path / name)
     csv_path = tmp_path / "ann" / "set.csv"
-    csv_path.parent.mkdir()
     csv_path.write_text(
         "path,pid,camid,split\n"
         "../imgs/a.jpg,5,0,train\n"
@@ -329,7 +329,12 @@ def test_split_validation_holds_out_ids_with_valid_queries():
     train = [ImageRecord(f"t{pid}_{k}.jpg", pid, k % 3) for pid in range(10, 30) for k in range(5)]
     train += [ImageRecord("lonely.jpg", 99, 0)]  # one camera only: can never be a query
     ds = make_dataset(
-        "toy", "toy", train, [ImageRecord("q.jpg", 1, 0)], [ImageRecord("g.jpg", 1, 1)]
+        "toy",
+        "toy",
+        train,
+        [ImageRecord("q.jpg", 1, 0)],
+        [ImageRecord("g.jpg", 1, 1)],
+        image_source=lambda path: Image.new("RGB", (2, 4)),  # records, no files
     )
     tr, vq, vg = split_validation(ds, 0.25, seed=3)
     held = {r.pid for r in vq} | {r.pid for r in vg}

@@ -162,3 +162,21 @@ def test_reader_survives_pickling_for_spawned_workers():
     ds = open_dataset("synthetic", config=SMALL)
     reader = pickle.loads(pickle.dumps(ds.read_image))
     assert np.array_equal(np.asarray(reader(ds.query[1])), np.asarray(ds.read_image(ds.query[1])))
+
+
+def test_synth_cli_refuses_existing_set_unless_force_and_checks_numbers(tmp_path, capsys):
+    out = tmp_path / "syn"
+    args = ["synth", "--out", str(out), "--ids", "4", "--cams", "2", "--per-id", "2",
+            "--size", "32x16"]  # fmt: skip
+    assert cli_main(args) == 0
+    marker = (out / SYNTHETIC_MARKER).read_text()
+    capsys.readouterr()
+    assert cli_main(args) == 2
+    assert f"--out {out}: already holds" in capsys.readouterr().err
+    assert cli_main([*args, "--force", "--seed", "3"]) == 0
+    assert (out / SYNTHETIC_MARKER).read_text() != marker
+    with pytest.raises(SystemExit):
+        cli_main(["synth", "--out", str(tmp_path / "x"), "--ids", "1"])
+    assert "argument --ids: expected an integer >= 2" in capsys.readouterr().err
+    assert cli_main(["synth", "--out", str(tmp_path / "y"), "--size", "4x4"]) == 2
+    assert "synthetic.height: expected a value >= 8" in capsys.readouterr().err

@@ -1,88 +1,14 @@
-import os
+import pickle
 import random
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 
-from abdnet.engine.checkpoint import atomic_directory, capture_rng_state, restore_rng_state
-
-
-def _write(target, text):
-    with atomic_directory(target) as tmp:
-        (tmp / "a.txt").write_text(text)
-        (tmp / "b.txt").write_text(text * 2)
-
-
-def test_atomic_directory_replaces_and_cleans(tmp_path):
-    target = tmp_path / "checkpoints" / "last"
-    _write(target, "one")
-    _write(target, "two")
-    assert (target / "a.txt").read_text() == "two" and (target / "b.txt").read_text() == "twotwo"
-    # only the current hidden folder and the link remain
-    assert sorted(p.name for p in target.parent.iterdir()) == sorted(["last", os.readlink(target)])
-
-
-def test_exception_mid_write_keeps_previous(tmp_path):
-    target = tmp_path / "last"
-    _write(target, "old")
-    with pytest.raises(RuntimeError):
-        with atomic_directory(target) as tmp:
-            (tmp / "a.txt").write_text("new")
-            raise RuntimeError("disk full")
-    assert (target / "a.txt").read_text() == "old"
-
-
-@pytest.mark.parametrize(
-    "where, expected",
-    [
-        ("after_first_file", "old"),
-        ("before_rename", "old"),
-        ("after_link_created", "old"),
-        ("after_rename", "new"),
-    ],
-)
-def test_kill_mid_write_leaves_a_complete_checkpoint(tmp_path, where, expected):
-    # A child process writes "old" completely, then dies with os._exit (no cleanup, like
-    # SIGKILL) at one point of writing "new". The link must lead to a complete checkpoint:
-    # "old" until the atomic rename, "new" after it.
-    target = tmp_path / "checkpoints" / "last"
-    script = textwrap.dedent(
-        f"""
-        import os, sys
-        from pathlib import Path
-        from abdnet.engine import checkpoint as C
-        target = Path({str(target)!r})
-        with C.atomic_directory(target) as tmp:
-            (tmp / "a.txt").write_text("old"); (tmp / "b.txt").write_text("oldold")
-        where = {where!r}
-        if where == "after_link_created":
-            real_replace = os.replace
-            def dying_replace(src, dst):
-                os._exit(9)
-            C.os.replace = dying_replace
-        if where == "before_rename":
-            C._fsync_path = lambda p: os._exit(9) if p.name.startswith(".last-") and p.is_dir() else None
-        if where == "after_rename":
-            C._fsync_path = lambda p: os._exit(9) if p == target.parent else None
-        with C.atomic_directory(target) as tmp:
-            (tmp / "a.txt").write_text("new")
-            if where == "after_first_file":
-                os._exit(9)
-            (tmp / "b.txt").write_text("newnew")
-        """
-    )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert proc.returncode == 9, proc.stderr
-    assert (target / "a.txt").read_text() == expected
-    assert (target / "b.txt").read_text() == expected * 2
-    # the next write succeeds and removes the debris of the killed one
-    _write(target, "next")
-    assert (target / "a.txt").read_text() == "next"
-    assert sorted(p.name for p in target.parent.iterdir()) == sorted(["last", os.readlink(target)])
+from abdnet.config import Config, model_config
+from abdnet.engine import TrainState, capture_rng_state, restore_rng_state
+from abdnet.engine.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from abdnet.models import build_model_from_config
 
 
 def test_rng_state_round_trip_through_weights_only_load(tmp_path):
@@ -101,3 +27,63 @@ def test_rng_state_round_trip_through_weights_only_load(tmp_path):
     assert got[0] == expected[0]
     np.testing.assert_array_equal(got[1], expected[1])
     assert torch.equal(got[2], expected[2])
+
+
+def _state(seed: int) -> TrainState:
+    torch.manual_seed(seed)
+    model = build_model_from_config(
+        model_config(
+            "baseline", backbone="resnet18", global_dim=8, attentive_dim=8, reduction_dim=8
+        ),
+        3,
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return TrainState(model, opt, torch.amp.GradScaler("cpu", enabled=False))
+
+
+def test_train_state_round_trip_restores_weights_optimizer_counters_and_rng(tmp_path):
+    state = _state(0)
+    x = torch.randn(4, 3, 64, 32)
+    state.model.train()
+    state.model(x).embedding.sum().backward()
+    state.optimizer.step()
+    state.epoch, state.step, state.best_metric, state.best_epoch = 3, 12, 0.25, 2
+    save_checkpoint(tmp_path, "last", state, Config())
+    expected_next = torch.rand(3)  # the RNG right after the save
+
+    other = _state(1)
+    torch.manual_seed(99)
+    ckpt = restore_checkpoint(tmp_path, other)
+    assert ckpt.epoch == 3
+    assert (other.epoch, other.step, other.best_metric, other.best_epoch) == (3, 12, 0.25, 2)
+    for a, b in zip(state.model.state_dict().values(), other.model.state_dict().values()):
+        assert torch.equal(a, b)
+    sa, sb = state.optimizer.state_dict()["state"], other.optimizer.state_dict()["state"]
+    assert sa.keys() == sb.keys() and all(
+        torch.equal(sa[k]["exp_avg"], sb[k]["exp_avg"]) for k in sa
+    )
+    assert torch.equal(torch.rand(3), expected_next)
+    assert "scheduler" not in ckpt.state and "sampler" not in ckpt.state  # nothing unread is saved
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this would run",))
+
+
+def test_malicious_state_file_is_refused_with_its_name(tmp_path):
+    save_checkpoint(tmp_path, "last", _state(0), Config())
+    state_file = tmp_path / "checkpoints" / "last" / "state.pt"
+    state_file.write_bytes(pickle.dumps({"epoch": 1, "x": _Payload()}))
+    with pytest.raises(ValueError, match=r"state\.pt: refused"):
+        load_checkpoint(tmp_path)
+
+
+def test_dangling_last_link_is_an_error_not_a_fresh_start(tmp_path):
+    save_checkpoint(tmp_path, "last", _state(0), Config())
+    target = (tmp_path / "checkpoints" / "last").resolve()
+    import shutil
+
+    shutil.rmtree(target)
+    with pytest.raises(FileNotFoundError, match="missing folder"):
+        load_checkpoint(tmp_path)

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from abdnet.config import Config, LossConfig, OptimConfig, TrainConfig, model_config
+from abdnet.config import LossConfig, OptimConfig, TrainConfig, model_config
 
 NUM_CLASSES = 4
 # Plain SGD: the update is linear in the gradient, so equal gradients give equal steps
 # (Adam's first step is ~lr*sign(g) and would amplify float rounding of tiny gradients).
-SGD_CONFIG = Config(optim=OptimConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0))
+SGD_CONFIG = OptimConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0)
 
 
 def _setup():
@@ -30,7 +30,7 @@ def _setup():
         "paper", backbone="resnet18", global_dim=32, attentive_dim=32, reduction_dim=32, dropout=0.0
     )
     model = build_model_from_config(mcfg, NUM_CLASSES)
-    objective = ABDObjective(LossConfig(), NUM_CLASSES)
+    objective = ABDObjective(NUM_CLASSES, of_positions=mcfg.of_positions)
     plan = TransferSchedule(
         TrainConfig(frozen_epochs=0, epochs=1), OptimConfig(), LossConfig()
     ).plan(0)
@@ -85,15 +85,7 @@ def test_ddp_step_equals_single_process_step(tmp_path):
     for sl in (slice(0, 8), slice(8, 16)):
         torch.set_rng_state(rng)
         o = model(images[sl])
-        t = objective(
-            o.logits,
-            o.triplet_features,
-            pids[sl],
-            of_maps=o.of_maps,
-            ow_weights=model.ow_weights(),
-            use_of=plan.use_of,
-            use_ow=plan.use_ow,
-        )
+        t = objective(o, pids[sl], model.ow_weights(), use_of=plan.use_of, use_ow=plan.use_ow)
         losses.append(t.total)
     (sum(losses) / 2).backward()
     opt.step()

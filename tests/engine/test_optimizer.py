@@ -1,12 +1,14 @@
-"""build_optimizer: fused Adam (one kernel over all parameters) equals the for-loop Adam."""
+"""build_optimizer: fused Adam (one kernel over all parameters) equals the for-loop Adam;
+weight decay reaches conv and linear weights only unless asked for every parameter."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from abdnet.config import Config, OptimConfig
+from abdnet.config import OptimConfig
 from abdnet.engine import build_optimizer
+from abdnet.models import build_model
 
 
 def _net() -> nn.Module:
@@ -22,7 +24,7 @@ def _net() -> nn.Module:
 
 
 def test_adam_is_fused_and_matches_the_for_loop_adam() -> None:
-    cfg = Config(optim=OptimConfig(optimizer="adam", lr=1e-2, weight_decay=5e-4))
+    cfg = OptimConfig(optimizer="adam", lr=1e-2, weight_decay=5e-4, weight_decay_scope="all")
     ours, ref = _net(), _net()
     ours[1].weight.requires_grad_(False)  # a frozen parameter gets no gradient and no update
     ref[1].weight.requires_grad_(False)
@@ -39,3 +41,22 @@ def test_adam_is_fused_and_matches_the_for_loop_adam() -> None:
     for a, b in zip(ours.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert torch.equal(ours[1].weight, frozen_before)
+
+
+def test_default_decay_skips_norms_biases_and_attention_gammas() -> None:
+    model = build_model(
+        "paper", 3, backbone="resnet18", global_dim=8, attentive_dim=8, reduction_dim=8
+    )
+    opt = build_optimizer(OptimConfig(weight_decay=5e-4), model)
+    by_id = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    names = dict(model.named_parameters())
+    assert len(by_id) == len(names)  # every parameter is in exactly one group
+    for name, p in names.items():
+        decays = by_id[id(p)] > 0
+        weight_of_conv_or_linear = name.endswith(".weight") and p.dim() >= 2
+        assert decays == weight_of_conv_or_linear, name
+    gammas = [n for n in names if n.endswith("gamma")]
+    assert len(gammas) == 3 and all(by_id[id(names[n])] == 0 for n in gammas)
+    # the decay itself: with zero gradient, a decayed weight shrinks and a gamma does not
+    everything = build_optimizer(OptimConfig(weight_decay=5e-4, weight_decay_scope="all"), model)
+    assert [g["weight_decay"] for g in everything.param_groups] == [5e-4]

@@ -40,7 +40,7 @@ def test_explicit_requests_are_honoured_and_bad_names_rejected():
     assert choose_precision("cpu", "fp32").name == "fp32"
     fp16 = choose_precision("cpu", "fp16")
     assert fp16.use_scaler and fp16.dtype == torch.float16
-    with pytest.raises(ValueError, match="train.precision"):
+    with pytest.raises(ValueError, match="precision: expected one of"):
         choose_precision("cpu", "half")
 
 

@@ -87,8 +87,11 @@ def test_stop_and_resume_is_bit_identical(tmp_path):
 def test_fresh_run_into_existing_run_is_refused(tmp_path):
     cfg = small_config(frozen_epochs=0, epochs=1)
     train(cfg, tmp_path / "r", max_epochs=1)
-    with pytest.raises(ValueError, match="--resume"):
+    with pytest.raises(FileExistsError, match="--resume .*--force"):
         train(cfg, tmp_path / "r")
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    train(cfg, tmp_path / "r", force=True, max_epochs=1)  # replaces the run
+    assert (tmp_path / "r" / "metrics.jsonl").read_text().count("\n") == before.count("\n")
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         train(None, tmp_path / "nothing", resume=True)
 
@@ -99,7 +102,7 @@ def _abdnet(*args):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_tiny_config_matches_uninterrupted(tmp_path):
-    # The check, as a user would run it: tiny.yaml, killed with SIGKILL as soon as the
+    # As a user would run it: tiny.yaml, killed with SIGKILL as soon as the
     # first checkpoint exists, resumed with `abdnet train --resume`.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     config = str(ROOT / "configs" / "tiny.yaml")

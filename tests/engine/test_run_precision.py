@@ -6,6 +6,7 @@ from abdnet.config import Config, config_from_dict
 from abdnet.engine import precision as P
 from abdnet.engine import trainer as T
 from abdnet.engine.distributed import DistContext
+from abdnet.layout import RunLayout
 
 
 def test_bf16_probe_leaves_the_global_rng_alone():
@@ -24,15 +25,21 @@ def test_resume_reuses_the_precision_auto_chose(tmp_path, monkeypatch):
         return real(device, "bf16" if requested == "auto" else requested)
 
     monkeypatch.setattr(T, "choose_precision", fake)
-    first = T._run_precision(cfg, tmp_path, torch.device("cpu"), DistContext(), resume=False)
+    first = T._run_precision(
+        cfg, RunLayout(tmp_path), torch.device("cpu"), DistContext(), resume=False
+    )
     assert first.name == "bf16"
 
     def fake_later(device, requested="auto", **kw):  # the measurement now says otherwise
         return real(device, "fp32" if requested == "auto" else requested)
 
     monkeypatch.setattr(T, "choose_precision", fake_later)
-    resumed = T._run_precision(cfg, tmp_path, torch.device("cpu"), DistContext(), resume=True)
+    resumed = T._run_precision(
+        cfg, RunLayout(tmp_path), torch.device("cpu"), DistContext(), resume=True
+    )
     assert resumed.name == "bf16"
     (tmp_path / "other").mkdir()
-    fresh = T._run_precision(cfg, tmp_path / "other", torch.device("cpu"), DistContext(), False)
+    fresh = T._run_precision(
+        cfg, RunLayout(tmp_path / "other"), torch.device("cpu"), DistContext(), False
+    )
     assert fresh.name == "fp32"

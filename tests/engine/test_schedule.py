@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from abdnet.config import LossConfig, OptimConfig, TrainConfig
+from abdnet.config import ConfigError, LossConfig, OptimConfig, TrainConfig, config_from_dict
 from abdnet.engine.schedule import TransferSchedule, apply_freeze
 
 
@@ -44,10 +44,11 @@ def test_no_triplet_when_beta_zero_and_bad_values_named():
         TrainConfig(frozen_epochs=0, epochs=3), OptimConfig(), LossConfig(beta_tr=0.0)
     )
     assert not any(p.use_triplet or p.reset_optimizer for p in s)
-    with pytest.raises(ValueError, match="train.epochs"):
-        TransferSchedule(TrainConfig(epochs=-1), OptimConfig(), LossConfig())
-    with pytest.raises(ValueError, match="optim.milestones"):
-        TransferSchedule(TrainConfig(), OptimConfig(milestones=(40, 30)), LossConfig())
+    # bad values are refused when the config is built (abdnet.config), naming the key
+    with pytest.raises(ConfigError, match="train.epochs"):
+        config_from_dict({"train": {"epochs": -1}})
+    with pytest.raises(ConfigError, match="optim.milestones"):
+        config_from_dict({"optim": {"milestones": [40, 30]}})
 
 
 class Toy(nn.Module):

@@ -11,9 +11,7 @@ import torch
 from abdnet.evaluation import RankResult, evaluate_features, evaluate_rank, pairwise_distance
 from abdnet.evaluation import rank as rank_mod
 
-CASES = sorted(
-    (Path(__file__).resolve().parents[3] / "shared" / "reference" / "eval-cases").glob("*.npz")
-)
+CASES = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "eval-cases").glob("*.npz"))
 
 
 def slow_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, kind=None):
@@ -73,7 +71,7 @@ def random_problem(seed, num_q=40, num_g=300, num_ids=25, num_cams=4, levels=Non
 
 def assert_same(result: RankResult, ref, tol=1e-6):
     cmc, mAP, mINP, num_valid = ref
-    assert result.num_valid == num_valid
+    assert result.num_query_used == num_valid
     np.testing.assert_allclose(result.cmc, cmc, atol=tol, rtol=0)
     assert abs(result.mAP - mAP) < tol
     assert abs(result.mINP - mINP) < tol
@@ -88,7 +86,7 @@ def test_reference_cases_equal_torchreid(path):
     np.testing.assert_allclose(r.cmc, d["cmc"], atol=1e-6, rtol=0)
     assert abs(r.mAP - float(d["mAP"])) < 1e-6
     assert abs(r.mINP - float(d["mINP"])) < 1e-6
-    assert r.num_valid + r.num_skipped == len(d["q_pids"])
+    assert r.num_query_used + r.num_query_skipped == len(d["q_pids"])
 
 
 def test_reference_cases_found():
@@ -104,9 +102,9 @@ def test_equals_slow_reference(seed, levels):
     for chunk in (None, 1, 7):
         r = evaluate_rank(*p, chunk_size=chunk)
         assert_same(r, ref)
-        assert r.num_skipped == len(p[1]) - ref[3]
+        assert r.num_query_skipped == len(p[1]) - ref[3]
         assert_same(evaluate_rank(*p, chunk_size=chunk, ties="stable"), ref_stable)
-    assert r.num_skipped > 0  # the problem really has queries without a valid match
+    assert r.num_query_skipped > 0  # the problem really has queries without a valid match
 
 
 def test_ties_are_exercised():
@@ -126,9 +124,9 @@ def test_torch_inputs_and_float64():
     p = random_problem(4)
     ref = evaluate_rank(*p)
     t = [torch.from_numpy(np.asarray(a)) for a in p]
-    assert_same(evaluate_rank(*t), (ref.cmc, ref.mAP, ref.mINP, ref.num_valid), tol=1e-12)
+    assert_same(evaluate_rank(*t), (ref.cmc, ref.mAP, ref.mINP, ref.num_query_used), tol=1e-12)
     r64 = evaluate_rank(p[0].astype(np.float64), *p[1:])
-    assert_same(r64, (ref.cmc, ref.mAP, ref.mINP, ref.num_valid), tol=1e-12)
+    assert_same(r64, (ref.cmc, ref.mAP, ref.mINP, ref.num_query_used), tol=1e-12)
 
 
 def test_sorting_path_equals_histogram_path():
@@ -185,8 +183,8 @@ def test_hand_computed_example():
     np.testing.assert_allclose(r.cmc, [0, 1, 1, 1])
     assert r.mAP == pytest.approx(0.5)
     assert r.mINP == pytest.approx(0.5)
-    assert r.as_dict()["rank1"] == 0.0 and np.isnan(r.as_dict()["rank5"])
-    assert r.as_dict()["num_query_used"] == 1
+    assert r.to_dict()["rank1"] == 0.0 and np.isnan(r.to_dict()["rank5"])
+    assert r.to_dict()["num_query_used"] == 1
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
@@ -211,7 +209,7 @@ def test_features_chunked_equal_full_matrix(metric):
             r = evaluate_features(
                 qf, gf, q_pids, g_pids, q_cams, g_cams, metric=metric, chunk_size=chunk, ties=ties
             )
-            assert_same(r, (ref.cmc, ref.mAP, ref.mINP, ref.num_valid), tol=1e-12)
+            assert_same(r, (ref.cmc, ref.mAP, ref.mINP, ref.num_query_used), tol=1e-12)
     # and the full matrix is the metric's distance (checked by torch.cdist)
     q64, g64 = torch.from_numpy(qf).double(), torch.from_numpy(gf).double()
     if metric == "euclidean":
@@ -239,7 +237,7 @@ def test_features_accepts_torch_tensors():
         torch.from_numpy(gf),
         *(torch.from_numpy(x) for x in (q_pids, g_pids, q_cams, g_cams)),
     )
-    assert_same(b, (a.cmc, a.mAP, a.mINP, a.num_valid), tol=1e-12)
+    assert_same(b, (a.cmc, a.mAP, a.mINP, a.num_query_used), tol=1e-12)
 
 
 def test_bad_inputs_give_clear_errors():
@@ -273,7 +271,7 @@ def test_cuda_equals_cpu():
     p = random_problem(11, levels=9)
     ref = evaluate_rank(*p)
     r = evaluate_rank(torch.from_numpy(p[0]).cuda(), *p[1:])
-    assert_same(r, (ref.cmc, ref.mAP, ref.mINP, ref.num_valid), tol=1e-12)
+    assert_same(r, (ref.cmc, ref.mAP, ref.mINP, ref.num_query_used), tol=1e-12)
 
 
 def test_pairwise_distance_uses_torchreid_arithmetic():

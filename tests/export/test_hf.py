@@ -67,7 +67,7 @@ def test_refuses_to_overwrite_unless_forced(trained_run, tmp_path):
     out = tmp_path / "m"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match=r"m: already exists.*--force"):
+    with pytest.raises(OutputExistsError, match=r"m: already holds keep.txt.*--force"):
         export_hf(trained_run, out)
     assert (out / "keep.txt").read_text() == "mine"
     export_hf(trained_run, out, force=True, license="cc-by-nc-4.0")

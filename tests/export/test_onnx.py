@@ -50,7 +50,7 @@ def test_dynamic_batch_parity_1_and_5(checkpoint, exported):
     for b in (1, 5):
         x = torch.randn(b, 3, H, W, generator=gen)
         with torch.no_grad():
-            ref = model(x).numpy()
+            ref = model(x).embedding.numpy()
         got = emb(x)
         assert got.shape == ref.shape == (b, model.feature_dim)
         assert np.abs(got - ref).max() <= 1e-4
@@ -76,7 +76,7 @@ def test_flip_inside_graph_equals_mirrored_average(checkpoint, tmp_path):
     assert emb.flip and emb.fixed_batch == 2
     x = torch.randn(3, 3, H, W)  # 3 rows through a fixed batch of 2: chunked and padded
     with torch.no_grad():
-        ref = ((model(x) + model(x.flip(3))) / 2).numpy()
+        ref = ((model(x).embedding + model(x.flip(3)).embedding) / 2).numpy()
     assert np.abs(emb(x) - ref).max() <= 1e-4
 
 
@@ -84,7 +84,7 @@ def test_refuses_and_leaves_no_file_when_parity_fails(checkpoint, tmp_path, monk
     real = onnx_mod._run_onnxruntime
     model = load_model(checkpoint).model
     with torch.no_grad():
-        scale = max(1.0, float(model(torch.randn(4, 3, H, W)).abs().max()))
+        scale = max(1.0, float(model(torch.randn(4, 3, H, W)).embedding.abs().max()))
 
     def off_by_a_bit(path, x):
         out = real(path, x)

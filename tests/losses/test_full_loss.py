@@ -7,7 +7,6 @@ import torch
 import torchvision
 from torch import nn
 
-from abdnet.config import LossConfig
 from abdnet.losses import ABDObjective
 from abdnet.models import CAM, PAM, build_model
 
@@ -54,10 +53,9 @@ def test_full_loss_reaches_every_parameter_and_ow_every_backbone_conv():
 
     x, y = _tiny_batch()
     out = model(x)
-    assert {name for name, _, _ in out.of_maps} == {"shallow", "reduction", "cam", "pam"}
-    terms = ABDObjective(LossConfig(), NUM_CLASSES)(
-        out.logits, out.triplet_features, y, of_maps=out.of_maps, ow_weights=weights
-    )
+    positions = ("shallow", "reduction", "cam", "pam")
+    assert {name for name, _, _ in out.features.of_terms(positions)} == set(positions)
+    terms = ABDObjective(NUM_CLASSES, of_positions=positions)(out, y, weights)
     assert terms.of.item() > 0 and terms.ow.item() > 0 and terms.triplet.item() >= 0
 
     # O.W. alone reaches every backbone conv (one backward for it, one for the rest: the

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from abdnet.config import ConfigError, LossConfig
-from abdnet.losses import ABDObjective, TripletLoss, of_penalty, ow_penalty
+from abdnet.config import Config, ConfigError, LossConfig, config_from_dict
+from abdnet.losses import ABDObjective, TripletLoss, build_objective, of_penalty, ow_penalty
+from abdnet.models import FeatureMaps, ModelOutput
 
 NUM_CLASSES = 5
+POSITIONS = ("shallow", "reduction")
 
 
 def _inputs(seed: int = 0, requires_grad: bool = True):
@@ -21,15 +21,15 @@ def _inputs(seed: int = 0, requires_grad: bool = True):
         torch.randn(8, NUM_CLASSES, generator=g).requires_grad_(requires_grad) for _ in range(3)
     ]
     feats = [torch.randn(8, 6, generator=g).requires_grad_(requires_grad) for _ in range(2)]
-    maps = [
-        ("shallow", torch.rand(8, 4, 3, 5, generator=g).requires_grad_(requires_grad), 1.0),
-        ("reduction", torch.rand(8, 12, 2, 2, generator=g).requires_grad_(requires_grad), 1.0),
-    ]
+    fm = FeatureMaps()
+    fm.add("shallow", torch.rand(8, 4, 3, 5, generator=g).requires_grad_(requires_grad))
+    fm.add("reduction", torch.rand(8, 12, 2, 2, generator=g).requires_grad_(requires_grad))
     weights = [
         torch.randn(6, 3, 3, 3, generator=g).requires_grad_(requires_grad),
         torch.randn(12, 6, 1, 1, generator=g).requires_grad_(requires_grad),
     ]
-    return logits, feats, targets, maps, weights
+    out = ModelOutput(embedding=feats[0], logits=logits, triplet_features=feats, features=fm)
+    return out, targets, weights
 
 
 def test_defaults_are_the_papers():
@@ -39,76 +39,71 @@ def test_defaults_are_the_papers():
 
 
 def test_total_is_eq6_with_independent_terms():
-    cfg = LossConfig(beta_tr=0.3, beta_of=0.01, beta_ow=0.02)
-    logits, feats, targets, maps, weights = _inputs()
+    out, targets, weights = _inputs()
     torch.manual_seed(3)
-    terms = ABDObjective(cfg, NUM_CLASSES)(logits, feats, targets, of_maps=maps, ow_weights=weights)
+    objective = ABDObjective(
+        NUM_CLASSES, beta_tr=0.3, beta_of=0.01, beta_ow=0.02, of_positions=POSITIONS
+    )
+    terms = objective(out, targets, weights)
 
     # xent: mean over the classifiers of torch's label-smoothed CE.
-    xent = sum(F.cross_entropy(x, targets, label_smoothing=0.1) for x in logits) / len(logits)
+    xent = sum(F.cross_entropy(x, targets, label_smoothing=0.1) for x in out.logits) / 3
     torch.testing.assert_close(terms.xent, xent)
-    triplet = 0.3 * sum(TripletLoss(1.2)(f, targets) for f in feats) / len(feats)
+    triplet = 0.3 * sum(TripletLoss(1.2)(f, targets) for f in out.triplet_features) / 2
     torch.testing.assert_close(terms.triplet, triplet)
     # Same RNG draws in the same order reproduce the SVDO terms.
     torch.manual_seed(3)
+    maps = out.features.of_terms(POSITIONS)
     of = 0.01 * of_penalty(maps, iters=2, form="paper", gram_norm="spatial")
     ow = 0.02 * ow_penalty(weights, iters=2, form="paper")
     torch.testing.assert_close(terms.of, of)
     torch.testing.assert_close(terms.ow, ow)
     torch.testing.assert_close(terms.total, terms.xent + terms.triplet + terms.of + terms.ow)
-    assert all(v > 0 for v in terms.detached().values())
+    assert all(v > 0 for v in terms.as_floats().values())
 
 
 def test_gradient_reaches_logits_features_maps_and_weights():
-    logits, feats, targets, maps, weights = _inputs()
-    terms = ABDObjective(LossConfig(beta_of=1e-2), NUM_CLASSES)(
-        logits, feats, targets, of_maps=maps, ow_weights=weights
-    )
+    out, targets, weights = _inputs()
+    terms = ABDObjective(NUM_CLASSES, beta_of=1e-2, of_positions=POSITIONS)(out, targets, weights)
     terms.total.backward()
-    for t in [*logits, *feats, *(m for _, m, _ in maps), *weights]:
+    maps = [m for _, m, _ in out.features.of_terms(POSITIONS)]
+    for t in [*out.logits, *out.triplet_features, *maps, *weights]:
         assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
 
 
 def test_switches_turn_terms_off():
-    logits, feats, targets, maps, weights = _inputs(requires_grad=False)
-    obj = ABDObjective(LossConfig(), NUM_CLASSES)
-    off = obj(
-        logits,
-        feats,
-        targets,
-        of_maps=maps,
-        ow_weights=weights,
-        use_of=False,
-        use_ow=False,
-        use_triplet=False,
-    )
+    out, targets, weights = _inputs(requires_grad=False)
+    obj = ABDObjective(NUM_CLASSES, of_positions=POSITIONS)
+    off = obj(out, targets, weights, use_of=False, use_ow=False, use_triplet=False)
     assert off.of.item() == off.ow.item() == off.triplet.item() == 0.0
     torch.testing.assert_close(off.total, off.xent)
-    no_tr = ABDObjective(LossConfig(beta_tr=0.0), NUM_CLASSES)(logits, [], targets)
+    bare = ModelOutput(embedding=out.embedding, logits=out.logits)
+    no_tr = ABDObjective(NUM_CLASSES, beta_tr=0.0)(bare, targets)
     assert no_tr.triplet.item() == 0.0
-    # No maps / weights (baseline preset): zero terms, not errors.
-    none = obj(logits, feats, targets)
+    # No O.F. positions / no weights (baseline preset): zero terms, not errors.
+    none = ABDObjective(NUM_CLASSES)(out, targets)
     assert none.of.item() == none.ow.item() == 0.0 and none.triplet.item() > 0
 
 
 def test_official_form_scales():
-    logits, feats, targets, maps, weights = _inputs(requires_grad=False)
-    cfg = LossConfig(svdo_form="official")
+    out, targets, weights = _inputs(requires_grad=False)
     torch.manual_seed(1)
-    terms = ABDObjective(cfg, NUM_CLASSES)(logits, feats, targets, of_maps=maps, ow_weights=weights)
+    obj = ABDObjective(NUM_CLASSES, svdo_form="official", of_positions=POSITIONS)
+    terms = obj(out, targets, weights)
     torch.manual_seed(1)
-    of = of_penalty(maps, iters=2, form="official")
+    of = of_penalty(out.features.of_terms(POSITIONS), iters=2, form="official")
     ow = ow_penalty(weights, iters=2, form="official")
     torch.testing.assert_close(terms.of, 1e-6 * of)
     torch.testing.assert_close(terms.ow, 1e-3 * ow)
 
 
-def test_single_tensor_inputs_are_accepted():
-    logits, feats, targets, _, _ = _inputs(requires_grad=False)
-    obj = ABDObjective(LossConfig(), NUM_CLASSES)
-    a = obj(logits[0], feats[0], targets)
-    b = obj([logits[0]], [feats[0]], targets)
-    torch.testing.assert_close(a.total, b.total)
+def test_build_objective_reads_the_config():
+    cfg = config_from_dict(
+        {"loss": {"beta_tr": 0.0, "svdo_form": "official"}, "model": {"preset": "baseline"}}
+    )
+    obj = build_objective(cfg, NUM_CLASSES)
+    assert (obj.beta_tr, obj.svdo_form, obj.of_positions) == (0.0, "official", ())
+    assert build_objective(Config(), NUM_CLASSES).of_positions == Config().model.of_positions
 
 
 @pytest.mark.parametrize(
@@ -123,10 +118,11 @@ def test_single_tensor_inputs_are_accepted():
 )
 def test_bad_config_names_the_key(key, value):
     with pytest.raises(ConfigError, match=f"loss.{key}"):
-        ABDObjective(dataclasses.replace(LossConfig(), **{key: value}), NUM_CLASSES)
+        config_from_dict({"loss": {key: value}})
 
 
 def test_missing_triplet_features_is_an_error():
-    logits, _, targets, _, _ = _inputs(requires_grad=False)
+    out, targets, _ = _inputs(requires_grad=False)
+    bare = ModelOutput(embedding=out.embedding, logits=out.logits)
     with pytest.raises(ValueError, match="triplet_features"):
-        ABDObjective(LossConfig(), NUM_CLASSES)(logits, [], targets)
+        ABDObjective(NUM_CLASSES)(bare, targets)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from abdnet.config import Config, DataConfig, model_config
-from abdnet.models import build_model_from_config
+from abdnet.models import build_model, build_model_from_config
 from abdnet.models.io import MODEL_FILENAME, LoadedModel, load_model, resolve_checkpoint, save_model
 
 
@@ -53,7 +53,7 @@ def test_round_trip_identical_outputs_and_config(tmp_path, tiny):
     assert not loaded.model.training
     x = torch.randn(3, 3, 64, 32)
     with torch.no_grad():
-        assert torch.equal(model(x), loaded.model(x))
+        assert torch.equal(model(x).embedding, loaded.model(x).embedding)
     # every tensor survives bit for bit
     ref = model.state_dict()
     got = loaded.model.state_dict()
@@ -90,7 +90,7 @@ def test_run_folder_prefers_best_then_last(tmp_path, tiny):
     assert resolve_checkpoint(run) == run / "checkpoints" / "best" / MODEL_FILENAME
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
-        assert torch.equal(load_model(run).model(x), model(x))
+        assert torch.equal(load_model(run).model(x).embedding, model(x).embedding)
 
 
 def test_missing_path_error(tmp_path):
@@ -129,15 +129,50 @@ def test_corrupt_file_error(tmp_path):
 def test_official_checkpoint_gets_official_config(tmp_path, monkeypatch):
     # load_official itself is the models package's concern (tested there); here: the
     # .pth.tar route and the Config that comes with it (384x128, ImageNet mean/std).
-    import abdnet.models as models
+    import abdnet.models.io as io
 
-    sentinel = torch.nn.Linear(2, 2).train()
-    monkeypatch.setattr(models, "load_official", lambda path: sentinel)
+    sentinel = build_model(
+        "official", num_classes=3, backbone="resnet18", cam=False, of_positions=["pam", "sum"]
+    ).train()
+    monkeypatch.setattr(io, "load_official", lambda path: sentinel)
     f = tmp_path / "checkpoint_best.pth.tar"
     f.write_bytes(b"x")
     loaded = load_model(f)
     assert loaded.model is sentinel and not sentinel.training
     assert loaded.config.model.arch == "official"
+    # the config says which attention the checkpoint had
+    assert (loaded.config.model.cam, loaded.config.model.pam) == (False, True)
+    assert "cam" not in loaded.config.model.of_positions
     assert (loaded.config.data.height, loaded.config.data.width) == (384, 128)
     assert loaded.config.data.mean == (0.485, 0.456, 0.406)
     assert loaded.config.data.std == (0.229, 0.224, 0.225)
+
+
+def _with_metadata(tmp_path, tiny, **changes):
+    from safetensors import safe_open
+
+    cfg, model = tiny
+    src = save_model(tmp_path / "src", model, cfg)
+    with safe_open(str(src), framework="pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    metadata.update(changes)
+    out = tmp_path / "tampered.safetensors"
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+def test_metadata_num_classes_is_bounded_by_the_tensors(tmp_path, tiny):
+    # 200 million classes would allocate ~100 GB of classifier before any check
+    f = _with_metadata(tmp_path, tiny, num_classes="200000000")
+    with pytest.raises(ValueError, match=r"tampered\.safetensors: metadata num_classes=200000000"):
+        load_model(f)
+    f = _with_metadata(tmp_path, tiny, num_classes="0")
+    with pytest.raises(ValueError, match="num_classes=0 does not fit"):
+        load_model(f)
+
+
+def test_metadata_format_version_not_a_number_names_the_file(tmp_path, tiny):
+    f = _with_metadata(tmp_path, tiny, format_version="abc")
+    with pytest.raises(ValueError, match=r"tampered\.safetensors: .*format_version='abc'"):
+        load_model(f)

@@ -40,14 +40,21 @@ def _get(models: dict, preset: str, backbone: str) -> nn.Module:
     return models[(preset, backbone)]
 
 
+def _expected(cfg) -> tuple[int, int]:
+    """(embedding size, number of classifiers) from the config alone."""
+    if cfg.arch == "official":
+        return 2 * cfg.reduction_dim + cfg.global_dim, 3
+    return cfg.global_dim + cfg.attentive_dim, 1 if cfg.svd_layer else 2
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_forward_backward(models: dict, preset: str, backbone: str) -> None:
     model = _get(models, preset, backbone)
     cfg = MODEL_PRESETS[preset]
-    expected_dim = {"paper": 2048, "baseline": 2048, "official": 3072}[preset]
+    expected_dim, n_logits = _expected(cfg)
     assert model.feature_dim == expected_dim and model.num_classes == NUM_CLASSES
-    assert model.config.backbone == backbone and model.config.preset == preset
+    assert set(cfg.of_positions) <= set(model.of_positions_available)
 
     torch.manual_seed(1)
     x = torch.randn(2, 3, 64, 32)
@@ -56,16 +63,18 @@ def test_forward_backward(models: dict, preset: str, backbone: str) -> None:
     out = model(x)
     assert isinstance(out, ModelOutput)
     assert out.embedding.shape == (2, expected_dim)
-    assert len(out.logits) == (3 if preset == "official" else 2)
+    assert len(out.logits) == n_logits
     assert all(t.shape == (2, NUM_CLASSES) for t in out.logits)
     assert all(t.dim() == 2 and t.shape[0] == 2 for t in out.triplet_features)
-    names = [n for n, _, _ in out.of_maps]
-    assert set(names) == set(cfg.of_positions)
-    assert all(m.dim() == 4 and m.shape[0] == 2 and w > 0 for _, m, w in out.of_maps)
+    of_terms = out.features.of_terms(cfg.of_positions)
+    assert {n for n, _, _ in of_terms} == set(cfg.of_positions)
+    assert all(m.dim() == 4 and m.shape[0] == 2 and w > 0 for _, m, w in of_terms)
+    for name in ("shallow", "reduction", "attentive", "global"):
+        assert out.features.map(name).shape[0] == 2
 
     loss = sum(F.cross_entropy(t, y) for t in out.logits)
     loss = loss + sum(t.pow(2).mean() for t in out.triplet_features)
-    loss = loss + sum(w * m.pow(2).mean() for _, m, w in out.of_maps)
+    loss = loss + sum(w * m.pow(2).mean() for _, m, w in of_terms)
     model.zero_grad()
     loss.backward()
     assert torch.isfinite(loss)
@@ -73,13 +82,15 @@ def test_forward_backward(models: dict, preset: str, backbone: str) -> None:
         assert p.grad is not None, f"no gradient reaches {name}"
         assert torch.isfinite(p.grad).all(), f"non-finite gradient in {name}"
 
+    # eval: the same output type, deterministic, no NaN
     model.eval()
     with torch.no_grad():
         e1 = model(x)
         e2 = model(x)
-    assert isinstance(e1, torch.Tensor) and e1.shape == (2, expected_dim)
-    assert torch.isfinite(e1).all()
-    torch.testing.assert_close(e1, e2)
+    assert isinstance(e1, ModelOutput) and e1.embedding.shape == (2, expected_dim)
+    assert len(e1.logits) == n_logits
+    assert torch.isfinite(e1.embedding).all()
+    torch.testing.assert_close(e1.embedding, e2.embedding)
 
 
 def test_paper_resnet18_at_128x64() -> None:
@@ -87,14 +98,14 @@ def test_paper_resnet18_at_128x64() -> None:
     assert isinstance(model, ABDNet)
     x = torch.randn(2, 3, 128, 64)
     out = model.train()(x)
-    maps = {n: m for n, m, _ in out.of_maps}
+    maps = {n: out.features.map(n) for n in ("shallow", "reduction", "cam", "pam")}
     assert maps["shallow"].shape == (2, 64, 32, 16)  # res_conv_2 output, 1/4
     assert maps["reduction"].shape == (2, 1024, 8, 4)  # Ta at 1/16 (no res_conv_5 down-sampling)
     assert maps["cam"].shape == maps["pam"].shape == (2, 1024, 8, 4)
     assert [t.shape for t in out.logits] == [(2, 10), (2, 10)]
     assert [t.shape for t in out.triplet_features] == [(2, 2048)]
     with torch.no_grad():
-        assert model.eval()(x).shape == (2, 2048)
+        assert model.eval()(x).embedding.shape == (2, 2048)
 
 
 def test_baseline_has_no_attention_and_no_regularized_positions(models: dict) -> None:
@@ -102,7 +113,8 @@ def test_baseline_has_no_attention_and_no_regularized_positions(models: dict) ->
     assert not any(isinstance(m, (CAM, PAM)) for m in model.modules())
     assert model.ow_weights() == []
     out = model.train()(torch.randn(2, 3, 64, 32))
-    assert out.of_maps == [] and out.embedding.shape == (2, 2048)
+    assert MODEL_PRESETS["baseline"].of_positions == ()
+    assert not out.features.attention and out.embedding.shape == (2, 2048)
 
 
 def _conv_weight_shapes(modules: list[nn.Module]) -> list[tuple[int, ...]]:
@@ -168,7 +180,6 @@ def test_pretrained_path_fills_trunk_and_both_res_conv5(tmp_path: Path) -> None:
     path = tmp_path / "r18.pth"
     torch.save(src.state_dict(), path)
     model = build_model("paper", num_classes=3, backbone="resnet18", pretrained=path)
-    assert model.config.pretrained == str(path)
     torch.testing.assert_close(model.stem[0].weight, src.conv1.weight)
     for deep in (model.global_deep, model.attentive_deep):
         torch.testing.assert_close(deep[0].conv1.weight, src.layer4[0].conv1.weight)
@@ -193,10 +204,10 @@ def test_svd_layer_restraint_keeps_distances() -> None:
     model.eval()
     x = torch.randn(4, 3, 64, 32)
     with torch.no_grad():
-        before = model(x)
+        before = model(x).embedding
         sv_before = torch.linalg.svdvals(model.eigenlayer.weight.double())
         assert svd_restraint_(model) == 1
-        after = model(x)
+        after = model(x).embedding
     w = model.eigenlayer.weight.double()
     gram = w @ w.T  # rows (weight vectors) are orthogonal after restraint
     off = gram - torch.diag(torch.diag(gram))
@@ -219,12 +230,12 @@ def test_of_positions_are_checked() -> None:
         "paper", num_classes=3, backbone="resnet18", cam=False, of_positions=("reduction", "pam")
     )
     out = m.train()(torch.randn(2, 3, 64, 32))
-    assert [n for n, _, _ in out.of_maps] == ["reduction", "pam"]
+    assert [n for n, _, _ in out.features.of_terms(("reduction", "pam"))] == ["reduction", "pam"]
     assert m.attentive_reduction[0].in_features == 2 * 1024  # [Ta, PAM(Ta)]
 
 
 def test_config_errors_name_the_key() -> None:
-    with pytest.raises(ValueError, match="ow_scope"):
+    with pytest.raises(ConfigError, match="model.ow_scope: expected one of 'all', 'stem', 'none'"):
         build_model("paper", num_classes=3, backbone="resnet18", ow_scope="some")
     with pytest.raises(ValueError, match="num_classes"):
         build_model("paper", num_classes=0, backbone="resnet18")
@@ -241,8 +252,8 @@ def test_build_model_from_config_and_dims() -> None:
         "paper", backbone="resnet18", global_dim=64, attentive_dim=32, reduction_dim=16
     )
     model = build_model_from_config(cfg, 3)
-    assert isinstance(model, ABDNet) and model.config == cfg and model.feature_dim == 96
+    assert isinstance(model, ABDNet) and model.feature_dim == 96
     with torch.no_grad():
-        assert model.eval()(torch.randn(2, 3, 64, 32)).shape == (2, 96)
+        assert model.eval()(torch.randn(2, 3, 64, 32)).embedding.shape == (2, 96)
     off = build_model_from_config(model_config("official", backbone="resnet18"), 3)
     assert isinstance(off, OfficialABDNet)

@@ -382,3 +382,111 @@ def test_index_hnsw_cli_finds_exact_neighbours_on_small_gallery(env, capsys):
     ans = json.loads(capsys.readouterr().out)
     assert ans[0]["results"][0]["path"] == query
     assert ans[0]["results"][0]["distance"] < 1e-6
+
+
+def test_outputs_are_not_overwritten_unless_forced(env, tmp_path, capsys, monkeypatch):
+    root, _, run, gallery = env
+    # a run's config.yaml given as --out by mistake: refused, naming it, nothing computed
+    victim = tmp_path / "config.yaml"
+    victim.write_text("model: {}\n")
+    from abdnet.retrieval import FeatureExtractor
+
+    def no_work(*a, **k):
+        raise AssertionError("features computed before the output was checked")
+
+    monkeypatch.setattr(FeatureExtractor, "extract", no_work)
+    base = ["extract", "--checkpoint", str(run), "--images", str(gallery)]
+    capsys.readouterr()
+    assert main([*base, "--out", str(victim)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"abdnet extract: error: --out {victim}: already exists; pass --force to overwrite it\n"
+    )
+    assert victim.read_text() == "model: {}\n"
+    # an output that cannot be written is found before the extraction too
+    assert main([*base, "--out", str(victim / "f.npz")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    monkeypatch.undo()
+    out = tmp_path / "f.npz"
+    assert main([*base, "--out", str(out)]) == 0
+    assert main([*base, "--out", str(out), "--force"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "f.npz"]
+
+
+def test_export_refuses_existing_and_cleans_killed_temporaries(env, tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    root, _, run, _ = env
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"someone's model")
+    capsys.readouterr()
+    assert main(["export", "onnx", "--checkpoint", str(run), "--out", str(out)]) == 2
+    assert f"--out {out}: already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"someone's model"
+    assert main(["export", "onnx", "--checkpoint", str(run), "--out", str(out / "m.onnx")]) == 2
+    assert f"cannot write there: {out} is a file" in capsys.readouterr().err
+    # an export killed mid-write (os._exit, like SIGKILL) leaves its temporary; the next
+    # export removes it
+    script = (
+        "import os, sys, onnx\n"
+        "onnx.save = lambda *a, **k: os._exit(9)\n"
+        "from abdnet.cli.main import main\n"
+        f"sys.exit(main(['export', 'onnx', '--checkpoint', {str(run)!r}, '--out', "
+        f"{str(out)!r}, '--force']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".m.onnx.tmp-")]
+    assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0
+    assert out.read_bytes() == b"someone's model"  # the kill did not touch the old file
+    assert main(["export", "onnx", "--checkpoint", str(run), "--out", str(out), "--force"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_search_query_folder_without_images_is_an_error(env, tmp_path, capsys):
+    root, _, run, _ = env
+    if not (root / "ix").exists():
+        main(["index", "build", "--features", str(root / "g.npz"), "--out", str(root / "ix")])
+    empty = tmp_path / "queries"
+    empty.mkdir()
+    capsys.readouterr()
+    rc = main(
+        ["search", "--index", str(root / "ix"), "--checkpoint", str(run), "--query", str(empty)]
+    )
+    assert rc == 2
+    assert (
+        f"abdnet search: error: {empty}: no image files in this folder" in capsys.readouterr().err
+    )
+
+
+def test_tiny_image_extracted_with_a_warning_naming_it(env, tmp_path, caplog):
+    import logging
+
+    from PIL import Image
+
+    root, _, run, gallery = env
+    tiny = tmp_path / "tiny.jpg"
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(tiny)
+    normal = sorted(gallery.iterdir())[0]
+    with caplog.at_level(logging.WARNING):
+        assert (
+            main(["extract", "--checkpoint", str(run), "--images", str(tiny), str(normal),
+                  "--out", str(tmp_path / "f.npz")])
+            == 0
+        )  # fmt: skip
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and warned[0].startswith(f"{tiny}: image of 1x1 pixels")
+
+
+def test_object_array_feature_file_is_named(tmp_path, capsys):
+    bad = tmp_path / "obj.npz"
+    np.savez(
+        bad, features=np.zeros((2, 4), np.float32), paths=np.array([object(), 1], dtype=object)
+    )
+    assert main(["index", "build", "--features", str(bad), "--out", str(tmp_path / "ix")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"abdnet index: error: {bad}: array 'paths' cannot be read safely")
+    assert not (tmp_path / "ix").exists()

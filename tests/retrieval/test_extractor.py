@@ -47,9 +47,9 @@ def _manual(model, cfg, arrays, flip=False, normalize=True):
     t = build_test_transform(cfg.data)
     x = torch.stack([t(Image.fromarray(a)) for a in arrays])  # (N, 3, H, W)
     with torch.no_grad():
-        f = model(x)
+        f = model(x).embedding
         if flip:
-            f = (f + model(torch.flip(x, dims=[3]))) / 2
+            f = (f + model(torch.flip(x, dims=[3])).embedding) / 2
     return F.normalize(f, dim=1) if normalize else f
 
 
@@ -94,7 +94,8 @@ def test_flip_averages_raw_then_normalizes(setup, normalize):
     x = torch.stack([t(Image.fromarray(a)) for a in arrays])
     with torch.no_grad():
         wrong = F.normalize(
-            F.normalize(model(x), dim=1) + F.normalize(model(x.flip(3)), dim=1), dim=1
+            F.normalize(model(x).embedding, dim=1) + F.normalize(model(x.flip(3)).embedding, dim=1),
+            dim=1,
         )
     if normalize:
         assert (out - wrong).abs().max() > 1e-6

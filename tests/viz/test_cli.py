@@ -140,7 +140,12 @@ def test_data_as_builtin_name_and_bad_kind(setup, capsys):
         == 0
     )
     assert "mean |corr|" in capsys.readouterr().out
+    # an existing --out is refused before anything is loaded
+    assert main(["viz", "correlation", "--checkpoint", str(runs[1]), "--out", str(out)]) == 2
+    assert f"--out {out}: already exists" in capsys.readouterr().err
+    fresh = root / "corr_fresh.png"
     assert (
-        main(["viz", "correlation", "--checkpoint", str(root / "missing"), "--out", str(out)]) == 2
+        main(["viz", "correlation", "--checkpoint", str(root / "missing"), "--out", str(fresh)])
+        == 2
     )
-    assert "missing" in capsys.readouterr().err
+    assert "missing" in capsys.readouterr().err and not fresh.exists()

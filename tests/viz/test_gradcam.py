@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from abdnet.viz.gradcam import capture_gradients, grad_cam, overlay_heatmap, ranking_score
+from abdnet.models import FeatureMaps, ModelOutput
+from abdnet.viz.gradcam import grad_cam, overlay_heatmap, ranking_score
+from abdnet.viz.taps import capture_taps, map_tap
 
 
 class ConvGapLinear(nn.Module):
@@ -17,8 +19,17 @@ class ConvGapLinear(nn.Module):
         self.features = nn.Conv2d(2, c, 3, padding=1)
         self.fc = nn.Linear(c, k, bias=False)
 
+    def forward_features(self, x):
+        f = FeatureMaps()
+        f.add("global", self.features(x))
+        return f
+
+    def forward_head(self, f):
+        y = self.fc(f.map("global").mean(dim=(2, 3)))
+        return ModelOutput(embedding=y, logits=[y], features=f)
+
     def forward(self, x):
-        return self.fc(self.features(x).mean(dim=(2, 3)))
+        return self.forward_head(self.forward_features(x))
 
 
 def test_grad_cam_equals_class_activation_map_for_gap_linear():
@@ -26,16 +37,16 @@ def test_grad_cam_equals_class_activation_map_for_gap_linear():
     model = ConvGapLinear().eval()
     x = torch.randn(2, 2, 6, 5)
     target = torch.tensor([1, 3])
-    cap = capture_gradients(
-        model, x, {"features": model.features}, lambda y: y[torch.arange(2), target]
+    cap = capture_taps(
+        model, x, {"features": map_tap("global")}, lambda o: o.logits[0][torch.arange(2), target]
     )
     a = model.features(x).detach()
     n = 6 * 5
     w = model.fc.weight.detach()[target]  # (B, C)
     expected = torch.relu((w[:, :, None, None] * a).sum(1)) / n
-    got = grad_cam(cap.activations["features"], cap.gradients["features"], normalize=False)
+    got = grad_cam(cap.maps["features"], cap.gradients["features"], normalize=False)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-    norm = grad_cam(cap.activations["features"], cap.gradients["features"])
+    norm = grad_cam(cap.maps["features"], cap.gradients["features"])
     assert norm.flatten(1).amax(1).tolist() == pytest.approx([1.0, 1.0])
 
 
@@ -44,9 +55,9 @@ def test_ranking_activation_map_gradient():
     model = ConvGapLinear().eval()
     x = torch.randn(1, 2, 4, 4)
     g = torch.randn(1, 4)
-    cap = capture_gradients(model, x, {"f": model.features}, lambda f: ranking_score(f, g))
+    cap = capture_taps(model, x, {"f": map_tap("global")}, lambda o: ranking_score(o.embedding, g))
     with torch.no_grad():
-        f = model(x)
+        f = model(x).embedding
     alpha = (-2.0 * (f - g) @ model.fc.weight.detach()) / 16.0  # (1, C)
     torch.testing.assert_close(
         cap.gradients["f"], alpha[:, :, None, None].expand(1, 3, 4, 4), rtol=1e-5, atol=1e-6
@@ -54,11 +65,11 @@ def test_ranking_activation_map_gradient():
     assert cap.scores.item() == pytest.approx(-((f - g) ** 2).sum().item(), rel=1e-5)
 
 
-def test_hook_on_layer_not_run_is_an_error():
+def test_tap_on_a_map_the_network_lacks_is_an_error():
     model = ConvGapLinear().eval()
-    with pytest.raises(ValueError, match="not run"):
-        capture_gradients(
-            model, torch.randn(1, 2, 4, 4), {"other": nn.Conv2d(1, 1, 1)}, lambda y: y[:, 0]
+    with pytest.raises(ValueError, match="no feature map 'pam'"):
+        capture_taps(
+            model, torch.randn(1, 2, 4, 4), {"p": map_tap("pam")}, lambda o: o.logits[0][:, 0]
         )
 
 

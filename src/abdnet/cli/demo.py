@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_dataset(cfg.data)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     untrained = build_model_from_config(cfg.model, dataset.num_train_pids).to(device)
-    before = evaluate_model(untrained, dataset, cfg.eval, cfg.data, device, precision=precision)
+    before = evaluate_model(untrained, dataset, cfg.eval, cfg.data, device)
     del untrained
 
     result = train(cfg, run_dir, progress=not args.no_progress)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
-from abdnet.cli.options import CHECKPOINT_HELP
+from abdnet.cli.options import CHECKPOINT_HELP, positive_int
 
 HELP = "evaluate a checkpoint (run folder, file, URL, hf://) or an exported ONNX model on query/gallery"
 
@@ -34,14 +33,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (PyTorch only)"
     )
-    parser.add_argument("--batch-size", type=int, default=None, help="images per forward pass")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "auto"],
+        default=None,
+        help="arithmetic of the forward passes (default: the run's eval.precision, fp32 unless "
+        "the config says otherwise, so the numbers match what training recorded; PyTorch only: "
+        "an ONNX model runs as exported)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help="images per forward pass"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    from abdnet.config import replace_checked, with_data_root
     from abdnet.data import build_dataset
-    from abdnet.engine import evaluate_model, resolve_device
+    from abdnet.engine import choose_precision, evaluate_model, resolve_device
 
     if args.onnx:
         from abdnet.export import OnnxEmbedder
@@ -49,13 +59,13 @@ def run(args: argparse.Namespace) -> int:
         embedder = OnnxEmbedder(args.onnx)
         cfg = embedder.config
     else:
-        from abdnet.models.io import load_model
+        from abdnet.models import load_model
 
         loaded = load_model(args.checkpoint)
         cfg = loaded.config
     data_cfg = cfg.data
     if args.data:
-        data_cfg = dataclasses.replace(data_cfg, name="auto", root=str(args.data))
+        data_cfg = with_data_root(data_cfg, args.data)
     changes: dict[str, object] = {}
     if args.rerank:
         changes["rerank"] = True
@@ -67,24 +77,49 @@ def run(args: argparse.Namespace) -> int:
         changes["metric"] = args.metric
     if args.batch_size:
         changes["batch_size"] = args.batch_size
-    eval_cfg = dataclasses.replace(cfg.eval, **changes)
+    if args.precision:
+        changes["precision"] = args.precision
+    eval_cfg = replace_checked(cfg.eval, "eval", **changes)
     dataset = build_dataset(data_cfg)
-    progress = not (args.no_progress or args.json)
-    if args.onnx:
-        from abdnet.export import evaluate_embedder
+    bar = None
+    if not (args.no_progress or args.json):
+        from tqdm.auto import tqdm
 
-        report = evaluate_embedder(
-            embedder, dataset, eval_cfg, data_cfg=data_cfg, progress=progress
-        )
-    else:
-        device = resolve_device(args.device)
-        model = loaded.model.to(device).eval()
-        report = evaluate_model(model, dataset, eval_cfg, data_cfg, device, progress=progress)
-    d = report.to_dict()
+        bar = tqdm(total=len(dataset.query) + len(dataset.gallery), desc="extract", leave=False)
+    progress = bar.update if bar is not None else None
+    try:
+        if args.onnx:
+            from abdnet.export import evaluate_embedder
+
+            result = evaluate_embedder(
+                embedder, dataset, eval_cfg, data_cfg=data_cfg, progress=progress
+            )
+            quantized = "quantization" in embedder.metadata
+            precision_name = "int8" if quantized else "fp32"
+            precision_reason = f"ONNX model {args.onnx}, run as exported"
+        else:
+            device = resolve_device(args.device)
+            precision = choose_precision(device, eval_cfg.precision)
+            result = evaluate_model(
+                loaded.model.to(device).eval(),
+                dataset,
+                eval_cfg,
+                data_cfg,
+                device,
+                precision=precision,
+                progress=progress,
+            )
+            precision_name, precision_reason = precision.name, precision.reason
+    finally:
+        if bar is not None:
+            bar.close()
+    d = result.to_dict()
+    d["precision"] = precision_name
     if args.json:
         print(json.dumps(d))
         return 0
     print(f"{dataset.name}: {d['num_query']} queries, {d['num_gallery']} gallery images")
+    print(f"  precision {precision_name} ({precision_reason})")
     print(f"  mAP    {100 * d['mAP']:6.2f}%")
     print(f"  mINP   {100 * d['mINP']:6.2f}%")
     for k in (1, 5, 10):

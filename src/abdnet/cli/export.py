@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from abdnet.cli.options import CHECKPOINT_HELP
+from abdnet.cli.options import (
+    CHECKPOINT_HELP,
+    add_force_option,
+    int_at_least,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 HELP = "export a checkpoint: ONNX (fp32 or INT8, verified) or a Hugging Face model folder"
 
@@ -33,13 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=CHECKPOINT_HELP,
     )
     p.add_argument("--out", required=True, metavar="MODEL.onnx")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    p.add_argument(
+        "--opset", type=int_at_least(7), default=17, help="ONNX opset version (default 17)"
+    )
     p.add_argument(
         "--dynamic-batch", action="store_true", help="allow any batch size (checked with 1 and 5)"
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=1,
         help="fixed batch size without --dynamic-batch (default 1)",
     )
@@ -48,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--atol",
-        type=float,
+        type=positive_float,
         default=1e-4,
         help="parity tolerance: max abs difference, relative to the embedding scale when it exceeds 1 (default 1e-4)",
     )
@@ -66,18 +75,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--calibration-images",
-        type=int,
+        type=positive_int,
         default=256,
         metavar="N",
         help="crops sampled for calibration (default 256)",
     )
     p.add_argument(
         "--max-map-drop",
-        type=float,
+        type=non_negative_float,
         default=1.0,
         metavar="POINTS",
         help="largest INT8 mAP loss vs fp32 accepted, in percentage points (default 1)",
     )
+
+    add_force_option(p, "an existing --out file")
 
     h = sub.add_parser(
         "hf",
@@ -95,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Hub repository the folder is meant for (used in the card's usage examples)",
     )
     h.add_argument("--license", default="mit", help="Hub licence id of the weights (default mit)")
-    h.add_argument("--force", action="store_true", help="replace an existing --out folder")
+    add_force_option(h, "an existing --out folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,6 +135,7 @@ def _run_hf(args: argparse.Namespace) -> int:
 
 def _run_int8(args: argparse.Namespace) -> int:
     from abdnet.export import quantize_int8
+    from abdnet.files import check_output
 
     if not args.calibration:
         raise ValueError("--quantize int8 needs --calibration ROOT (a data set to calibrate on)")
@@ -131,6 +143,7 @@ def _run_int8(args: argparse.Namespace) -> int:
         raise ValueError(
             "--batch-size is not used with --quantize: INT8 graphs take any batch size"
         )
+    check_output(args.out, force=args.force)  # before loading, calibrating and evaluating
     r = quantize_int8(
         args.checkpoint,
         args.out,
@@ -153,14 +166,13 @@ def _run_int8(args: argparse.Namespace) -> int:
 
 def _run_onnx(args: argparse.Namespace) -> int:
     from abdnet.export import export_onnx
+    from abdnet.files import check_output
 
     if args.quantize:
         return _run_int8(args)
     if args.calibration:
         raise ValueError("--calibration is only used with --quantize int8")
-
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_output(args.out, force=args.force)  # before loading and exporting
     result = export_onnx(
         args.checkpoint,
         args.out,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from abdnet.cli.options import CHECKPOINT_HELP
+from abdnet.cli.options import CHECKPOINT_HELP, add_force_option, positive_int
 
 HELP = "extract L2-normalized embeddings of images into a .npz (features, paths, pids/camids)"
 
@@ -25,7 +25,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="a model written by 'abdnet export onnx' (no PyTorch checkpoint needed)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=64, help="images per forward pass (default 64)"
+        "--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)"
     )
     parser.add_argument(
         "--flip",
@@ -97,13 +97,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw", action="store_true", help="store raw embeddings (no L2 normalization)"
     )
+    add_force_option(parser, "an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
+    from abdnet.files import check_output
     from abdnet.retrieval import FeatureSet, collect_images, parse_labels, save_features
 
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    # before any work: an existing or unwritable --out fails now, not after the extraction
+    check_output(args.out, force=args.force)
     paths = collect_images(args.images)
     if not paths:
         raise ValueError(f"--images {' '.join(args.images)}: no image files found")

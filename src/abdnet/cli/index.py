@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from abdnet.cli.options import add_force_option, non_negative_float, positive_int
+
 HELP = "build a faiss search index from a feature file, or add features to one"
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--nprobe", type=int, help="ivfpq: inverted lists visited per query (default 32)"
+        "--nprobe", type=positive_int, help="ivfpq: inverted lists visited per query (default 32)"
     )
     p.add_argument(
-        "--k-factor", type=int, help="ivfpq: re-rank k * k_factor candidates (default 8)"
+        "--k-factor", type=positive_int, help="ivfpq: re-rank k * k_factor candidates (default 8)"
     )
-    p.add_argument("--ef-search", type=int, help="hnsw: search beam width efSearch (default 128)")
+    p.add_argument(
+        "--ef-search", type=positive_int, help="hnsw: search beam width efSearch (default 128)"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "build",
         help="build an index folder from a .npz of features",
         description="Build an index folder. Distances are squared Euclidean; the features "
-        "should be L2-normalized (the default of 'abdnet extract').",
+        "should be L2-normalized (the default of 'abdnet extract'). A folder that already "
+        "holds files is refused unless --force.",
     )
     b.add_argument(
         "--features", required=True, metavar="FEATS.npz", help="written by 'abdnet extract'"
@@ -36,40 +41,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="flat: exact; ivfpq: compressed inverted file (trained); hnsw: graph (default flat)",
     )
     b.add_argument(
-        "--nlist", type=int, help="ivfpq: inverted lists (default ~4 sqrt(N), power of 2)"
+        "--nlist", type=positive_int, help="ivfpq: inverted lists (default ~4 sqrt(N), power of 2)"
     )
     b.add_argument(
-        "--m", type=int, help="ivfpq: PQ sub-quantizers, must divide D (default D/16, <= 64)"
+        "--m",
+        type=positive_int,
+        help="ivfpq: PQ sub-quantizers, must divide D (default D/16, <= 64)",
     )
-    b.add_argument("--nbits", type=int, help="ivfpq: bits per PQ code (default 8)")
+    b.add_argument("--nbits", type=positive_int, help="ivfpq: bits per PQ code (default 8)")
     b.add_argument(
         "--refine",
         choices=("flat", "sq8", "fp16", "none"),
         help="ivfpq: re-rank candidates with exact (flat), 8-bit or fp16 vectors, or not (default flat)",
     )
     b.add_argument(
-        "--train-size", type=int, help="ivfpq: training vectors used at most (default 200000)"
+        "--train-size",
+        type=positive_int,
+        help="ivfpq: training vectors used at most (default 200000)",
     )
-    b.add_argument("--hnsw-m", type=int, help="hnsw: graph degree M (default 32)")
-    b.add_argument("--ef-construction", type=int, help="hnsw: efConstruction (default 100)")
+    b.add_argument("--hnsw-m", type=positive_int, help="hnsw: graph degree M (default 32)")
+    b.add_argument(
+        "--ef-construction", type=positive_int, help="hnsw: efConstruction (default 100)"
+    )
     _add_search_options(b)
-    b.add_argument("--overwrite", action="store_true", help="replace an existing index in --out")
+    add_force_option(b, "what --out holds (e.g. an older index)", "--overwrite")
 
-    a = sub.add_parser("add", help="append the features of a .npz to an existing index folder")
+    a = sub.add_parser(
+        "add",
+        help="append the features of a .npz to an existing index folder",
+        description="Append features to an index folder. The new version of the folder is "
+        "written beside it and swapped in at once (a kill leaves the old index); concurrent "
+        "additions to one index wait for each other (--wait).",
+    )
     a.add_argument("--index", required=True, metavar="INDEX_DIR")
     a.add_argument("--features", required=True, metavar="FEATS.npz")
+    a.add_argument(
+        "--wait",
+        type=non_negative_float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for another process changing the index (0: refuse at once; "
+        "default: abdnet.retrieval.INDEX_LOCK_TIMEOUT, 10 minutes)",
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from abdnet.files import check_output
     from abdnet.retrieval import build_index, load_features
 
     out = Path(args.out)
-    if (out / "meta.json").exists() and not args.overwrite:
-        raise ValueError(
-            f"--out {out} already holds an index; use --overwrite or 'abdnet index add'"
-        )
+    check_output(
+        out, force=args.force, folder=True, hint="use 'abdnet index add' to add features to it"
+    )
     fs = load_features(args.features)
     opts = {
         "nlist": args.nlist,
@@ -96,6 +121,7 @@ def _build(args: argparse.Namespace) -> int:
         camids=fs.camids,
         extraction=fs.meta,
         out_dir=out,
+        overwrite=args.force,
         **given,
     )
     print(
@@ -113,23 +139,23 @@ _OPTIONS_OF = {
 
 
 def _add(args: argparse.Namespace) -> int:
-    from abdnet.retrieval import load_features, open_index
+    from abdnet.retrieval import INDEX_LOCK_TIMEOUT, load_features, update_index
 
-    index = open_index(args.index)
     fs = load_features(args.features)
-    before = index.count
-    if index.paths is not None:
-        known = set(index.paths)
-        dup = next((p for p in fs.paths if p in known), None)
-        if dup is not None:
-            raise ValueError(f"{args.features}: {dup} is already in index {args.index}")
-    index.add(
-        fs.features,
-        paths=fs.paths if index.paths is not None else None,
-        pids=fs.pids,
-        camids=fs.camids,
-    )
-    index.save()
+    wait = INDEX_LOCK_TIMEOUT if args.wait is None else args.wait
+    with update_index(args.index, lock_timeout=wait) as index:
+        before = index.count
+        if index.paths is not None:
+            known = set(index.paths)
+            dup = next((p for p in fs.paths if p in known), None)
+            if dup is not None:
+                raise ValueError(f"{args.features}: {dup} is already in index {args.index}")
+        index.add(
+            fs.features,
+            paths=fs.paths if index.paths is not None else None,
+            pids=fs.pids,
+            camids=fs.camids,
+        )
     print(f"added {index.count - before} vectors to {args.index}: now {index.count} x {index.dim}")
     return 0
 

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from abdnet.files import FileLockedError
 
@@ -38,7 +39,9 @@ def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
         prog="abdnet",
         description="ABD-Net person re-identification: train, evaluate, search, export, visualize.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging; tracebacks of errors"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in commands if commands is not None else list(COMMANDS):
         try:
@@ -51,6 +54,24 @@ def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+# Failures a user causes and can fix: bad input (ValueError: ConfigError, DatasetError,
+# ImageReadError, ...), files missing, existing, unwritable or unreadable (OSError,
+# OutputExistsError), a folder in use (FileLockedError), a diverging loss
+# (FloatingPointError), an optional package not installed (ImportError). Their messages name
+# the file, key or option at fault; anything else is a bug and keeps its traceback.
+KNOWN_ERRORS = (ValueError, OSError, FileLockedError, FloatingPointError, ImportError)
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line."""
+    text = str(exc) or type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Original Traceback" in text and lines:
+        # re-raised from a DataLoader worker: the last line is the original error
+        return lines[-1]
+    return " ".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,11 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, FileExistsError, FileLockedError, ValueError) as exc:
-        # Library errors carry the file / option at fault; show them without a traceback.
+    except KNOWN_ERRORS as exc:
         if args.verbose:
-            raise
-        print(f"abdnet {args.command}: error: {exc}", file=sys.stderr)
+            traceback.print_exc()
+        print(f"abdnet {args.command}: error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

@@ -1,8 +1,75 @@
-"""Option help shared by the sub-commands that take a model."""
+"""Argument types, options and help shared by the sub-commands.
+
+A numeric option is checked by argparse when it is parsed, so a bad value is a usage error
+naming the option (``abdnet eval: error: argument --batch-size: expected an integer >= 1,
+got '0'``) before anything is loaded.
+"""
 
 from __future__ import annotations
 
-__all__ = ["CHECKPOINT_HELP"]
+import argparse
+import math
+from collections.abc import Callable
+
+__all__ = [
+    "CHECKPOINT_HELP",
+    "int_at_least",
+    "positive_int",
+    "non_negative_int",
+    "positive_float",
+    "non_negative_float",
+    "add_force_option",
+]
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"  # argparse names the type in some messages
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse ``type``: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def add_force_option(parser: argparse.ArgumentParser, what: str, *aliases: str) -> None:
+    """``--force``: replace an existing output (``what`` says which) instead of refusing."""
+    parser.add_argument(
+        "--force", *aliases, dest="force", action="store_true", help=f"replace {what}"
+    )
+
 
 CHECKPOINT_HELP = (
     "run folder (checkpoints/best, else last), checkpoint folder, model.safetensors, the "

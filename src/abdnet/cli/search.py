@@ -6,6 +6,7 @@ import argparse
 import json
 
 from abdnet.cli.extract import add_model_arguments, build_extractor, run_extraction
+from abdnet.cli.options import positive_int
 
 HELP = "find the k nearest gallery images of query images in an index (squared Euclidean distance)"
 
@@ -21,24 +22,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument(
-        "--query", nargs="+", required=True, metavar="IMG", help="query image files (or folders)"
+        "--query",
+        nargs="+",
+        required=True,
+        metavar="IMG",
+        help="query image files (or folders; a folder without images is an error)",
     )
-    parser.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    parser.add_argument("-k", type=positive_int, default=10, help="results per query (default 10)")
     parser.add_argument(
         "--json",
         action="store_true",
         help='print a JSON list, one {"query", "results": [{"path", "distance", "rank"}]} per query',
     )
-    parser.add_argument("--nprobe", type=int, help="ivfpq: override the stored nprobe")
-    parser.add_argument("--k-factor", type=int, help="ivfpq: override the stored re-ranking factor")
-    parser.add_argument("--ef-search", type=int, help="hnsw: override the stored efSearch")
+    parser.add_argument("--nprobe", type=positive_int, help="ivfpq: override the stored nprobe")
+    parser.add_argument(
+        "--k-factor", type=positive_int, help="ivfpq: override the stored re-ranking factor"
+    )
+    parser.add_argument("--ef-search", type=positive_int, help="hnsw: override the stored efSearch")
 
 
 def run(args: argparse.Namespace) -> int:
     from abdnet.retrieval import collect_images, open_index
 
-    if args.k < 1:
-        raise ValueError(f"-k must be >= 1, got {args.k}")
     opts = {"nprobe": args.nprobe, "k_factor": args.k_factor, "ef_search": args.ef_search}
     index = open_index(args.index, **{k: v for k, v in opts.items() if v is not None})
     # Queries are the files as given (in that order); folders expand to their sorted images.

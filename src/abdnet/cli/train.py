@@ -7,6 +7,8 @@ import dataclasses
 import json
 import os
 
+from abdnet.cli.options import positive_int
+
 HELP = "train a model from a YAML config (or --resume a run folder)"
 
 
@@ -34,24 +36,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-epochs",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="stop after N epochs in total (resume later to finish the schedule)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a run already in --out (its config, checkpoints and metrics are deleted; "
+        "other files in the folder are kept)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from abdnet.config import load_config
+    from abdnet.config import load_config, with_data_root
     from abdnet.engine import train
 
     progress = not args.no_progress
     if args.resume:
-        if args.config or args.data or args.overrides or args.out:
+        if args.config or args.data or args.overrides or args.out or args.force:
             raise ValueError(
                 "--resume RUN takes its config from RUN/config.yaml; "
-                "do not combine it with --config/--data/--set/--out"
+                "do not combine it with --config/--data/--set/--out/--force"
             )
         result = train(
             None, args.resume, resume=True, progress=progress, max_epochs=args.max_epochs
@@ -62,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.data:
             # the data set changes, the input size/augmentation of the config stay
-            data = dataclasses.replace(cfg.data, name="auto", root=str(args.data))
+            data = with_data_root(cfg.data, args.data)
             cfg = dataclasses.replace(cfg, data=data)
-        result = train(cfg, args.out, progress=progress, max_epochs=args.max_epochs)
+        result = train(
+            cfg, args.out, force=args.force, progress=progress, max_epochs=args.max_epochs
+        )
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
     summary = {

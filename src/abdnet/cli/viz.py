@@ -6,7 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from abdnet.cli.options import CHECKPOINT_HELP
+from abdnet.cli.options import (
+    CHECKPOINT_HELP,
+    add_force_option,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 HELP = "draw a figure of section 4.5: attention (Grad-CAM/RAM), correlation, tsne, ranks"
 
@@ -29,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "data.root); default: the checkpoint config's data set",
     )
     p.add_argument("--out", required=True, help="output PNG")
+    add_force_option(p, "an existing --out file (and OUT.json with --json)")
     p.add_argument(
         "--compare", nargs="+", default=[], metavar="RUN", help="more models drawn side by side"
     )
@@ -39,10 +46,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="chooses images / identities (default 0)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
-        "--images", type=int, default=None, help="images: attention 4, correlation 16 (default)"
+        "--images",
+        type=positive_int,
+        default=None,
+        help="images: attention 4, correlation 16 (default)",
     )
     p.add_argument(
-        "--image", type=int, default=0, help="correlation: index of the single-image view"
+        "--image",
+        type=non_negative_int,
+        default=0,
+        help="correlation: index of the single-image view",
     )
     p.add_argument("--tap", default=None, help="which final map: attentive (default) or global")
     p.add_argument(
@@ -51,16 +64,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--raw", action="store_true", help="attention: also show raw Ta / CAM / PAM responses"
     )
-    p.add_argument("--ids", type=int, default=10, help="tsne: number of identities (default 10)")
     p.add_argument(
-        "--per-id", type=int, default=0, help="tsne: at most this many images per identity (0: all)"
+        "--ids", type=positive_int, default=10, help="tsne: number of identities (default 10)"
     )
     p.add_argument(
-        "--perplexity", type=float, default=None, help="tsne: perplexity (default min(30, (N-1)/3))"
+        "--per-id",
+        type=non_negative_int,
+        default=0,
+        help="tsne: at most this many images per identity (0: all)",
     )
-    p.add_argument("--queries", type=int, default=4, help="ranks: number of queries (default 4)")
     p.add_argument(
-        "-k", "--top-k", type=int, default=5, help="ranks: gallery images per query (default 5)"
+        "--perplexity",
+        type=positive_float,
+        default=None,
+        help="tsne: perplexity (default min(30, (N-1)/3))",
+    )
+    p.add_argument(
+        "--queries", type=positive_int, default=4, help="ranks: number of queries (default 4)"
+    )
+    p.add_argument(
+        "-k",
+        "--top-k",
+        type=positive_int,
+        default=5,
+        help="ranks: gallery images per query (default 5)",
     )
 
 
@@ -86,14 +113,15 @@ def _open_data(spec: str | None, cfg):
 
 
 def run(args: argparse.Namespace) -> int:
-    from abdnet.viz.figures import (
-        attention_figure,
-        correlation_figure,
-        load_viz_model,
-        ranks_figure,
-        tsne_figure,
-    )
+    from abdnet.files import atomic_file, atomic_write, check_output
+    from abdnet.viz.figures import load_viz_model
 
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {out}: expected a .png file")
+    check_output(out, force=args.force)  # before any model is loaded
+    if args.json:
+        check_output(out.with_suffix(".json"), force=args.force)
     paths = [args.checkpoint, *args.compare]
     if args.labels is not None and len(args.labels) != len(paths):
         raise ValueError(f"--labels: {len(args.labels)} names for {len(paths)} models")
@@ -102,10 +130,20 @@ def run(args: argparse.Namespace) -> int:
         for i, p in enumerate(paths)
     ]
     dataset = _open_data(args.data, models[0].config)
-    out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise ValueError(f"--out {out}: expected a .png file")
     out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out) as tmp:
+        numbers = _draw(args, models, dataset, tmp)
+    print(f"wrote {out}")
+    if args.json:
+        jpath = out.with_suffix(".json")
+        atomic_write(jpath, json.dumps({"kind": args.kind, "seed": args.seed, **numbers}, indent=1))
+        print(f"wrote {jpath}")
+    return 0
+
+
+def _draw(args: argparse.Namespace, models, dataset, out: Path) -> dict:
+    """Draw the figure ``args.kind`` into ``out``, print its summary, return its numbers."""
+    from abdnet.viz.figures import attention_figure, correlation_figure, ranks_figure, tsne_figure
 
     if args.kind == "attention":
         numbers = attention_figure(
@@ -163,9 +201,4 @@ def run(args: argparse.Namespace) -> int:
                 if any(e["rank"] == 1 and e["status"] == "match" for e in q["entries"])
             )
             print(f"{m['label']}: top-1 correct for {top1}/{len(m['queries'])} queries")
-    print(f"wrote {out}")
-    if args.json:
-        jpath = out.with_suffix(".json")
-        jpath.write_text(json.dumps({"kind": args.kind, "seed": args.seed, **numbers}, indent=1))
-        print(f"wrote {jpath}")
-    return 0
+    return numbers

@@ -1,10 +1,26 @@
 """abdnet.data: data sets (parsers, synthetic), transforms, P x K sampler and loaders."""
 
 from .dataset import DatasetError, ImageRecord, ReIDDataset, make_dataset, relabel, split_validation
-from .loader import ImageDataset, build_test_loader, build_train_loader, resolve_workers
+from .images import (
+    IMAGE_EXTENSIONS,
+    MAX_UPSCALE,
+    ImageCheck,
+    ImageInput,
+    ImageReadError,
+    check_image_file,
+    parse_reid_name,
+    read_image,
+    upscale_warning,
+)
+from .loader import (
+    ImageDataset,
+    build_test_loader,
+    build_train_loader,
+    caching_reader,
+    resolve_workers,
+)
 from .parsers import (
     DATASET_NAMES,
-    SYNTHETIC_MARKER,
     build_dataset,
     detect_layout,
     open_dataset,
@@ -15,10 +31,19 @@ from .parsers import (
     parse_msmt17,
 )
 from .sampler import RandomIdentitySampler
-from .synthetic import SyntheticReID, write_synthetic
+from .synthetic import SYNTHETIC_MARKER, SyntheticReID, write_synthetic
 from .transforms import RandomErasing, RandomTranslate, build_test_transform, build_train_transform
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_UPSCALE",
+    "ImageCheck",
+    "ImageInput",
+    "ImageReadError",
+    "check_image_file",
+    "parse_reid_name",
+    "read_image",
+    "upscale_warning",
     "DATASET_NAMES",
     "SYNTHETIC_MARKER",
     "DatasetError",
@@ -34,6 +59,7 @@ __all__ = [
     "build_test_transform",
     "build_train_loader",
     "build_train_transform",
+    "caching_reader",
     "detect_layout",
     "make_dataset",
     "open_dataset",

@@ -13,11 +13,17 @@ Conventions (all parsers follow them):
   Market-1501 protocol (the evaluation skips it). That is a *warning*, not an error: real
   data sets (and subsets made by users) contain such queries and the metrics are still
   well defined; the count and first examples are logged and shown by ``summary()``.
+- Every image file is checked when the data set is loaded (``images.check_image_file``:
+  header and end marker, ~0.1 ms per file): zero-byte, garbage and truncated files are one
+  ``DatasetError`` naming every one of them, before any training starts, or with
+  ``skip_bad`` they are left out and listed in ``ReIDDataset.skipped``. Images far smaller
+  than the network's input (``images.MAX_UPSCALE``) are a warning naming them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .images import MAX_UPSCALE, check_image_file, read_image, upscale_warning
 
 __all__ = [
     "ImageRecord",
@@ -67,6 +75,8 @@ class ReIDDataset:
     pid_map: dict[int, int]  # original training pid -> label 0..N-1
     image_source: Callable[[str], Image.Image] | None = None
     unmatched_queries: list[ImageRecord] = field(default_factory=list)
+    # (path, problem) of unreadable images left out at loading (skip_bad)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def num_train_pids(self) -> int:
@@ -76,11 +86,7 @@ class ReIDDataset:
         """The record's image as an RGB ``PIL.Image``."""
         if self.image_source is not None:
             return self.image_source(record.path)
-        try:
-            with Image.open(record.path) as img:
-                return img.convert("RGB")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image file not found: {record.path}") from None
+        return read_image(record.path)
 
     def split_counts(self) -> dict[str, tuple[int, int, int]]:
         """``split -> (images, identities, cameras)``."""
@@ -99,6 +105,8 @@ class ReIDDataset:
         lines.append("  --------+--------+--------+--------")
         for name, (n_img, n_id, n_cam) in self.split_counts().items():
             lines.append(f"  {name:<7} | {n_img:>6} | {n_id:>6} | {n_cam:>7}")
+        if self.skipped:
+            lines.append(f"  note: {len(self.skipped)} unreadable images left out")
         if self.unmatched_queries:
             lines.append(
                 f"  note: {len(self.unmatched_queries)} queries have no gallery image of the same id "
@@ -134,6 +142,61 @@ def _unmatched_queries(
     return [q for q in query if not (cams_of.get(q.pid, set()) - {q.camid})]
 
 
+def _check_images(
+    splits: dict[str, list[ImageRecord]],
+    *,
+    skip_bad: bool,
+    input_size: tuple[int, int] | None = None,
+    where: str = "",
+) -> tuple[dict[str, list[ImageRecord]], list[tuple[str, str]]]:
+    """Check every image file of ``splits`` (:func:`check_image_file`).
+
+    Unreadable files are one :class:`DatasetError` naming every one of them, or, with
+    ``skip_bad``, left out and returned as ``(path, problem)``. With ``input_size`` (H, W),
+    images the transform would enlarge more than ``MAX_UPSCALE`` times are logged.
+    """
+    t0 = time.perf_counter()
+    bad: list[tuple[str, str]] = []
+    tiny: list[str] = []
+    kept: dict[str, list[ImageRecord]] = {}
+    for split, records in splits.items():
+        kept[split] = []
+        for r in records:
+            check = check_image_file(r.path)
+            if check.problem is not None:
+                bad.append((r.path, check.problem))
+                continue
+            kept[split].append(r)
+            if input_size is not None and check.size is not None:
+                warning = upscale_warning(r.path, check.size, input_size)
+                if warning is not None:
+                    tiny.append(warning)
+    n = sum(len(r) for r in splits.values())
+    log.debug("checked %d image files in %.2f s", n, time.perf_counter() - t0)
+    if bad and not skip_bad:
+        by_problem: dict[str, list[str]] = defaultdict(list)
+        for path, problem in bad:
+            by_problem[problem].append(path)
+        listing = "; ".join(
+            f"{problem}: {', '.join(paths)}" for problem, paths in by_problem.items()
+        )
+        raise DatasetError(
+            f"{where}{len(bad)} of {n} images cannot be read ({listing}); fix or remove them, "
+            "or set data.skip_bad: true to leave them out"
+        )
+    for path, problem in bad:
+        log.warning("leaving out %s: %s", path, problem)
+    if tiny:
+        log.warning(
+            "%s%d images are smaller than 1/%g of the input size; first: %s",
+            where,
+            len(tiny),
+            MAX_UPSCALE,
+            " | ".join(tiny[:5]),
+        )
+    return kept, bad
+
+
 def make_dataset(
     name: str,
     root: str | Path,
@@ -142,11 +205,16 @@ def make_dataset(
     gallery: Sequence[ImageRecord],
     *,
     image_source: Callable[[str], Image.Image] | None = None,
+    skip_bad: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> ReIDDataset:
     """Validate the three splits, relabel the training pids and log the counts.
 
     ``train`` carries original pids. Errors (``DatasetError``): an empty split, a negative
-    camera id, a path listed twice. Warning: queries without a valid gallery match.
+    camera id, a path listed twice, unreadable image files (all of them named; with
+    ``skip_bad`` they are left out and listed in ``skipped`` instead). Warnings: queries
+    without a valid gallery match; images smaller than ``input_size`` (H, W) allows.
+    Images rendered by ``image_source`` are not files and are not checked.
     """
     splits = {"train": list(train), "query": list(query), "gallery": list(gallery)}
     for split, records in splits.items():
@@ -156,6 +224,17 @@ def make_dataset(
         if bad is not None:
             raise DatasetError(f"{bad.path}: negative camera id {bad.camid} in the {split} split")
     _check_duplicates(splits)
+    skipped: list[tuple[str, str]] = []
+    if image_source is None:
+        splits, skipped = _check_images(
+            splits, skip_bad=skip_bad, input_size=input_size, where=f"{name} at {root}: "
+        )
+        for split, records in splits.items():
+            if not records:
+                raise DatasetError(
+                    f"{name} at {root}: the {split} split has no readable images "
+                    f"({len(skipped)} left out)"
+                )
     train_records, pid_map = relabel(splits["train"])
     unmatched = _unmatched_queries(splits["query"], splits["gallery"])
     ds = ReIDDataset(
@@ -167,6 +246,7 @@ def make_dataset(
         pid_map=pid_map,
         image_source=image_source,
         unmatched_queries=unmatched,
+        skipped=skipped,
     )
     if unmatched:
         examples = ", ".join(f"{r.path} (pid {r.pid}, cam {r.camid})" for r in unmatched[:3])

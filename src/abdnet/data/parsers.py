@@ -30,13 +30,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from abdnet.config import DataConfig, SyntheticConfig
+from abdnet.config import DataConfig, DatasetName, SyntheticConfig, choices
 
 from .dataset import DatasetError, ImageRecord, ReIDDataset, make_dataset
+from .images import IMAGE_EXTENSIONS
+from .synthetic import SYNTHETIC_MARKER, SyntheticReID
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "SYNTHETIC_MARKER",
     "DATASET_NAMES",
     "parse_market1501",
     "parse_dukemtmc",
@@ -50,10 +50,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-# File written by ``write_synthetic`` next to the Market-1501 folders.
-SYNTHETIC_MARKER = "ABDNET_SYNTHETIC.json"
-DATASET_NAMES = ("synthetic", "market1501", "dukemtmcreid", "msmt17", "folder", "csv")
+# The named layouts (``data.name``; "auto" detects one of them).
+DATASET_NAMES = tuple(n for n in choices(DatasetName) if n != "auto")
 
 _MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+$")
 _DUKE_NAME = re.compile(r"^(-?\d+)_c(\d+)_f\d+$")
@@ -76,7 +74,12 @@ def _require(path: Path, what: str = "folder") -> Path:
 
 
 def _parse_market_style(
-    root: Path, name: str, pattern: re.Pattern[str], example: str
+    root: Path,
+    name: str,
+    pattern: re.Pattern[str],
+    example: str,
+    skip_bad: bool,
+    input_size: tuple[int, int] | None,
 ) -> ReIDDataset:
     splits: dict[str, list[ImageRecord]] = {}
     for split, folder in zip(("train", "query", "gallery"), _MARKET_FOLDERS, strict=True):
@@ -109,17 +112,36 @@ def _parse_market_style(
                 distractors,
             )
         splits[split] = records
-    return make_dataset(name, root, splits["train"], splits["query"], splits["gallery"])
+    return make_dataset(
+        name, root, splits["train"], splits["query"], splits["gallery"],
+        skip_bad=skip_bad, input_size=input_size,
+    )  # fmt: skip
 
 
-def parse_market1501(root: str | Path, *, name: str = "market1501") -> ReIDDataset:
+def parse_market1501(
+    root: str | Path,
+    *,
+    name: str = "market1501",
+    skip_bad: bool = False,
+    input_size: tuple[int, int] | None = None,
+) -> ReIDDataset:
     """Market-1501 (Zheng et al. 2015) folder layout."""
-    return _parse_market_style(Path(root), name, _MARKET_NAME, "0002_c1s1_000451_03.jpg")
+    return _parse_market_style(
+        Path(root), name, _MARKET_NAME, "0002_c1s1_000451_03.jpg", skip_bad, input_size
+    )
 
 
-def parse_dukemtmc(root: str | Path, *, name: str = "dukemtmcreid") -> ReIDDataset:
+def parse_dukemtmc(
+    root: str | Path,
+    *,
+    name: str = "dukemtmcreid",
+    skip_bad: bool = False,
+    input_size: tuple[int, int] | None = None,
+) -> ReIDDataset:
     """DukeMTMC-reID (Zheng et al. 2017) folder layout."""
-    return _parse_market_style(Path(root), name, _DUKE_NAME, "0001_c2_f0046182.jpg")
+    return _parse_market_style(
+        Path(root), name, _DUKE_NAME, "0001_c2_f0046182.jpg", skip_bad, input_size
+    )
 
 
 def _msmt_camid(path: Path, where: str) -> int:
@@ -146,7 +168,12 @@ def _msmt_list(list_file: Path, image_dir: Path) -> list[ImageRecord]:
 
 
 def parse_msmt17(
-    root: str | Path, *, name: str = "msmt17", combine_val: bool = False
+    root: str | Path,
+    *,
+    name: str = "msmt17",
+    combine_val: bool = False,
+    skip_bad: bool = False,
+    input_size: tuple[int, int] | None = None,
 ) -> ReIDDataset:
     """MSMT17 (Wei et al. 2018), V1 or V2 directory names, list files for query/gallery."""
     root = Path(root)
@@ -177,10 +204,16 @@ def parse_msmt17(
                 )
     query = _msmt_list(_require(root / "list_query.txt", "file"), test_dir)
     gallery = _msmt_list(_require(root / "list_gallery.txt", "file"), test_dir)
-    return make_dataset(name, root, train, query, gallery)
+    return make_dataset(name, root, train, query, gallery, skip_bad=skip_bad, input_size=input_size)
 
 
-def parse_folder(root: str | Path, *, name: str = "folder") -> ReIDDataset:
+def parse_folder(
+    root: str | Path,
+    *,
+    name: str = "folder",
+    skip_bad: bool = False,
+    input_size: tuple[int, int] | None = None,
+) -> ReIDDataset:
     """``ROOT/{train,query,gallery}/<pid>/<camid>_<anything>.<ext>`` (camid as written, >= 0)."""
     root = Path(root)
     splits: dict[str, list[ImageRecord]] = {}
@@ -201,10 +234,19 @@ def parse_folder(root: str | Path, *, name: str = "folder") -> ReIDDataset:
                 if pid != -1:
                     records.append(ImageRecord(str(path), pid, int(m.group(1))))
         splits[split] = records
-    return make_dataset(name, root, splits["train"], splits["query"], splits["gallery"])
+    return make_dataset(
+        name, root, splits["train"], splits["query"], splits["gallery"],
+        skip_bad=skip_bad, input_size=input_size,
+    )  # fmt: skip
 
 
-def parse_csv(path: str | Path, *, name: str = "csv") -> ReIDDataset:
+def parse_csv(
+    path: str | Path,
+    *,
+    name: str = "csv",
+    skip_bad: bool = False,
+    input_size: tuple[int, int] | None = None,
+) -> ReIDDataset:
     """A CSV with header ``path,pid,camid,split``; relative paths start at the CSV's folder."""
     path = Path(path)
     _require(path, "file")
@@ -239,7 +281,10 @@ def parse_csv(path: str | Path, *, name: str = "csv") -> ReIDDataset:
             image = Path(row["path"])
             image = image if image.is_absolute() else path.parent / image
             splits[split].append(ImageRecord(str(image), pid, camid))
-    return make_dataset(name, path, splits["train"], splits["query"], splits["gallery"])
+    return make_dataset(
+        name, path, splits["train"], splits["query"], splits["gallery"],
+        skip_bad=skip_bad, input_size=input_size,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -341,9 +386,10 @@ def open_dataset(name_or_root: str | Path, **kw: Any) -> ReIDDataset:
             )
         return _parse(kind, where, **kw)
     if name == "synthetic":
-        from .synthetic import SyntheticReID
-
         kw.pop("root", None)
+        # rendered in memory: no files to check
+        kw.pop("skip_bad", None)
+        kw.pop("input_size", None)
         config = kw.pop("config", None)
         if config is None:
             unknown = sorted(set(kw) - set(SyntheticConfig.__dataclass_fields__))
@@ -388,16 +434,18 @@ def build_dataset(cfg: DataConfig) -> ReIDDataset:
     ``name: synthetic`` renders ``cfg.synthetic`` in memory, or reads ``root`` when it is
     set (a folder written by ``abdnet synth``); ``name: auto`` detects the layout of ``root``.
     """
+    # every image file is checked; unreadable ones are an error or (skip_bad) left out
+    checks: dict[str, Any] = {"skip_bad": cfg.skip_bad, "input_size": (cfg.height, cfg.width)}
     if cfg.name == "synthetic":
         if cfg.root:
             log.info(
                 "data.name is synthetic with data.root=%r: reading the written set (data.synthetic unused)",
                 cfg.root,
             )
-            return open_dataset("synthetic", root=cfg.root)
+            return open_dataset("synthetic", root=cfg.root, **checks)
         return open_dataset("synthetic", config=cfg.synthetic)
     if cfg.name not in DATASET_NAMES and cfg.name != "auto":
         raise ValueError(
             f"data.name: unknown data set {cfg.name!r}; expected one of {', '.join(DATASET_NAMES)} or 'auto'"
         )
-    return open_dataset(cfg.name, root=cfg.root)
+    return open_dataset(cfg.name, root=cfg.root, **checks)

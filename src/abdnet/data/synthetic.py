@@ -33,9 +33,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from abdnet.config import SyntheticConfig
+from abdnet.files import atomic_write, check_output
 
 from .dataset import ImageRecord, ReIDDataset, make_dataset
-from .parsers import SYNTHETIC_MARKER
+
+# The file `abdnet synth` writes at the root of a set; layout detection looks for it.
+SYNTHETIC_MARKER = "ABDNET_SYNTHETIC.json"
 
 __all__ = ["SyntheticReID", "write_synthetic"]
 
@@ -511,14 +514,10 @@ def write_synthetic(
     ``overwrite`` (then only the three image folders and the two files are replaced).
     """
     gen = SyntheticReID(config)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ValueError(
-                f"--out {out}: folder is not empty (use --overwrite to replace a synthetic set)"
-            )
+    out = check_output(out_dir, force=overwrite, folder=True)
+    if out.is_dir():
+        # the marker goes first and comes back last: a set cut short is never taken for one
+        (out / SYNTHETIC_MARKER).unlink(missing_ok=True)
         for folder in ("bounding_box_train", "query", "bounding_box_test"):
             shutil.rmtree(out / folder, ignore_errors=True)
     for folder in ("bounding_box_train", "query", "bounding_box_test"):
@@ -532,12 +531,12 @@ def write_synthetic(
         "query_images": len(gen.query),
         "gallery_images": len(gen.gallery),
     }
-    (out / SYNTHETIC_MARKER).write_text(json.dumps(info, indent=2) + "\n")
     (out / "README.txt").write_text(
         "Synthetic person re-ID data set written by `abdnet synth` (Market-1501 layout).\n"
         "File names: <pid>_c<camera>s1_<frame>_<n>.jpg; pid 0000 = distractor (gallery only).\n"
         f"Settings and counts: {SYNTHETIC_MARKER}\n"
     )
+    atomic_write(out / SYNTHETIC_MARKER, json.dumps(info, indent=2) + "\n")
     log.info(
         "wrote synthetic set to %s: %d train, %d query, %d gallery images",
         out,

@@ -1,47 +1,45 @@
-"""Training engine: two-step schedule, mixed precision, DDP, atomic checkpoints, evaluation."""
+"""Training engine: two-step schedule, mixed precision, DDP, run state and atomic
+checkpoints, the feature-extraction loop and model evaluation."""
 
 from abdnet.engine.checkpoint import (
     Checkpoint,
-    atomic_directory,
-    capture_rng_state,
-    checkpoint_path,
     load_checkpoint,
-    load_model_weights,
-    restore_rng_state,
+    restore_checkpoint,
     save_checkpoint,
-    unwrap_model,
 )
 from abdnet.engine.distributed import DistContext, init_distributed, wrap_ddp
-from abdnet.engine.evaluate import EvalReport, evaluate_model, extract_features
+from abdnet.engine.evaluate import evaluate_model
+from abdnet.engine.inference import (
+    Embedder,
+    device_of,
+    embed_batch,
+    extract_features,
+    extract_records,
+)
 from abdnet.engine.precision import Precision, choose_precision, cpu_has_native_bf16, resolve_device
 from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
-from abdnet.engine.trainer import (
-    StepLosses,
-    TrainResult,
-    build_optimizer,
-    seed_everything,
-    train,
-    train_step,
-)
+from abdnet.engine.state import TrainState, capture_rng_state, restore_rng_state, unwrap_model
+from abdnet.engine.trainer import TrainResult, build_optimizer, seed_everything, train, train_step
 
 __all__ = [
     "train",
     "train_step",
     "TrainResult",
-    "StepLosses",
+    "TrainState",
     "build_optimizer",
     "seed_everything",
     "evaluate_model",
+    "Embedder",
+    "device_of",
+    "embed_batch",
     "extract_features",
-    "EvalReport",
+    "extract_records",
     "Checkpoint",
-    "atomic_directory",
-    "capture_rng_state",
-    "checkpoint_path",
-    "load_checkpoint",
-    "load_model_weights",
-    "restore_rng_state",
     "save_checkpoint",
+    "load_checkpoint",
+    "restore_checkpoint",
+    "capture_rng_state",
+    "restore_rng_state",
     "unwrap_model",
     "DistContext",
     "init_distributed",

@@ -1,16 +1,16 @@
 """Choosing the arithmetic precision of training and inference.
 
-The rule (issue 5): never default to a path that is slower on the machine at hand.
+The rule: never default to a path that is slower on the machine at hand.
 
 * CUDA: bf16 autocast when the GPU supports it, else fp16 autocast with a GradScaler.
 * CPU: bf16 autocast only when the CPU has native bf16 instructions (AVX512-BF16 or AMX).
   Without them bf16 convolutions and matmuls are emulated and run many times slower than
   fp32. Even with AVX512-BF16 (but no AMX) oneDNN's bf16 convolutions are not always
-  faster than fp32 (measured on a 2-core AVX512-BF16 machine: bf16 matmul 2x faster, 3x3
-  convolution 1.2x *slower* in NCHW, faster in channels_last), so on a native-bf16 CPU
-  "auto" also times two ResNet basic blocks forward+backward in both precisions once per
-  process and keeps bf16 only when it is at least ``_MIN_SPEEDUP`` faster. The probe is a
-  proxy: ``benchmarks/train_speed.py`` measures the real model both ways.
+  faster than fp32 (NCHW 3x3 convolutions can be slower, channels_last ones faster; numbers
+  in docs/benchmarks.md), so on a native-bf16 CPU "auto" also times two ResNet basic blocks
+  forward+backward in both precisions once per process and keeps bf16 only when it is at
+  least ``_MIN_SPEEDUP`` faster. The probe is a proxy: ``benchmarks/train_speed.py``
+  measures the real model both ways.
 
 An explicit request ("fp32", "bf16", "fp16") is honoured; a request that is known to be slow
 is logged as a warning.
@@ -27,11 +27,13 @@ from pathlib import Path
 
 import torch
 
+from abdnet.config import PrecisionName, choices
+
 __all__ = ["Precision", "choose_precision", "cpu_has_native_bf16", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
-_VALID = ("auto", "fp32", "bf16", "fp16")
+_VALID = choices(PrecisionName)
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # bf16 must beat fp32 by this factor in the probe before "auto" picks it on a CPU.
 _MIN_SPEEDUP = 1.2
@@ -71,9 +73,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as exc:
-        raise ValueError(f"train.device: not a device: {device!r}") from exc
+        raise ValueError(f"device: not a device: {device!r}") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {device!r} requested but CUDA is not available")
+        raise ValueError(f"device: {device!r} requested but CUDA is not available")
     return dev
 
 
@@ -112,8 +114,8 @@ def _cpu_bf16_speedup() -> float:
     """
     # fork_rng: the probe must not move (or reseed) the global RNG a run was seeded with.
     # One thread: with several, any load from other processes makes every parallel region
-    # wait for a descheduled sibling, and the small probe then reads bf16 as 0.3-0.8x fp32
-    # while the real model is 1.8x faster in bf16 (measured on a loaded 2-core Zen 4).
+    # wait for a descheduled sibling, and the small probe then misreads bf16 as slower than
+    # fp32 while the real model is faster in bf16 (docs/benchmarks.md).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -160,7 +162,7 @@ def choose_precision(
     (when ``measure``) a measured speed-up over fp32, else fp32.
     """
     if requested not in _VALID:
-        raise ValueError(f"train.precision: expected one of {list(_VALID)}, got {requested!r}")
+        raise ValueError(f"precision: expected one of {list(_VALID)}, got {requested!r}")
     dev = resolve_device(device)
     kind = dev.type
     if kind not in ("cpu", "cuda"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from abdnet.evaluation.rank import ArrayLike, _as_features, _distance_block, _prepare, _row_blocks
+from abdnet.evaluation.distance import ArrayLike, as_features, distance_block, prepare, row_blocks
 
 __all__ = ["average_query_expansion"]
 
@@ -31,18 +31,18 @@ def average_query_expansion(
     ``new_q = (q + sum_j w_j g_j) / (1 + sum_j w_j)`` over the ``k`` nearest gallery
     features ``g_j``; ``w_j = 1`` (``alpha = 0``) or ``max(cos(q, g_j), 0) ** alpha``.
     """
-    q, g = _as_features(qf, "qf"), _as_features(gf, "gf")
+    q, g = as_features(qf, "qf"), as_features(gf, "gf")
     if not 1 <= k <= g.shape[0]:
         raise ValueError(f"k must be in 1..{g.shape[0]} (gallery size), got {k}")
     if alpha < 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
-    qm, gm, g_sq = _prepare(q, g, metric)
+    qm, gm, g_sq = prepare(q, g, metric)
     g = g.to(qm.dtype)
     out = torch.empty(q.shape, dtype=qm.dtype, device=q.device)
     gn = torch.nn.functional.normalize(g, dim=1)
-    for rows in _row_blocks(q.shape[0], g.shape[0], chunk_size):
+    for rows in row_blocks(q.shape[0], g.shape[0], chunk_size):
         nn = (
-            _distance_block(qm[rows], gm, g_sq, metric).topk(k, dim=1, largest=False).indices
+            distance_block(qm[rows], gm, g_sq, metric).topk(k, dim=1, largest=False).indices
         )  # (R, k)
         neigh = g[nn]  # (R, k, D)
         if alpha > 0:

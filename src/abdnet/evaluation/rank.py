@@ -38,38 +38,45 @@ Distances are compared in float32, as torchreid's compiled ``evaluate_cy`` casts
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["RankResult", "evaluate_rank", "evaluate_features", "pairwise_distance"]
+from abdnet.evaluation.distance import (
+    ArrayLike,
+    as_features,
+    distance_block,
+    prepare,
+    row_blocks,
+)
+from abdnet.evaluation.query_expansion import average_query_expansion
+from abdnet.evaluation.rerank import k_reciprocal_rerank
+
+__all__ = ["RankResult", "evaluate_rank", "evaluate_features"]
 
 logger = logging.getLogger(__name__)
-
-ArrayLike = np.ndarray | torch.Tensor
-
-# Elements of a distance block processed at once (rows x gallery): 32 Mi float32 = 128 MiB
-# (with its uint16 keys and a scratch copy, about 320 MiB of working memory).
-_BLOCK_ELEMENTS = 1 << 25
-_METRICS = ("euclidean", "cosine")
 
 
 @dataclass(frozen=True)
 class RankResult:
-    """CMC curve, mAP and mINP of a query/gallery evaluation (all in 0..1).
+    """The result of a query/gallery evaluation: CMC, mAP, mINP (fractions in 0..1).
 
-    ``cmc[k - 1]`` is the rank-k accuracy; ``num_valid`` queries had a valid match and were
-    averaged, ``num_skipped`` had none.
+    The one result type of abdnet's evaluation: its field names (``mAP``, ``mINP``,
+    ``rank1``, ``rank5``, ``rank10``, the counts) are the keys of ``to_dict()`` and so of
+    ``abdnet eval --json``, ``metrics.jsonl``, the ablation tables and the logs.
+    ``cmc[k - 1]`` is the rank-k accuracy; ``num_query_used`` queries had a valid match and
+    were averaged, ``num_query_skipped`` had none.
     """
 
     cmc: np.ndarray  # (max_rank,) float64
     mAP: float
     mINP: float
-    num_valid: int
-    num_skipped: int
+    num_query_used: int
+    num_query_skipped: int
+    num_gallery: int = 0  # gallery items ranked
+    num_gallery_skipped: int = 0  # gallery items left out (junk, pid -1)
 
     def rank(self, k: int) -> float:
         """Rank-``k`` accuracy (``k`` is 1-based)."""
@@ -77,14 +84,42 @@ class RankResult:
             raise ValueError(f"rank k={k} is outside the CMC curve (1..{len(self.cmc)})")
         return float(self.cmc[k - 1])
 
-    def as_dict(self) -> dict[str, float]:
-        """mAP, mINP, rank1/5/10 (NaN beyond the curve) and the query counts."""
-        out = {"mAP": self.mAP, "mINP": self.mINP}
-        for k in (1, 5, 10):
-            out[f"rank{k}"] = self.rank(k) if k <= len(self.cmc) else float("nan")
-        out["num_query_used"] = self.num_valid
-        out["num_query_skipped"] = self.num_skipped
-        return out
+    def _rank_or_nan(self, k: int) -> float:
+        # a gallery smaller than k truncates the curve (as torchreid does)
+        return float(self.cmc[k - 1]) if k <= len(self.cmc) else float("nan")
+
+    @property
+    def rank1(self) -> float:
+        return self._rank_or_nan(1)
+
+    @property
+    def rank5(self) -> float:
+        """NaN when the gallery has fewer than 5 items."""
+        return self._rank_or_nan(5)
+
+    @property
+    def rank10(self) -> float:
+        """NaN when the gallery has fewer than 10 items."""
+        return self._rank_or_nan(10)
+
+    @property
+    def num_query(self) -> int:
+        return self.num_query_used + self.num_query_skipped
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The metrics and counts as a flat JSON-ready dict (the CMC curve left out)."""
+        return {
+            "mAP": float(self.mAP),
+            "mINP": float(self.mINP),
+            "rank1": self.rank1,
+            "rank5": self.rank5,
+            "rank10": self.rank10,
+            "num_query": self.num_query,
+            "num_query_used": self.num_query_used,
+            "num_query_skipped": self.num_query_skipped,
+            "num_gallery": self.num_gallery,
+            "num_gallery_skipped": self.num_gallery_skipped,
+        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -401,7 +436,7 @@ def _accumulate(
     stats.put(idx[keep], [positions[i] for i in keep])
 
 
-def _finish(stats: _Stats, max_rank: int) -> RankResult:
+def _finish(stats: _Stats, max_rank: int, num_gallery: int) -> RankResult:
     num_valid = int(stats.valid.sum())
     if num_valid == 0:
         raise ValueError("no query has a gallery match from another camera: nothing to evaluate")
@@ -412,8 +447,9 @@ def _finish(stats: _Stats, max_rank: int) -> RankResult:
         cmc=cmc.astype(np.float64),
         mAP=float(stats.ap[stats.valid].mean()),
         mINP=float(stats.inp[stats.valid].mean()),
-        num_valid=num_valid,
-        num_skipped=int(len(stats.valid) - num_valid),
+        num_query_used=num_valid,
+        num_query_skipped=int(len(stats.valid) - num_valid),
+        num_gallery=num_gallery,
     )
 
 
@@ -423,14 +459,6 @@ _TIES = ("torchreid", "stable")
 def _check_ties(ties: str) -> None:
     if ties not in _TIES:
         raise ValueError(f"ties: expected one of {_TIES}, got {ties!r}")
-
-
-def _row_blocks(num_q: int, num_g: int, chunk_size: int | None) -> Iterator[slice]:
-    step = chunk_size if chunk_size is not None else max(1, _BLOCK_ELEMENTS // max(num_g, 1))
-    if step < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    for start in range(0, num_q, step):
-        yield slice(start, min(start + step, num_q))
 
 
 # ---------------------------------------------------------------------------------------
@@ -473,79 +501,9 @@ def evaluate_rank(
     same = _SamePid(*ids)
     stats = _Stats.empty(num_q)
     _check_ties(ties)
-    for rows in _row_blocks(num_q, num_g, chunk_size):
+    for rows in row_blocks(num_q, num_g, chunk_size):
         _accumulate(stats, same, rows, dist[rows], ties)
-    return _finish(stats, max_rank)
-
-
-def _as_features(x: ArrayLike, name: str) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
-    if t.ndim != 2:
-        raise ValueError(
-            f"{name}: expected a 2-D (num_items, dim) feature matrix, got shape {tuple(t.shape)}"
-        )
-    if not t.is_floating_point():
-        t = t.float()
-    elif t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()  # half-precision products lose ranking resolution
-    return t
-
-
-def _prepare(
-    qf: torch.Tensor, gf: torch.Tensor, metric: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    if metric not in _METRICS:
-        raise ValueError(f"metric: expected one of {_METRICS}, got {metric!r}")
-    if qf.shape[1] != gf.shape[1]:
-        raise ValueError(
-            f"qf {tuple(qf.shape)} and gf {tuple(gf.shape)}: feature dimensions differ"
-        )
-    if qf.device != gf.device:
-        raise ValueError(f"qf is on {qf.device} but gf is on {gf.device}")
-    dtype = torch.promote_types(qf.dtype, gf.dtype)
-    qf, gf = qf.to(dtype), gf.to(dtype)
-    if metric == "cosine":
-        qf = torch.nn.functional.normalize(qf, dim=1)
-        gf = torch.nn.functional.normalize(gf, dim=1)
-        return qf, gf, torch.empty(0, dtype=dtype, device=gf.device)
-    return qf, gf, _sq_norms(gf)  # (G,)
-
-
-def _sq_norms(x: torch.Tensor) -> torch.Tensor:
-    """Row-wise ``||x||^2`` as torchreid computes it (``pow(2).sum(1)``), in row chunks."""
-    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    for s in range(0, x.shape[0], 4096):  # no (N, D) temporary
-        out[s : s + 4096] = x[s : s + 4096].pow(2).sum(1)
-    return out
-
-
-def _distance_block(
-    q: torch.Tensor, gf: torch.Tensor, g_sq: torch.Tensor, metric: str
-) -> torch.Tensor:
-    """``(R, G)`` distances with the arithmetic of torchreid's ``compute_distance_matrix``:
-    squared Euclidean ``(||q||^2 + ||g||^2).addmm_(q, g.T, alpha=-2)``, or ``1 - q.g`` on
-    L2-normalized features."""
-    if metric == "euclidean":
-        # ||q||^2 + ||g||^2 - 2 q.g, the order of operations torchreid uses
-        d = _sq_norms(q)[:, None] + g_sq[None, :]  # (R, G)
-        return d.addmm_(q, gf.T, beta=1, alpha=-2)
-    return torch.mm(q, gf.T).neg_().add_(1)
-
-
-def pairwise_distance(
-    qf: ArrayLike, gf: ArrayLike, metric: str = "euclidean", *, chunk_size: int | None = None
-) -> torch.Tensor:
-    """Full ``(Q, G)`` distance matrix, computed in the same chunks as ``evaluate_features``.
-
-    ``euclidean`` is the *squared* Euclidean distance (torchreid, official ABD-Net code);
-    ``cosine`` is ``1 - cos``.
-    """
-    q, g = _as_features(qf, "qf"), _as_features(gf, "gf")
-    q, g, g_sq = _prepare(q, g, metric)
-    out = torch.empty(q.shape[0], g.shape[0], dtype=q.dtype, device=q.device)
-    for rows in _row_blocks(q.shape[0], g.shape[0], chunk_size):
-        out[rows] = _distance_block(q[rows], g, g_sq, metric)
-    return out
+    return _finish(stats, max_rank, num_g)
 
 
 def evaluate_features(
@@ -577,7 +535,7 @@ def evaluate_features(
     needs the query+gallery neighbourhoods and therefore a full (float32) distance matrix.
     """
     _check_ties(ties)
-    q, g = _as_features(qf, "qf"), _as_features(gf, "gf")
+    q, g = as_features(qf, "qf"), as_features(gf, "gf")
     ids = _check_ids(
         q.shape[0],
         g.shape[0],
@@ -590,19 +548,15 @@ def evaluate_features(
     if q.shape[0] == 0 or g.shape[0] == 0:
         raise ValueError(f"empty query ({q.shape[0]}) or gallery ({g.shape[0]}) features")
     if aqe:
-        from abdnet.evaluation.query_expansion import average_query_expansion
-
         q = average_query_expansion(q, g, metric=metric)
     if rerank:
-        from abdnet.evaluation.rerank import k_reciprocal_rerank
-
         dist = k_reciprocal_rerank(q, g, metric=metric)
         return evaluate_rank(dist, *ids, max_rank=max_rank, ties=ties)
-    q, g, g_sq = _prepare(q, g, metric)
+    q, g, g_sq = prepare(q, g, metric)
     max_rank = _max_rank(max_rank, g.shape[0])
     same = _SamePid(*ids)
     stats = _Stats.empty(q.shape[0])
     with torch.no_grad():
-        for rows in _row_blocks(q.shape[0], g.shape[0], chunk_size):
-            _accumulate(stats, same, rows, _distance_block(q[rows], g, g_sq, metric), ties)
-    return _finish(stats, max_rank)
+        for rows in row_blocks(q.shape[0], g.shape[0], chunk_size):
+            _accumulate(stats, same, rows, distance_block(q[rows], g, g_sq, metric), ties)
+    return _finish(stats, max_rank, g.shape[0])

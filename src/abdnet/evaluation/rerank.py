@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from abdnet.evaluation.rank import ArrayLike, _as_features, _distance_block, _prepare
+from abdnet.evaluation.distance import ArrayLike, as_features, distance_block, prepare
 
 __all__ = ["k_reciprocal_rerank"]
 
@@ -39,7 +39,7 @@ def _neighbours(x: torch.Tensor, x_sq: torch.Tensor, metric: str, k: int, step: 
     nn_idx = torch.empty(n, k, dtype=torch.int64)
     row_max = torch.empty(n, dtype=torch.float64)
     for s in range(0, n, step):
-        d2 = _distance_block(x[s : s + step], x, x_sq, metric).float().pow_(2)  # (R, N)
+        d2 = distance_block(x[s : s + step], x, x_sq, metric).float().pow_(2)  # (R, N)
         nn_idx[s : s + step] = d2.topk(k, dim=1, largest=False, sorted=True).indices.cpu()
         row_max[s : s + step] = d2.amax(1).double().cpu()
     return nn_idx.numpy(), row_max.numpy()
@@ -84,12 +84,12 @@ def k_reciprocal_rerank(
     """
     import scipy.sparse as sp
 
-    q, g = _as_features(qf, "qf"), _as_features(gf, "gf")
+    q, g = as_features(qf, "qf"), as_features(gf, "gf")
     if k1 < 1 or k2 < 1:
         raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
     if not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
-    q, g, _ = _prepare(q, g, metric)
+    q, g, _ = prepare(q, g, metric)
     num_q, num_g = q.shape[0], g.shape[0]
     x = torch.cat([q, g]).float()  # (N, D) queries first, as the reference
     n = x.shape[0]
@@ -181,7 +181,7 @@ def k_reciprocal_rerank(
         flat = np.repeat(blk.row, counts).astype(np.int64) * num_g + v_g_t.indices[pos]
         m = np.bincount(flat, weights=mins, minlength=(e - s) * num_g).reshape(e - s, num_g)
         jaccard = 1.0 - m / (2.0 - m)
-        d = _distance_block(
+        d = distance_block(
             x[s:e], x[num_q:], x_sq[num_q:] if metric == "euclidean" else x_sq, metric
         )
         d = d.double().pow_(2).cpu().numpy() / row_max[s:e, None]

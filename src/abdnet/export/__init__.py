@@ -4,7 +4,7 @@ Hugging-Face model folder.
 onnx, onnxruntime and openvino are imported only when exporting or running a model.
 """
 
-from abdnet.export.evaluate import EmbedderModule, evaluate_embedder
+from abdnet.export.evaluate import evaluate_embedder
 from abdnet.export.hf import CARD_FILENAME, CONFIG_FILENAME, HfExportResult, RunMetrics, export_hf
 from abdnet.export.onnx import (
     ONNX_FORMAT_VERSION,
@@ -26,7 +26,6 @@ __all__ = [
     "CARD_FILENAME",
     "OPENVINO_PRECISIONS",
     "OpenVinoEmbedder",
-    "EmbedderModule",
     "QuantizationAccuracyError",
     "QuantizeResult",
     "evaluate_embedder",

@@ -31,10 +31,9 @@ import torch
 import yaml
 
 from abdnet.config import Config, dump_config
-from abdnet.engine.checkpoint import META_FILE
-from abdnet.engine.trainer import METRICS_FILE, PRECISION_FILE
 from abdnet.files import atomic_directory, check_output
-from abdnet.models.io import MODEL_FILENAME, LoadedModel, load_model, save_model
+from abdnet.layout import META_FILE, METRICS_FILE, MODEL_FILE, PRECISION_FILE
+from abdnet.models.io import LoadedModel, load_model, save_model
 
 __all__ = ["CONFIG_FILENAME", "CARD_FILENAME", "RunMetrics", "HfExportResult", "export_hf"]
 
@@ -119,14 +118,12 @@ def export_hf(
     the weights. An existing ``out`` is replaced only with ``force``. The written folder is
     loaded back and compared (weights bit for bit, config) before it takes ``out``'s place.
     """
-    out = check_output(out, force=force, kind="folder")
+    out = check_output(out, force=force, folder=True)
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
     metrics = run_metrics(loaded.source) if loaded.source is not None else None
     feature_dim = int(getattr(loaded.model, "feature_dim", 0))
     with atomic_directory(out) as tmp:
-        save_model(
-            tmp / MODEL_FILENAME, loaded.model, loaded.config, num_classes=loaded.num_classes
-        )
+        save_model(tmp / MODEL_FILE, loaded.model, loaded.config, num_classes=loaded.num_classes)
         (tmp / CONFIG_FILENAME).write_text(dump_config(loaded.config), encoding="utf-8")
         card = model_card(
             loaded.config,
@@ -138,7 +135,7 @@ def export_hf(
         )
         (tmp / CARD_FILENAME).write_text(card, encoding="utf-8")
         _check_round_trip(loaded, tmp)
-    files = (MODEL_FILENAME, CONFIG_FILENAME, CARD_FILENAME)
+    files = (MODEL_FILE, CONFIG_FILENAME, CARD_FILENAME)
     log.info("wrote %s (%s)", out, ", ".join(files))
     return HfExportResult(path=out, files=files, feature_dim=feature_dim, metrics=metrics)
 

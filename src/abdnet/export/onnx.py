@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,8 @@ import torch
 import yaml
 from torch import nn
 
-from abdnet.config import Config, ConfigError, DataConfig, config_from_dict, dump_config
+from abdnet.config import Config, ConfigError, DataConfig, config_from_dict, dump_config, load_yaml
+from abdnet.files import atomic_file, remove_stale_temporaries
 from abdnet.models.io import LoadedModel, load_model
 
 __all__ = [
@@ -92,9 +92,9 @@ class EmbeddingGraph(nn.Module):
         self.flip = flip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
-        f = self.model(x)  # (B, D)
+        f = self.model(x).embedding  # (B, D)
         if self.flip:
-            f = (f + self.model(torch.flip(x, dims=[3]))) / 2
+            f = (f + self.model(torch.flip(x, dims=[3])).embedding) / 2
         return f
 
 
@@ -155,11 +155,11 @@ def export_onnx(
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the .onnx file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    remove_stale_temporaries(out.parent, out.name)  # what killed exports left behind
     gen = torch.Generator().manual_seed(seed)
     export_batch = 2 if dynamic_batch else batch_size
     sample = torch.randn(export_batch, 3, height, width, generator=gen)
-    try:
+    with atomic_file(out) as tmp:
         with warnings.catch_warnings():
             # The TorchScript exporter's deprecation notice and tracer warnings are noise here.
             warnings.simplefilter("ignore")
@@ -208,9 +208,6 @@ def export_onnx(
         model_proto.doc_string = "abdnet ABD-Net embedding network (raw embedding output)"
         onnx.save(model_proto, str(tmp))
         onnx.checker.check_model(str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("exported %s (max abs diff %.2e over batch sizes %s)", out, max_diff, batch_sizes)
     return OnnxExportResult(
         path=out,
@@ -254,7 +251,7 @@ def config_from_metadata(metadata: dict[str, str], path: str | Path) -> Config:
     md = metadata
     try:
         if "config" in md:
-            return config_from_dict(yaml.safe_load(md["config"]))
+            return config_from_dict(load_yaml(md["config"]))
         data = DataConfig(
             height=int(md["input_height"]),
             width=int(md["input_width"]),

@@ -41,7 +41,7 @@ import logging
 import random
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +188,7 @@ def quantize_int8(
     atol: float = 1e-4,
     batch_size: int = 16,
     seed: int = 0,
-    progress: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> QuantizeResult:
     """Export an INT8 ONNX model of a checkpoint, verified on ``calibration`` (module docs).
 
@@ -196,7 +196,8 @@ def quantize_int8(
     or a :class:`ReIDDataset`; ``calibration_images`` crops of it calibrate the activation
     ranges. Raises :class:`QuantizationAccuracyError` (and writes nothing) when the INT8 mAP
     on its query/gallery is more than ``max_map_drop`` points below the fp32 graph's.
-    ``atol`` is the fp32 export's parity tolerance (:func:`export_onnx`).
+    ``atol`` is the fp32 export's parity tolerance (:func:`export_onnx`); ``progress`` is
+    called with the number of images embedded during the two evaluations.
     """
     if calibration_images < 1:
         raise ValueError(f"--calibration-images must be >= 1, got {calibration_images}")
@@ -240,7 +241,7 @@ def quantize_int8(
             rank1_int8=report_int8.rank(1),
             calibration_images=len(records),
             calibration_split=split,
-            num_query=report_fp32.num_query,
+            num_query=report_fp32.num_query_used + report_fp32.num_query_skipped,
             num_gallery=report_fp32.num_gallery,
         )
         if not result.map_drop <= max_map_drop:  # also catches NaN

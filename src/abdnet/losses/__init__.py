@@ -4,7 +4,7 @@ Imports nothing from ``abdnet.models``: the objective takes plain tensors.
 """
 
 from .metric import CrossEntropyLabelSmooth, TripletLoss, pairwise_euclidean
-from .objective import ABDObjective, LossTerms
+from .objective import ABDObjective, LossTerms, build_objective
 from .svdo import (
     GRAM_NORMS,
     SVDO_FORMS,
@@ -20,6 +20,7 @@ from .svdo import (
 __all__ = [
     "ABDObjective",
     "LossTerms",
+    "build_objective",
     "CrossEntropyLabelSmooth",
     "TripletLoss",
     "pairwise_euclidean",

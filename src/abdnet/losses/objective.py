@@ -13,22 +13,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from abdnet.config import ConfigError, LossConfig
+from abdnet.config import Config, GramNorm, SVDOForm
 
 from .metric import CrossEntropyLabelSmooth, TripletLoss
-from .svdo import GRAM_NORMS, SVDO_FORMS, of_penalty, ow_penalty
+from .svdo import of_penalty, ow_penalty
 
-__all__ = ["LossTerms", "ABDObjective"]
+if TYPE_CHECKING:  # the type only: losses do not depend on the models package
+    from abdnet.models.output import ModelOutput
+
+__all__ = ["LossTerms", "ABDObjective", "build_objective"]
+
+_TERMS = ("total", "xent", "triplet", "of", "ow")
 
 
 @dataclass(frozen=True)
 class LossTerms:
     """The terms of eq. (6) *as they enter the total* (each already multiplied by its beta),
-    so ``total == xent + triplet + of + ow``. A term that is off is a zero tensor.
+    so ``total == xent + triplet + of + ow``. A term that is off is a zero tensor. The one
+    type for loss terms: the trainer sums ``as_floats()`` over an epoch for its logs.
     """
 
     total: Tensor
@@ -37,86 +44,101 @@ class LossTerms:
     of: Tensor
     ow: Tensor
 
-    def detached(self) -> dict[str, float]:
+    def as_floats(self) -> dict[str, float]:
         """Plain floats for logging (one host sync)."""
-        values = torch.stack([self.total, self.xent, self.triplet, self.of, self.ow]).detach()
-        return dict(zip(("total", "xent", "triplet", "of", "ow"), values.float().cpu().tolist()))
-
-
-def _check_loss_config(cfg: LossConfig) -> None:
-    if cfg.svdo_form not in SVDO_FORMS:
-        raise ConfigError(f"loss.svdo_form: expected one of {SVDO_FORMS}, got {cfg.svdo_form!r}")
-    if cfg.of_gram_norm not in GRAM_NORMS:
-        raise ConfigError(
-            f"loss.of_gram_norm: expected one of {GRAM_NORMS}, got {cfg.of_gram_norm!r}"
-        )
-    if cfg.power_iters < 1:
-        raise ConfigError(f"loss.power_iters: expected >= 1, got {cfg.power_iters}")
-    for key in ("beta_tr", "beta_of", "beta_ow", "margin"):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"loss.{key}: expected >= 0, got {getattr(cfg, key)}")
-    if not 0.0 <= cfg.label_smooth < 1.0:
-        raise ConfigError(f"loss.label_smooth: expected 0 <= value < 1, got {cfg.label_smooth}")
+        values = torch.stack([getattr(self, k) for k in _TERMS]).detach()
+        return dict(zip(_TERMS, values.float().cpu().tolist()))
 
 
 class ABDObjective(nn.Module):
-    """Eq. (6). Built from a ``LossConfig``; has no parameters.
+    """Eq. (6). Has no parameters.
 
-    Call as ``objective(logits, triplet_features, targets, of_maps=..., ow_weights=...,
-    use_of=..., use_ow=..., use_triplet=...)`` with the fields of the model's ``ModelOutput``
-    and ``model.ow_weights()``. The ``use_*`` switches implement the schedule (step 1 of the
+    Call as ``objective(output, targets, ow_weights, use_of=..., use_ow=..., use_triplet=...)``
+    with the model's :class:`~abdnet.models.output.ModelOutput` (cross-entropy on each of its
+    logits, triplet on each triplet feature, O.F. on its maps at ``of_positions``) and
+    ``model.ow_weights()``. The ``use_*`` switches implement the schedule (step 1 of the
     two-step training: no O.F./O.W.); ``beta_tr = 0`` disables the triplet term for good.
     """
 
-    def __init__(self, cfg: LossConfig, num_classes: int) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        label_smooth: float = 0.1,
+        beta_tr: float = 0.1,
+        margin: float = 1.2,
+        beta_of: float = 1e-6,
+        beta_ow: float = 1e-3,
+        power_iters: int = 2,
+        svdo_form: SVDOForm = "paper",
+        of_gram_norm: GramNorm = "spatial",
+        of_positions: Sequence[str] = (),
+    ) -> None:
         super().__init__()
-        _check_loss_config(cfg)
-        self.cfg = cfg
-        self.xent = CrossEntropyLabelSmooth(num_classes, cfg.label_smooth)
-        self.triplet = TripletLoss(cfg.margin)
+        self.beta_tr, self.beta_of, self.beta_ow = beta_tr, beta_of, beta_ow
+        self.power_iters = power_iters
+        self.svdo_form, self.of_gram_norm = svdo_form, of_gram_norm
+        self.of_positions = tuple(of_positions)
+        self.xent = CrossEntropyLabelSmooth(num_classes, label_smooth)
+        self.triplet = TripletLoss(margin)
 
     def forward(
         self,
-        logits: Tensor | Sequence[Tensor],
-        triplet_features: Tensor | Sequence[Tensor],
+        output: ModelOutput,
         targets: Tensor,
-        *,
-        of_maps: Sequence[tuple[str, Tensor, float]] = (),
         ow_weights: Sequence[Tensor] = (),
+        *,
         use_of: bool = True,
         use_ow: bool = True,
         use_triplet: bool = True,
     ) -> LossTerms:
-        cfg = self.cfg
-        logits = [logits] if isinstance(logits, Tensor) else list(logits)
-        feats = (
-            [triplet_features] if isinstance(triplet_features, Tensor) else list(triplet_features)
-        )
+        # Logits and features are cast to fp32 for a stable softmax and distances; the SVDO
+        # terms compute in fp32 themselves.
+        logits = [x.float() for x in output.logits]
+        feats = [f.float() for f in output.triplet_features]
         if not logits:
-            raise ValueError("logits: expected at least one (B, num_classes) tensor, got none")
+            raise ValueError("output.logits: expected at least one (B, num_classes) tensor")
         zero = logits[0].new_zeros((), dtype=torch.float32)
 
         xent = torch.stack([self.xent(x, targets) for x in logits]).mean()
 
         triplet = zero
-        if use_triplet and cfg.beta_tr > 0:
+        if use_triplet and self.beta_tr > 0:
             if not feats:
                 raise ValueError(
-                    "triplet_features: empty, but loss.beta_tr > 0 needs at least one (B, d) tensor"
+                    "output.triplet_features: empty, but beta_tr > 0 needs a (B, d) tensor"
                 )
-            triplet = cfg.beta_tr * torch.stack([self.triplet(f, targets) for f in feats]).mean()
+            triplet = self.beta_tr * torch.stack([self.triplet(f, targets) for f in feats]).mean()
 
         of = zero
-        if use_of and cfg.beta_of > 0 and len(of_maps) > 0:
-            of = cfg.beta_of * of_penalty(
-                of_maps, iters=cfg.power_iters, form=cfg.svdo_form, gram_norm=cfg.of_gram_norm
+        if use_of and self.beta_of > 0 and self.of_positions:
+            maps = output.features.of_terms(self.of_positions)
+            of = self.beta_of * of_penalty(
+                maps, iters=self.power_iters, form=self.svdo_form, gram_norm=self.of_gram_norm
             ).to(zero.device)
 
         ow = zero
-        if use_ow and cfg.beta_ow > 0 and len(ow_weights) > 0:
-            ow = cfg.beta_ow * ow_penalty(ow_weights, iters=cfg.power_iters, form=cfg.svdo_form).to(
-                zero.device
-            )
+        if use_ow and self.beta_ow > 0 and len(ow_weights) > 0:
+            ow = self.beta_ow * ow_penalty(
+                ow_weights, iters=self.power_iters, form=self.svdo_form
+            ).to(zero.device)
 
         total = xent + triplet + of + ow
         return LossTerms(total=total, xent=xent, triplet=triplet, of=of, ow=ow)
+
+
+def build_objective(cfg: Config, num_classes: int) -> ABDObjective:
+    """Eq. (6) as ``cfg.loss`` sets it, with O.F. at ``cfg.model.of_positions``."""
+    loss = cfg.loss
+    return ABDObjective(
+        num_classes,
+        label_smooth=loss.label_smooth,
+        beta_tr=loss.beta_tr,
+        margin=loss.margin,
+        beta_of=loss.beta_of,
+        beta_ow=loss.beta_ow,
+        power_iters=loss.power_iters,
+        svdo_form=loss.svdo_form,
+        of_gram_norm=loss.of_gram_norm,
+        of_positions=cfg.model.of_positions,
+    )

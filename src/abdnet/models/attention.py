@@ -18,8 +18,7 @@ __all__ = ["CAM", "PAM", "ATTENTION_VARIANTS"]
 # "paper": the equations of the paper; "official": what the authors' code computes.
 ATTENTION_VARIANTS = ("paper", "official")
 # CAM energy backward: symmetrize the gradient (one C x C x N product) from this N on;
-# below, g + g^T (memory bound) costs more than a second product (measured on CPU, C = 1024:
-# N = 192 equal, N = 3072 symmetrizing 1.6x faster).
+# below, g + g^T (memory bound) costs more than a second product (docs/benchmarks.md).
 _SYM_MIN_N = 512
 
 

@@ -16,24 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
-from abdnet.config import (
-    Config,
-    ConfigError,
-    DataConfig,
-    ModelConfig,
-    config_from_dict,
-    dump_config,
-    model_config,
-)
+from abdnet.config import Config, ConfigError, DataConfig, config_from_dict, dump_config, load_yaml
+from abdnet.files import atomic_file
 from abdnet.hub import resolve_source
+from abdnet.layout import MODEL_FILE, resolve_checkpoint
+from abdnet.models.factory import build_model_from_config, official_model_config
+from abdnet.models.official import OfficialABDNet, load_official
 
 __all__ = [
     "MODEL_FORMAT_VERSION",
@@ -47,8 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT_VERSION = 1
-MODEL_FILENAME = "model.safetensors"
-_OFFICIAL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")
+MODEL_FILENAME = MODEL_FILE
 
 
 @dataclass
@@ -81,8 +77,6 @@ def save_model(
     The file is written to a temporary name in the same folder and renamed over the target,
     so a crash never leaves a half-written model. Returns the file written.
     """
-    from safetensors.torch import save_file
-
     if not isinstance(config, Config):
         raise TypeError(f"save_model: config must be an abdnet Config, got {type(config).__name__}")
     target = Path(path)
@@ -98,60 +92,22 @@ def save_model(
     # safetensors refuses tensors that share storage and non-contiguous ones: give it
     # independent contiguous CPU copies.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    try:
+    with atomic_file(target) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.debug("saved model to %s", target)
     return target
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The weights file a path stands for.
-
-    - a ``.safetensors`` or official ``.pth.tar`` file: itself;
-    - a checkpoint folder: its ``model.safetensors``;
-    - a run folder: ``checkpoints/best/model.safetensors`` if present, else ``checkpoints/last``.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    if p.is_file():
-        if p.suffix == ".safetensors" or p.name.endswith(_OFFICIAL_SUFFIXES):
-            return p
-        raise ValueError(
-            f"{p}: not a checkpoint: expected a .safetensors file, an official .pth.tar, "
-            f"a checkpoint folder or a run folder"
-        )
-    candidates = [
-        p / MODEL_FILENAME,
-        p / "checkpoints" / "best" / MODEL_FILENAME,
-        p / "checkpoints" / "last" / MODEL_FILENAME,
-    ]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise ValueError(
-        f"{p}: not a checkpoint: none of {', '.join(str(c.relative_to(p)) for c in candidates)} "
-        f"exists in this folder"
+def _official_config(model: OfficialABDNet) -> Config:
+    # The authors' release: official network, 384x128 input, ImageNet mean/std (their
+    # defaults), flip-averaged raw embeddings at test time (their evaluation).
+    return Config(
+        model=official_model_config(model),
+        data=DataConfig(height=384, width=128),
     )
 
 
-def _official_config(model: nn.Module) -> Config:
-    # The authors' release: official network, 384x128 input, ImageNet mean/std (their defaults).
-    model_cfg = getattr(model, "config", None)
-    if not isinstance(model_cfg, ModelConfig):
-        model_cfg = model_config("official")
-    return Config(model=model_cfg, data=DataConfig(height=384, width=128))
-
-
 def _load_safetensors(file: Path, map_location: str | torch.device) -> LoadedModel:
-    from safetensors import SafetensorError, safe_open
-
-    from abdnet.models import build_model_from_config
-
     try:
         with safe_open(str(file), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
@@ -163,17 +119,25 @@ def _load_safetensors(file: Path, map_location: str | torch.device) -> LoadedMod
             f"{file}: config missing: the safetensors metadata has no abdnet 'config' / "
             f"'num_classes' (was it written by abdnet.models.save_model?)"
         )
-    version = int(metadata.get("format_version", "1"))
+    version = _metadata_int(metadata, "format_version", file, default="1")
     if version > MODEL_FORMAT_VERSION:
         raise ValueError(
             f"{file}: model format version {version} is newer than this abdnet supports "
             f"({MODEL_FORMAT_VERSION})"
         )
     try:
-        config = config_from_dict(yaml.safe_load(metadata["config"]))
+        config = config_from_dict(load_yaml(metadata["config"]))
     except (ConfigError, yaml.YAMLError) as exc:
         raise ValueError(f"{file}: the stored config is invalid: {exc}") from None
-    num_classes = int(metadata["num_classes"])
+    num_classes = _metadata_int(metadata, "num_classes", file)
+    # Every classifier weight in the file has num_classes rows: metadata asking for more
+    # than the largest tensor dimension is inconsistent (and could allocate without bound).
+    largest = max((int(t.shape[0]) for t in tensors.values() if t.dim() >= 1), default=0)
+    if not 1 <= num_classes <= largest:
+        raise ValueError(
+            f"{file}: metadata num_classes={num_classes} does not fit the weights "
+            f"(the file's tensors have at most {largest} rows)"
+        )
     # The weights come from the file: never fetch pretrained ImageNet weights to rebuild.
     model = build_model_from_config(
         dataclasses.replace(config.model, pretrained="none"), num_classes
@@ -183,6 +147,16 @@ def _load_safetensors(file: Path, map_location: str | torch.device) -> LoadedMod
     except RuntimeError as exc:
         raise ValueError(f"{file}: weights do not match the stored config: {exc}") from None
     return LoadedModel(model=model, config=config, num_classes=num_classes, source=file)
+
+
+def _metadata_int(
+    metadata: dict[str, str], key: str, file: Path, default: str | None = None
+) -> int:
+    raw = metadata.get(key, default)
+    try:
+        return int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{file}: safetensors metadata {key}={raw!r} is not an integer") from None
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
@@ -200,8 +174,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Lo
     if file.suffix == ".safetensors":
         loaded = _load_safetensors(file, map_location)
     else:
-        from abdnet.models import load_official
-
         model = load_official(str(file))
         loaded = LoadedModel(
             model=model,

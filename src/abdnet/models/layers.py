@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["reduction_layer", "init_new_layers_"]
+from abdnet.config import DecayScope
+
+__all__ = [
+    "reduction_layer",
+    "init_new_layers_",
+    "global_avg_pool",
+    "TrunkParameterGroups",
+    "weight_decay_groups",
+]
+
+
+def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C)."""
+    return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
 
 def reduction_layer(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
@@ -46,10 +60,12 @@ class TrunkParameterGroups:
     (the torchvision trunk pieces) and ``stem_conv()`` (res_conv_1's conv).
 
     ``backbone_parameters`` are frozen in step 1 of the two-step schedule, ``new_parameters``
-    (reductions, attention incl. gammas, classifiers) always train, and ``ow_weights`` are the
-    conv weights O.W. regularizes per ``config.ow_scope``: every trunk conv ("all", the
-    paper), the stem conv only ("stem", what the official code reaches) or none.
+    (reductions, attention incl. gammas, classifiers) always train, ``ow_weights`` are the
+    conv weights O.W. regularizes per ``ow_scope``: every trunk conv ("all", the paper), the
+    stem conv only ("stem", what the official code reaches) or none.
     """
+
+    ow_scope: str
 
     def backbone_modules(self) -> list[nn.Module]:
         raise NotImplementedError
@@ -65,9 +81,9 @@ class TrunkParameterGroups:
         return [p for p in self.parameters() if id(p) not in backbone]
 
     def ow_weights(self) -> list[torch.Tensor]:
-        if self.config.ow_scope == "none":
+        if self.ow_scope == "none":
             return []
-        if self.config.ow_scope == "stem":
+        if self.ow_scope == "stem":
             return [self.stem_conv().weight]
         return [
             m.weight
@@ -75,3 +91,24 @@ class TrunkParameterGroups:
             for m in part.modules()
             if isinstance(m, nn.Conv2d)
         ]
+
+
+def weight_decay_groups(
+    module: nn.Module, weight_decay: float, scope: DecayScope = "weights"
+) -> list[dict]:
+    """Optimizer parameter groups for weight decay.
+
+    ``scope="weights"``: only the weights of convolutions and linear layers decay; norms,
+    biases and attention gammas (which start at 0 and would be pulled back to it) do not, as
+    timm and nanoGPT do. ``scope="all"``: every parameter decays. Parameters keep
+    ``module.parameters()`` order.
+    """
+    params = list(module.parameters())
+    if scope == "all":
+        return [{"params": params, "weight_decay": weight_decay}]
+    decayed = {id(m.weight) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    groups = [
+        {"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]

@@ -2,8 +2,8 @@
 
 Weight-compatible with their checkpoints: module names and shapes equal theirs
 (``common_branch.backbone1`` ... ``branches.{0,1}``), 69,175,184 parameters with 751
-classes, 3072-d embedding. What it computes (facts of their code, see
-``docs``/``official-code-notes.md``):
+classes, 3072-d embedding. What it computes (facts of their code; ``docs/paper-vs-official.md``
+lists where it departs from the paper):
 
 - trunk conv1..layer1 -> shallow CAM (their DANet CAM variant) -> layer2, layer3;
 - two branches, each with a deep copy of layer4 (stride ``last_stride``):
@@ -30,20 +30,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from abdnet.config import ModelConfig, model_config
-from abdnet.models.abdnet import check_common_config, check_of_positions
+from abdnet.config import Backbone, OWScope
 from abdnet.models.attention import CAM, PAM
 from abdnet.models.backbones import build_trunk, check_state_dict_fits
-from abdnet.models.layers import TrunkParameterGroups, init_new_layers_, reduction_layer
-from abdnet.models.output import ModelOutput
+from abdnet.models.layers import (
+    TrunkParameterGroups,
+    global_avg_pool,
+    init_new_layers_,
+    reduction_layer,
+)
+from abdnet.models.output import FeatureMaps, ModelOutput
 
 __all__ = [
     "OfficialABDNet",
     "DANetHead",
-    "OFFICIAL_OF_POSITIONS",
     "OFFICIAL_NUM_STRIPES",
     "SHALLOW_OF_WEIGHT",
     "canonical_official_state_dict",
@@ -52,7 +54,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-OFFICIAL_OF_POSITIONS = ("shallow", "before", "cam", "pam", "sum")
 OFFICIAL_NUM_STRIPES = 2  # their --abd-np default
 SHALLOW_OF_WEIGHT = 0.01  # their O.F. weight for the shallow-CAM output ("intermediate")
 
@@ -67,9 +68,7 @@ class _ShallowCAM(nn.Module):
 
 
 class _CommonBranch(nn.Module):
-    def __init__(
-        self, stem: nn.Sequential, stem_channels: int, middle: nn.Sequential, shallow_cam: bool
-    ) -> None:
+    def __init__(self, stem: nn.Sequential, middle: nn.Sequential, shallow_cam: bool) -> None:
         super().__init__()
         self.backbone1 = stem  # conv1, bn1, relu, maxpool, layer1
         self.shallow_cam = _ShallowCAM(shallow_cam)
@@ -90,9 +89,12 @@ class _DeepBranch(nn.Module):
 
 
 class DANetHead(nn.Module):
-    """conv3x3(C->C/2)+BN+ReLU -> attention -> conv3x3(C/2->C/2)+BN+ReLU -> Dropout2d(0.1) -> conv1x1(C/2->out)."""
+    """conv3x3(C->C/2)+BN+ReLU -> attention -> conv3x3(C/2->C/2)+BN+ReLU -> Dropout2d(0.1) ->
+    conv1x1(C/2->out). Returns the head's output and the attention module's raw response."""
 
-    def __init__(self, in_channels: int, out_channels: int, attention: str) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, attention: str, pam_reduction: int = 8
+    ) -> None:
         super().__init__()
         inter = in_channels // 2
         self.conv5c = nn.Sequential(
@@ -105,7 +107,7 @@ class DANetHead(nn.Module):
         elif attention == "cam":
             self.attention_module = CAM("official")
         elif attention == "pam":
-            self.attention_module = PAM(inter, variant="official")
+            self.attention_module = PAM(inter, variant="official", qk_reduction=pam_reduction)
         else:
             raise ValueError(
                 f"DANetHead: attention must be 'before', 'cam' or 'pam', got {attention!r}"
@@ -115,19 +117,22 @@ class DANetHead(nn.Module):
         )
         self.conv7 = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(inter, out_channels, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv7(self.conv52(self.attention_module(self.conv5c(x))))  # (B, out, h, w)
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attended = self.attention_module(self.conv5c(x))  # (B, C/2, h, w)
+        return self.conv7(self.conv52(attended)), attended  # (B, out, h, w), (B, C/2, h, w)
 
 
 class _ABDBranch(nn.Module):
-    def __init__(self, in_channels: int, dim: int, num_classes: int, cam: bool, pam: bool) -> None:
+    def __init__(
+        self, in_channels: int, dim: int, num_classes: int, cam: bool, pam: bool, pam_reduction: int
+    ) -> None:
         super().__init__()
         self.reduction = nn.Sequential(
             nn.Conv2d(in_channels, dim, 1, bias=False), nn.BatchNorm2d(dim), nn.ReLU(inplace=True)
         )
         self.before_module = DANetHead(dim, dim, "before")
         self.cam_module = DANetHead(dim, dim, "cam") if cam else None
-        self.pam_module = DANetHead(dim, dim, "pam") if pam else None
+        self.pam_module = DANetHead(dim, dim, "pam", pam_reduction) if pam else None
         self.sum_conv = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(dim, dim, 1))
         self.classifiers = nn.ModuleList(
             [nn.Linear(dim, num_classes) for _ in range(OFFICIAL_NUM_STRIPES)]
@@ -137,28 +142,39 @@ class _ABDBranch(nn.Module):
         named = [("before", self.before_module), ("cam", self.cam_module), ("pam", self.pam_module)]
         return [(n, m) for n, m in named if m is not None]
 
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], dict[str, list[torch.Tensor]]]:
+    def add_features(self, x: torch.Tensor, f: FeatureMaps) -> None:
+        """Ta, the heads' outputs and ``sum_conv``'s per stripe, the attention responses."""
         x = self.reduction(x)  # (B, R, h, w)
+        f.add("reduction", x)
         h = x.shape[2]
         if h % OFFICIAL_NUM_STRIPES:
             raise ValueError(
-                f"official ABD branch: feature-map height {h} is not divisible by {OFFICIAL_NUM_STRIPES} stripes; "
-                "use an input height that is a multiple of 32 (e.g. 384)"
+                f"official ABD branch: feature-map height {h} is not divisible by "
+                f"{OFFICIAL_NUM_STRIPES} stripes; use an input height that is a multiple of 32 "
+                "(e.g. 384)"
             )
         step = h // OFFICIAL_NUM_STRIPES
-        vecs: list[torch.Tensor] = []
-        maps: dict[str, list[torch.Tensor]] = {"before": [], "cam": [], "pam": [], "sum": []}
+        outs: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self.heads()}
+        attended: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self.heads()}
+        sums: list[torch.Tensor] = []
         for p in range(OFFICIAL_NUM_STRIPES):
             stripe = x[:, :, p * step : (p + 1) * step, :]  # (B, R, h/2, w)
             total = None
             for name, head in self.heads():
-                out = head(stripe)  # (B, R, h/2, w)
-                maps[name].append(out)
+                out, att = head(stripe)  # (B, R, h/2, w), (B, R/2, h/2, w)
+                outs[name].append(out)
+                attended[name].append(att)
                 total = out if total is None else total + out
-            after = self.sum_conv(total)  # (B, R, h/2, w)
-            maps["sum"].append(after)
-            vecs.append(F.adaptive_avg_pool2d(after, 1).flatten(1))  # (B, R)
-        return vecs, maps
+            sums.append(self.sum_conv(total))  # (B, R, h/2, w)
+        for name, parts in outs.items():
+            f.add(name, *parts)
+            if name != "before":
+                f.attention[name] = tuple(attended[name])
+        f.add("sum", *sums)
+        f.add("attentive", *sums)  # the maps the stripe vectors pool
+
+    def vectors(self, f: FeatureMaps) -> list[torch.Tensor]:
+        return [global_avg_pool(part) for part in f.maps["attentive"]]  # 2 x (B, R)
 
 
 class _GlobalBranch(nn.Module):
@@ -168,52 +184,49 @@ class _GlobalBranch(nn.Module):
         self.classifier = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))  # (B, C5) -> (B, kg)
+        return self.fc(global_avg_pool(x))  # (B, C5, h, w) -> (B, kg)
 
 
 class OfficialABDNet(TrunkParameterGroups, nn.Module):
     """The authors' released network (see the module docstring), ``arch="official"``.
 
-    Eval: ``(B, 3, H, W)`` -> ``(B, kg + 2·R)`` = 3072-d. Train: :class:`ModelOutput` with
-    logits ``[stripe 1, stripe 2, global]``, triplet features the three branch vectors
-    (their code applies the triplet loss to each), and O.F. maps: "shallow" (weight 0.01),
-    "before"/"cam"/"pam"/"sum" per stripe with weight 1/2 each (their code averages over
-    stripes). ``cam``/``pam`` false drop that head; ``shallow_cam`` false drops the shallow
-    CAM. Backbones other than resnet50 build the same layout (not weight-compatible).
+    Embedding ``(B, kg + 2·R)`` = 3072-d. Logits ``[stripe 1, stripe 2, global]``, triplet
+    features the three branch vectors (their code applies the triplet loss to each). Feature
+    maps: ``shallow`` (O.F. weight 0.01), ``reduction`` (Ta), ``before`` / ``cam`` / ``pam``
+    (head outputs) and ``sum`` per stripe (O.F. weight 1/2 each: their code averages over
+    stripes), ``attentive`` (= ``sum``, what the stripe vectors pool) and ``global``.
+    ``cam`` / ``pam`` false drop that head; ``shallow_cam`` false drops the shallow CAM.
+    Backbones other than resnet50 build the same layout (not weight-compatible).
     """
 
-    def __init__(self, config: ModelConfig, num_classes: int) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        backbone: Backbone = "resnet50",
+        pretrained: str = "none",
+        last_stride: int = 1,
+        shallow_cam: bool = True,
+        cam: bool = True,
+        pam: bool = True,
+        pam_reduction: int = 8,
+        dropout: float = 0.5,
+        global_dim: int = 1024,
+        reduction_dim: int = 1024,
+        ow_scope: OWScope = "all",
+    ) -> None:
         super().__init__()
-        if config.arch != "official":
-            raise ValueError(
-                f"model.arch: OfficialABDNet builds arch 'official', got {config.arch!r}"
-            )
-        check_common_config(config, num_classes)
-        if config.svd_layer:
-            raise ValueError("model.svd_layer: not available for arch 'official' (use arch 'abd')")
-        if config.attentive_dim != config.reduction_dim:
-            raise ValueError(
-                f"model.attentive_dim ({config.attentive_dim}) must equal model.reduction_dim "
-                f"({config.reduction_dim}) for arch 'official': its stripe vectors are pooled reduction maps"
-            )
-        available = (
-            {"shallow", "before", "sum"}
-            | ({"cam"} if config.cam else set())
-            | ({"pam"} if config.pam else set())
-        )
-        check_of_positions(config, OFFICIAL_OF_POSITIONS, available)
-        self.config = config
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
         self.num_classes = num_classes
+        self.ow_scope = ow_scope
+        self.has_shallow_cam, self.has_cam, self.has_pam = shallow_cam, cam, pam
 
-        trunk = build_trunk(
-            config.backbone, pretrained=config.pretrained, last_stride=config.last_stride
-        )
-        self.common_branch = _CommonBranch(
-            trunk.stem, trunk.stem_channels, trunk.middle, config.shallow_cam
-        )
-        r, c5 = config.reduction_dim, trunk.deep_channels
-        abd = _ABDBranch(c5, r, num_classes, config.cam, config.pam)
-        glob = _GlobalBranch(c5, config.global_dim, num_classes, config.dropout)
+        trunk = build_trunk(backbone, pretrained=pretrained, last_stride=last_stride)
+        self.common_branch = _CommonBranch(trunk.stem, trunk.middle, shallow_cam)
+        r, c5 = reduction_dim, trunk.deep_channels
+        abd = _ABDBranch(c5, r, num_classes, cam, pam, pam_reduction)
+        glob = _GlobalBranch(c5, global_dim, num_classes, dropout)
         init_new_layers_(abd)
         init_new_layers_(glob)
         self.branches = nn.ModuleList(
@@ -222,7 +235,16 @@ class OfficialABDNet(TrunkParameterGroups, nn.Module):
                 nn.Sequential(_DeepBranch(trunk.deep), glob),
             ]
         )
-        self.feature_dim = OFFICIAL_NUM_STRIPES * r + config.global_dim
+        self.feature_dim = OFFICIAL_NUM_STRIPES * r + global_dim
+
+    @property
+    def of_positions_available(self) -> tuple[str, ...]:
+        """The O.F. positions this network has maps for."""
+        return (
+            ("shallow", "reduction", "before", "sum")
+            + ("cam",) * self.has_cam
+            + ("pam",) * self.has_pam
+        )
 
     # -- parameter groups -------------------------------------------------------------
     def backbone_modules(self) -> list[nn.Module]:
@@ -234,25 +256,30 @@ class OfficialABDNet(TrunkParameterGroups, nn.Module):
         return self.common_branch.backbone1[0]  # the 7x7 conv
 
     # -- forward ------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor | ModelOutput:
+    def forward_features(self, x: torch.Tensor) -> FeatureMaps:
+        f = FeatureMaps()
         m, shallow = self.common_branch(x)  # (B, C4, H/16, W/16), (B, C2, H/4, W/4)
+        f.add("shallow", shallow, of_weight=SHALLOW_OF_WEIGHT)
+        if self.has_shallow_cam:
+            f.attention["shallow_cam"] = (shallow,)
         abd_deep, abd = self.branches[0]
-        glob_deep, glob = self.branches[1]
-        stripe_vecs, maps = abd(abd_deep(m))  # 2 x (B, R)
-        g = glob(glob_deep(m))  # (B, kg)
+        glob_deep, _glob = self.branches[1]
+        abd.add_features(abd_deep(m), f)
+        f.add("global", glob_deep(m))  # (B, C5, h, w)
+        return f
+
+    def forward_head(self, f: FeatureMaps) -> ModelOutput:
+        abd, glob = self.branches[0][1], self.branches[1][1]
+        stripe_vecs = abd.vectors(f)  # 2 x (B, R)
+        g = glob(f.map("global"))  # (B, kg)
         emb = torch.cat([*stripe_vecs, g], dim=1)  # (B, 2R + kg)
-        if not self.training:
-            return emb
         logits = [abd.classifiers[p](v) for p, v in enumerate(stripe_vecs)] + [glob.classifier(g)]
-        of_maps: list[tuple[str, torch.Tensor, float]] = []
-        for name in self.config.of_positions:
-            if name == "shallow":
-                of_maps.append((name, shallow, SHALLOW_OF_WEIGHT))
-            else:
-                of_maps.extend((name, fm, 1.0 / len(maps[name])) for fm in maps[name])
         return ModelOutput(
-            embedding=emb, logits=logits, triplet_features=[*stripe_vecs, g], of_maps=of_maps
+            embedding=emb, logits=logits, triplet_features=[*stripe_vecs, g], features=f
         )
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        return self.forward_head(self.forward_features(x))
 
 
 # -- loading the authors' checkpoints -------------------------------------------------------
@@ -344,14 +371,7 @@ def load_official(path: str | Path, num_classes: int | None = None) -> OfficialA
     shallow_cam = "common_branch.shallow_cam._cam_module.gamma" in state
     cam = any(k.startswith("branches.0.1.cam_module.") for k in state)
     pam = any(k.startswith("branches.0.1.pam_module.") for k in state)
-    enabled = (
-        {"shallow", "before", "sum"} | ({"cam"} if cam else set()) | ({"pam"} if pam else set())
-    )
-    of_positions = tuple(p for p in model_config("official").of_positions if p in enabled)
-    cfg = model_config(
-        "official", shallow_cam=shallow_cam, cam=cam, pam=pam, of_positions=of_positions
-    )
-    model = OfficialABDNet(cfg, found)
+    model = OfficialABDNet(found, shallow_cam=shallow_cam, cam=cam, pam=pam)
 
     check_state_dict_fits(model, state, f"{path}: does not fit the official ABD-Net (resnet50)")
     model.load_state_dict(state, strict=True)

@@ -3,23 +3,20 @@
 faiss is imported only when an index is built or opened.
 """
 
-from abdnet.retrieval.extractor import (
-    Extraction,
-    FeatureExtractor,
-    ImageInput,
-    ImageReadError,
-    read_image,
-    resolve_device,
-)
+from abdnet.data import IMAGE_EXTENSIONS, ImageInput, ImageReadError, read_image
+from abdnet.retrieval.extractor import Extraction, FeatureExtractor
 from abdnet.retrieval.features import FeatureSet, load_features, save_features
-from abdnet.retrieval.files import IMAGE_EXTENSIONS, collect_images, parse_labels
+from abdnet.retrieval.files import collect_images, parse_labels
 from abdnet.retrieval.index import (
     INDEX_KINDS,
+    INDEX_LOCK_TIMEOUT,
     FeatureIndex,
+    IndexChangedError,
     SearchResult,
     build_index,
     default_ivfpq_params,
     open_index,
+    update_index,
 )
 
 __all__ = [
@@ -28,7 +25,6 @@ __all__ = [
     "ImageInput",
     "ImageReadError",
     "read_image",
-    "resolve_device",
     "FeatureSet",
     "load_features",
     "save_features",
@@ -36,9 +32,12 @@ __all__ = [
     "collect_images",
     "parse_labels",
     "INDEX_KINDS",
+    "INDEX_LOCK_TIMEOUT",
     "FeatureIndex",
+    "IndexChangedError",
     "SearchResult",
     "build_index",
     "default_ivfpq_params",
     "open_index",
+    "update_index",
 ]

@@ -17,28 +17,49 @@ An index folder holds::
     labels.npz    pids / camids arrays (only when every gallery item carried them)
     meta.json     format version, dim, kind, params, count, optional extraction info
 
+Safety: the folder path is a link to a hidden versioned folder beside it, and every write
+(a build, an addition) writes a complete new version and swaps the link with one rename
+(:func:`abdnet.files.atomic_directory`): a kill at any moment leaves the old index or the
+new one, never a mix. Writers take the folder's lock (:class:`abdnet.files.FolderLock`) and
+:func:`update_index` holds it from opening to saving, so concurrent additions wait for each
+other instead of one silently replacing the other. Opening checks ``meta.json`` against the
+files (kind, dim, count, has_paths, has_labels); a disagreement is an error naming the field,
+and nothing is deleted because of it.
+
 faiss is imported lazily (inside the functions), so importing ``abdnet.retrieval`` stays
 cheap and faiss remains an optional dependency (``pip install abdnet[retrieval]``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-import os
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from abdnet.files import (
+    FolderLock,
+    atomic_directory,
+    check_output,
+    current_version,
+)
+
 __all__ = [
     "INDEX_KINDS",
+    "INDEX_LOCK_TIMEOUT",
     "FeatureIndex",
+    "IndexChangedError",
     "SearchResult",
     "build_index",
     "open_index",
+    "update_index",
     "default_ivfpq_params",
 ]
 
@@ -81,6 +102,13 @@ _REFINE_SQ = {
 }
 # Options that only affect search; they may be changed on an existing index.
 _SEARCH_OPTIONS = {"nprobe", "k_factor", "ef_search"}
+# Seconds a writer waits for another writer of the same index folder (an addition to a
+# large index takes seconds to minutes) before giving up with FileLockedError.
+INDEX_LOCK_TIMEOUT = 600.0
+
+
+class IndexChangedError(ValueError):
+    """The index folder was changed by another writer after this index was opened."""
 
 
 class SearchResult(NamedTuple):
@@ -152,6 +180,8 @@ class FeatureIndex:
     camids: np.ndarray | None = None
     extraction: dict[str, Any] = field(default_factory=dict)  # how the features were made
     directory: Path | None = None
+    # the version folder this index was read from or last written to (see save)
+    _version: str | None = field(default=None, repr=False)
 
     @property
     def count(self) -> int:
@@ -251,49 +281,69 @@ class FeatureIndex:
         """Size of the serialized faiss index (what it occupies in RAM, to within a few %)."""
         return int(_faiss().serialize_index(self.index).size)
 
-    def save(self, directory: str | Path | None = None) -> Path:
-        """Write the index folder (each file atomically, meta.json last)."""
-        faiss = _faiss()
+    def save(
+        self,
+        directory: str | Path | None = None,
+        *,
+        overwrite: bool = False,
+        lock_timeout: float | None = INDEX_LOCK_TIMEOUT,
+    ) -> Path:
+        """Write the index folder as a whole, under its lock (see the module docstring).
+
+        Saving back to the folder it was opened from replaces it, unless another writer
+        changed it meanwhile (:class:`IndexChangedError`: open it again, or use
+        :func:`update_index`, which holds the lock from opening to saving). Saving to
+        another folder refuses one that already holds files unless ``overwrite``.
+        """
         out = Path(directory) if directory is not None else self.directory
         if out is None:
             raise ValueError("FeatureIndex.save: no directory given and the index has none")
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"index output {out} exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / f".{_INDEX_FILE}.tmp{os.getpid()}"
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, out / _INDEX_FILE)
-        if self.paths is not None:
-            _atomic_write_text(out / _PATHS_FILE, "".join(p + "\n" for p in self.paths))
-        elif (out / _PATHS_FILE).exists():
-            (out / _PATHS_FILE).unlink()
-        if self.pids is not None and self.camids is not None:
-            tmp = out / f".labels.tmp{os.getpid()}.npz"
-            np.savez(tmp, pids=self.pids, camids=self.camids)
-            os.replace(tmp, out / _LABELS_FILE)
-        elif (out / _LABELS_FILE).exists():
-            (out / _LABELS_FILE).unlink()
-        meta = {
-            "format": "abdnet-index",
-            "format_version": INDEX_FORMAT_VERSION,
-            "kind": self.kind,
-            "dim": self.dim,
-            "count": self.count,
-            "metric": "squared_l2",
-            "params": self.params,
-            "has_paths": self.paths is not None,
-            "has_labels": self.pids is not None,
-            "extraction": self.extraction,
-        }
-        _atomic_write_text(out / _META_FILE, json.dumps(meta, indent=2) + "\n")
-        self.directory = out
+        with FolderLock(out, timeout=lock_timeout, what=f"index {out}"):
+            if self.directory is not None and _same_path(out, self.directory):
+                now = current_version(out).name if out.exists() else None
+                if self._version is not None and now != self._version:
+                    raise IndexChangedError(
+                        f"index {out}: changed by another writer since it was opened; open it "
+                        "again and repeat the change"
+                    )
+            else:
+                check_output(out, force=overwrite, folder=True, option="index folder")
+            self._write(out)
         return out
 
+    def _write(self, out: Path) -> None:
+        """A complete new version of the folder, swapped in atomically; the caller holds
+        the folder's lock."""
+        faiss = _faiss()
+        with atomic_directory(out) as tmp:
+            faiss.write_index(self.index, str(tmp / _INDEX_FILE))
+            if self.paths is not None:
+                (tmp / _PATHS_FILE).write_text(
+                    "".join(p + "\n" for p in self.paths), encoding="utf-8"
+                )
+            if self.pids is not None and self.camids is not None:
+                with open(tmp / _LABELS_FILE, "wb") as f:
+                    np.savez(f, pids=self.pids, camids=self.camids)
+            meta = {
+                "format": "abdnet-index",
+                "format_version": INDEX_FORMAT_VERSION,
+                "kind": self.kind,
+                "dim": self.dim,
+                "count": self.count,
+                "metric": "squared_l2",
+                "params": self.params,
+                "has_paths": self.paths is not None,
+                "has_labels": self.pids is not None,
+                "extraction": self.extraction,
+            }
+            # meta.json last: a version folder is complete when it has one
+            (tmp / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        self.directory = out
+        self._version = current_version(out).name
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+
+def _same_path(a: Path, b: Path) -> bool:
+    return a.absolute() == b.absolute()
 
 
 def _check_paths(paths: list[str]) -> None:
@@ -317,10 +367,12 @@ def build_index(
     pids: Any = None,
     camids: Any = None,
     out_dir: str | Path | None = None,
+    overwrite: bool = False,
     extraction: dict[str, Any] | None = None,
     **opts: Any,
 ) -> FeatureIndex:
-    """Build an index of ``kind`` over ``features`` (N, D); save it to ``out_dir`` if given.
+    """Build an index of ``kind`` over ``features`` (N, D); save it to ``out_dir`` if given
+    (a folder already holding files is refused unless ``overwrite``; see ``save``).
 
     Features should be L2-normalized (what :class:`FeatureExtractor` returns by default):
     distances are then squared Euclidean on the unit sphere. Options per kind:
@@ -400,7 +452,7 @@ def build_index(
     result.apply_search_params()
     result.add(arr, paths=paths, pids=pids, camids=camids)
     if out_dir is not None:
-        result.save(out_dir)
+        result.save(out_dir, overwrite=overwrite, lock_timeout=0)
     return result
 
 
@@ -408,56 +460,196 @@ def open_index(directory: str | Path, **search_opts: Any) -> FeatureIndex:
     """Open an index folder written by :meth:`FeatureIndex.save`.
 
     ``search_opts`` (``nprobe``, ``k_factor``, ``ef_search``) override the stored search
-    parameters for this session.
+    parameters for this session. ``meta.json`` is checked against the files; any
+    disagreement is a ``ValueError`` naming the file and the field.
     """
-    faiss = _faiss()
     d = Path(directory)
     if not d.exists():
         raise FileNotFoundError(f"index folder not found: {d}")
     if not d.is_dir():
         raise ValueError(f"{d} is not an index folder (expected a directory)")
+    # One version, read through its own path: a writer swapping the link meanwhile removes
+    # the old version once the swap is done, so read again from the new one if that happens.
+    for attempt in range(3):
+        version = current_version(d)
+        try:
+            result = _read_version(d, version)
+        except FileNotFoundError:
+            if attempt == 2 or current_version(d) == version:
+                raise
+            continue
+        result.apply_search_params(**search_opts)
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_version(d: Path, v: Path) -> FeatureIndex:
+    """The index whose files are in ``v`` (``d``'s current version); errors name ``d``'s files."""
+    faiss = _faiss()
     meta_path = d / _META_FILE
-    if not meta_path.is_file() or not (d / _INDEX_FILE).is_file():
+    if not (v / _META_FILE).is_file() or not (v / _INDEX_FILE).is_file():
         raise ValueError(
             f"{d} is not an abdnet index folder: missing {_META_FILE} or {_INDEX_FILE}"
         )
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+        meta = json.loads((v / _META_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{meta_path}: not valid JSON: {exc}") from None
-    if meta.get("format") != "abdnet-index":
-        raise ValueError(f"{meta_path}: not an abdnet index (format={meta.get('format')!r})")
-    if int(meta.get("format_version", -1)) > INDEX_FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get("format") != "abdnet-index":
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{meta_path}: not an abdnet index (format={found!r})")
+    version = _meta_int(meta, "format_version", meta_path, minimum=1)
+    if version > INDEX_FORMAT_VERSION:
         raise ValueError(
-            f"{meta_path}: index format version {meta['format_version']} is newer than this "
-            f"abdnet supports ({INDEX_FORMAT_VERSION})"
+            f"{meta_path}: format_version {version} is newer than this abdnet supports "
+            f"({INDEX_FORMAT_VERSION})"
         )
-    index = faiss.read_index(str(d / _INDEX_FILE))
-    if index.d != int(meta["dim"]) or index.ntotal != int(meta["count"]):
+    kind = meta.get("kind")
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"{meta_path}: kind {kind!r}: expected one of {', '.join(INDEX_KINDS)}")
+    dim = _meta_int(meta, "dim", meta_path, minimum=1)
+    count = _meta_int(meta, "count", meta_path, minimum=0)
+    has_paths = _meta_bool(meta, "has_paths", meta_path)
+    has_labels = _meta_bool(meta, "has_labels", meta_path)
+    params = meta.get("params")
+    if not isinstance(params, dict):
+        raise ValueError(f"{meta_path}: params: expected a mapping, got {params!r}")
+    extraction = meta.get("extraction") or {}
+    if not isinstance(extraction, dict):
+        raise ValueError(f"{meta_path}: extraction: expected a mapping, got {extraction!r}")
+
+    try:
+        index = faiss.read_index(str(v / _INDEX_FILE))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{d / _INDEX_FILE}: not a readable faiss index: {reason}") from None
+    actual_kind, refine = _kind_of(index)
+    if actual_kind != kind:
         raise ValueError(
-            f"{d}: {_INDEX_FILE} (dim {index.d}, {index.ntotal} vectors) does not match "
-            f"{_META_FILE} (dim {meta['dim']}, count {meta['count']})"
+            f"{meta_path}: kind {kind!r} does not match {_INDEX_FILE}, which holds a "
+            f"{actual_kind or type(index).__name__} index"
+        )
+    if index.d != dim:
+        raise ValueError(f"{meta_path}: dim {dim} does not match {_INDEX_FILE} (dim {index.d})")
+    if index.ntotal != count:
+        raise ValueError(
+            f"{meta_path}: count {count} does not match {_INDEX_FILE} ({index.ntotal} vectors)"
+        )
+    _check_params(params, kind, refine, meta_path)
+
+    paths_file, labels_file = v / _PATHS_FILE, v / _LABELS_FILE
+    if has_paths != paths_file.is_file():
+        raise ValueError(
+            f"{meta_path}: has_paths is {str(has_paths).lower()} but {d / _PATHS_FILE} "
+            f"{'is missing' if has_paths else 'exists'}"
+        )
+    if has_labels != labels_file.is_file():
+        raise ValueError(
+            f"{meta_path}: has_labels is {str(has_labels).lower()} but {d / _LABELS_FILE} "
+            f"{'is missing' if has_labels else 'exists'}"
         )
     paths = None
-    if meta.get("has_paths"):
-        text = (d / _PATHS_FILE).read_text(encoding="utf-8")
+    if has_paths:
+        try:
+            text = paths_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{d / _PATHS_FILE}: not UTF-8 text: {exc}") from None
         paths = text.split("\n")[:-1] if text else []
-        if len(paths) != index.ntotal:
-            raise ValueError(f"{d / _PATHS_FILE}: {len(paths)} paths for {index.ntotal} vectors")
+        if len(paths) != count:
+            raise ValueError(f"{d / _PATHS_FILE}: {len(paths)} paths for {count} vectors")
     pids = camids = None
-    if meta.get("has_labels"):
-        with np.load(d / _LABELS_FILE) as z:
-            pids, camids = z["pids"], z["camids"]
-    result = FeatureIndex(
+    if has_labels:
+        pids, camids = _read_labels(labels_file, count, d / _LABELS_FILE)
+    return FeatureIndex(
         index=index,
-        kind=meta["kind"],
-        dim=int(meta["dim"]),
-        params=dict(meta["params"]),
+        kind=kind,
+        dim=dim,
+        params=dict(params),
         paths=paths,
         pids=pids,
         camids=camids,
-        extraction=dict(meta.get("extraction") or {}),
+        extraction=dict(extraction),
         directory=d,
+        _version=v.name,
     )
-    result.apply_search_params(**search_opts)
-    return result
+
+
+def _meta_int(meta: dict[str, Any], key: str, where: Path, *, minimum: int) -> int:
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{where}: {key}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _meta_bool(meta: dict[str, Any], key: str, where: Path) -> bool:
+    value = meta.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}: {key}: expected true or false, got {value!r}")
+    return value
+
+
+def _kind_of(index: Any) -> tuple[str | None, str]:
+    """``(kind, refine)`` of a faiss index as :func:`build_index` makes them."""
+    faiss = _faiss()
+    if isinstance(index, faiss.IndexHNSWFlat):
+        return "hnsw", "none"
+    if isinstance(index, faiss.IndexFlat):
+        return "flat", "none"
+    if isinstance(index, faiss.IndexIVFPQ):
+        return "ivfpq", "none"
+    if isinstance(index, (faiss.IndexRefineFlat, faiss.IndexRefine)):
+        base = faiss.downcast_index(index.base_index)
+        if isinstance(base, faiss.IndexIVFPQ):
+            return "ivfpq", "flat" if isinstance(index, faiss.IndexRefineFlat) else "sq"
+    return None, "none"
+
+
+def _check_params(params: dict[str, Any], kind: str, refine: str, where: Path) -> None:
+    for name in sorted(_SEARCH_OPTIONS & set(_KIND_OPTIONS[kind])):
+        value = params.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}: params.{name}: expected an integer >= 1, got {value!r}")
+    if kind == "ivfpq":
+        stored = params.get("refine")
+        if {"flat": "flat", "sq8": "sq", "fp16": "sq", "none": "none"}.get(stored) != refine:
+            raise ValueError(
+                f"{where}: params.refine {stored!r} does not match {_INDEX_FILE} "
+                f"({'no re-ranking' if refine == 'none' else 're-ranking ' + refine})"
+            )
+
+
+def _read_labels(path: Path, count: int, name: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("pids", "camids") if k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{name}: not a readable labels file: {exc}") from None
+    for key in ("pids", "camids"):
+        arr = arrays.get(key)
+        if arr is None:
+            raise ValueError(f"{name}: no {key!r} array")
+        if arr.shape != (count,) or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(
+                f"{name}: {key}: expected {count} integers, got shape {arr.shape} dtype {arr.dtype}"
+            )
+    return arrays["pids"].astype(np.int64), arrays["camids"].astype(np.int64)
+
+
+@contextlib.contextmanager
+def update_index(
+    directory: str | Path, *, lock_timeout: float | None = INDEX_LOCK_TIMEOUT
+) -> Iterator[FeatureIndex]:
+    """Open an index folder for a change and save it as a whole when the block ends.
+
+    The folder's lock is held from opening to saving, so concurrent updates (two
+    ``abdnet index add``) run one after the other, each on the other's result; a second
+    writer waits up to ``lock_timeout`` seconds (``None``: for ever, 0: not at all) and then
+    raises :class:`abdnet.files.FileLockedError`. If the block raises, nothing is written.
+    """
+    d = Path(directory)
+    if not d.exists():
+        raise FileNotFoundError(f"index folder not found: {d}")
+    with FolderLock(d, timeout=lock_timeout, what=f"index {d}"):
+        index = open_index(d)
+        yield index
+        index._write(d)

@@ -18,15 +18,16 @@ from abdnet.viz.figures import (
     ranks_figure,
     tsne_figure,
 )
-from abdnet.viz.gradcam import (
-    capture_gradients,
-    grad_cam,
-    overlay_heatmap,
-    ranking_score,
-    upsample_maps,
-)
+from abdnet.viz.gradcam import grad_cam, overlay_heatmap, ranking_score, upsample_maps
 from abdnet.viz.ranks import RankedQuery, RankEntry, plot_ranks, rank_query
-from abdnet.viz.taps import FeatureTap, attention_taps, capture_taps, classifier_mode, default_taps
+from abdnet.viz.taps import (
+    FeatureTap,
+    TapCapture,
+    attention_taps,
+    capture_taps,
+    default_taps,
+    map_tap,
+)
 from abdnet.viz.tsne import TsneLayout, choose_identities, plot_tsne, tsne_layout
 
 __all__ = [
@@ -39,15 +40,15 @@ __all__ = [
     "attention_figure",
     "attention_taps",
     "batch_correlation_stats",
-    "capture_gradients",
     "capture_taps",
     "channel_correlation",
     "choose_identities",
     "choose_records",
-    "classifier_mode",
     "correlation_figure",
     "correlation_stats",
     "default_taps",
+    "map_tap",
+    "TapCapture",
     "grad_cam",
     "load_viz_model",
     "overlay_heatmap",

@@ -18,6 +18,10 @@ import torch
 from torch import nn
 
 from abdnet.config import Config
+from abdnet.data import build_test_transform
+from abdnet.engine import device_of, extract_records
+from abdnet.evaluation import pairwise_distance
+from abdnet.models import load_model
 from abdnet.viz.correlation import (
     CorrelationStats,
     batch_correlation_stats,
@@ -26,7 +30,7 @@ from abdnet.viz.correlation import (
 )
 from abdnet.viz.gradcam import grad_cam, overlay_heatmap, ranking_score, upsample_maps
 from abdnet.viz.ranks import plot_ranks, rank_query
-from abdnet.viz.taps import FeatureTap, attention_taps, capture_taps, classifier_mode, default_taps
+from abdnet.viz.taps import FeatureTap, attention_taps, capture_taps, default_taps, map_tap
 from abdnet.viz.tsne import choose_identities, plot_tsne, tsne_layout
 
 __all__ = [
@@ -53,8 +57,6 @@ def load_viz_model(
     path: str | Path, *, label: str | None = None, device: str | torch.device = "cpu"
 ) -> VizModel:
     """A run folder, checkpoint folder, ``.safetensors`` or official ``.pth.tar``, in eval mode."""
-    from abdnet.models.io import load_model
-
     loaded = load_model(path)
     p = Path(path)
     if label is None:
@@ -75,15 +77,8 @@ def choose_records(records: Sequence, num: int, seed: int) -> list:
     return [records[i] for i in idx]
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _batch(dataset, records: Sequence, vm: VizModel) -> tuple[torch.Tensor, np.ndarray]:
     """Network input ``(B, 3, H, W)`` and display images ``(B, H, W, 3)`` uint8 at input size."""
-    from abdnet.data import build_test_transform
-
     transform = build_test_transform(vm.config.data)
     size = (vm.config.data.width, vm.config.data.height)
     tensors, shown = [], []
@@ -91,33 +86,26 @@ def _batch(dataset, records: Sequence, vm: VizModel) -> tuple[torch.Tensor, np.n
         img = dataset.read_image(r)
         tensors.append(transform(img))
         shown.append(np.asarray(img.resize(size)))
-    return torch.stack(tensors).to(_device_of(vm.model)), np.stack(shown)
+    return torch.stack(tensors).to(device_of(vm.model)), np.stack(shown)
 
 
 def _embed(vm: VizModel, dataset, records: Sequence, batch_size: int = 64) -> torch.Tensor:
-    from abdnet.data import build_test_transform
-    from abdnet.engine.evaluate import extract_features
-
-    return extract_features(
+    """Raw embeddings (what the RAM score differentiates), in the evaluation precision."""
+    return extract_records(
         vm.model,
         records,
         dataset.read_image,
         build_test_transform(vm.config.data),
-        device=_device_of(vm.model),
         batch_size=batch_size,
+        precision=vm.config.eval.precision,
     )
 
 
 def _distances(vm: VizModel, qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
     """Distances as the model's evaluation config computes them (squared Euclidean or cosine)."""
-    ev = vm.config.eval
-    if ev.normalize:
+    if vm.config.eval.normalize:
         qf, gf = nn.functional.normalize(qf, dim=1), nn.functional.normalize(gf, dim=1)
-    if ev.metric == "cosine":
-        d = 1.0 - nn.functional.normalize(qf, dim=1) @ nn.functional.normalize(gf, dim=1).T
-    else:
-        d = (qf**2).sum(1, keepdim=True) + (gf**2).sum(1)[None] - 2.0 * qf @ gf.T
-    return d.clamp_min(0).numpy()
+    return pairwise_distance(qf, gf, vm.config.eval.metric).clamp_min(0).numpy()
 
 
 def _gallery(dataset) -> list:
@@ -132,8 +120,8 @@ def _distractor_pids(dataset) -> frozenset[int]:
 
 def _pick_tap(vm: VizModel, tap: str | None, layer: str | None) -> tuple[str, FeatureTap]:
     if layer:
-        return layer, FeatureTap(layer, (layer,))
-    taps = default_taps(vm.model)
+        return layer, map_tap(layer)
+    taps = default_taps()
     key = tap or next(iter(taps))
     if key not in taps:
         raise ValueError(f"--tap: {key!r} is not one of {sorted(taps)} for {vm.label}")
@@ -187,11 +175,13 @@ def attention_figure(
             shown_ref = shown
         size = shown_ref.shape[1:3]
         # Grad-CAM on the predicted class (test identities have no class of their own).
-        with classifier_mode(vm.model) as m:
-            with torch.no_grad():
-                logits = m(images).logits
-            pred = torch.stack(logits).sum(0).argmax(1)  # (B,)
-            cap = capture_taps(m, images, {key: ftap}, lambda o, p=pred: _sum_target_logits(o, p))
+        vm.model.eval()
+        with torch.no_grad():
+            logits = vm.model(images).logits
+        pred = torch.stack(list(logits)).sum(0).argmax(1)  # (B,)
+        cap = capture_taps(
+            vm.model, images, {key: ftap}, lambda o, p=pred: _sum_target_logits(o, p)
+        )
         gc = grad_cam(cap.maps[key], cap.gradients[key])  # (B, h, w)
         # RAM: score = -||f(q) - f(g_top1)||^2 with the protocol's top-1 gallery match.
         qf = _embed(vm, dataset, queries)
@@ -204,8 +194,9 @@ def attention_figure(
             e = rank_query(dist[i], q.pid, q.camid, g_pids, g_cams, k=1, show_junk=False).entries
             top.append(e[0])
         target = gf[[t.index for t in top]].to(images.device)
-        vm.model.eval()
-        rcap = capture_taps(vm.model, images, {key: ftap}, lambda o, t=target: ranking_score(o, t))
+        rcap = capture_taps(
+            vm.model, images, {key: ftap}, lambda o, t=target: ranking_score(o.embedding, t)
+        )
         ram = grad_cam(rcap.maps[key], rcap.gradients[key])
         tap_names.append(f"{vm.label}: {ftap.label}")
         columns.append((f"{vm.label}\nGrad-CAM", _overlays(shown_ref, gc, size)))
@@ -228,9 +219,8 @@ def attention_figure(
             "ram": np.round(ram.cpu().numpy(), 5).tolist(),
         }
         if raw:
-            raw_taps = attention_taps(vm.model)
-            with torch.no_grad():
-                rc = capture_taps(vm.model, images, raw_taps)
+            raw_taps = attention_taps(cap.output.features)
+            rc = capture_taps(vm.model, images, raw_taps)
             entry["raw"] = {}
             for name, fmap in rc.maps.items():
                 resp = fmap.float().mean(dim=1)  # (B, h, w) channel-mean response

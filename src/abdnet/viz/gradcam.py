@@ -6,23 +6,18 @@ the spatially averaged gradients ``alpha_k = 1/N sum_ij dy/dA_k(i, j)`` and the 
 ``ReLU(sum_k alpha_k A_k)``. With a class logit as ``y`` this explains a classifier; test
 identities have no classifier output, so RAM uses the same weighting with a retrieval score:
 here the negative squared Euclidean distance between the query's embedding and its top-1
-gallery match (a larger score means "more similar").
+gallery match (a larger score means "more similar"). The maps and their gradients come from
+:func:`abdnet.viz.taps.capture_taps`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = [
     "grad_cam",
-    "GradientCapture",
-    "capture_gradients",
     "ranking_score",
     "upsample_maps",
     "overlay_heatmap",
@@ -45,91 +40,6 @@ def grad_cam(activations: Tensor, gradients: Tensor, *, normalize: bool = True) 
         peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12)  # (B,)
         cam = cam / peak[:, None, None]
     return cam
-
-
-@dataclass
-class GradientCapture:
-    """What one forward/backward pass recorded at the hooked layers."""
-
-    activations: dict[str, Tensor]  # layer name -> (B, C, H, W), detached
-    gradients: dict[str, Tensor]  # layer name -> d(sum of scores)/d activations
-    scores: Tensor  # (B,) the score of each image that was back-propagated
-
-    def cams(self, *, normalize: bool = True) -> dict[str, Tensor]:
-        return {
-            k: grad_cam(a, self.gradients[k], normalize=normalize)
-            for k, a in self.activations.items()
-        }
-
-
-def backward_scores(
-    model: nn.Module, images: Tensor, score_fn: Callable[[object], Tensor]
-) -> tuple[object, Tensor]:
-    """``model(images)``, one score per image from ``score_fn``, and their summed backward.
-
-    The input is made to require grad so that a network whose weights are all frozen still
-    records a graph. Returns the model output and the (B,) scores.
-    """
-    with torch.enable_grad():
-        x = images.detach().clone().requires_grad_(True)
-        output = model(x)
-        scores = score_fn(output)
-        if scores.dim() != 1 or scores.shape[0] != images.shape[0]:
-            raise ValueError(
-                f"score_fn must return one score per image (B,), got {tuple(scores.shape)}"
-            )
-        model.zero_grad(set_to_none=True)
-        scores.sum().backward()
-    return output, scores
-
-
-def capture_gradients(
-    model: nn.Module,
-    images: Tensor,
-    layers: dict[str, nn.Module],
-    score_fn: Callable[[object], Tensor],
-) -> GradientCapture:
-    """Run ``model(images)``, compute ``score_fn(output) -> (B,)`` and back-propagate it.
-
-    Forward hooks on ``layers`` keep their outputs (4-D tensors) and their gradients. The
-    images of a batch must not interact (no batch statistics), so the caller puts BN and
-    dropout in eval mode; then the gradient of the summed scores at image ``b``'s
-    activations is the gradient of image ``b``'s own score.
-    """
-    acts: dict[str, Tensor] = {}
-    handles = []
-
-    def make_hook(name: str):
-        def hook(_module: nn.Module, _inp, out):
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            if not isinstance(out, Tensor) or out.dim() != 4:
-                raise ValueError(
-                    f"layer {name!r} must output a (B, C, H, W) tensor, got {type(out).__name__}"
-                )
-            out.retain_grad()
-            acts[name] = out
-
-        return hook
-
-    for name, module in layers.items():
-        handles.append(module.register_forward_hook(make_hook(name)))
-    try:
-        _, scores = backward_scores(model, images, score_fn)
-    finally:
-        for h in handles:
-            h.remove()
-    missing = [n for n in layers if n not in acts]
-    if missing:
-        raise ValueError(f"layers {missing} were not run by the model's forward pass")
-    grads = {}
-    for n, a in acts.items():
-        grads[n] = a.grad.detach() if a.grad is not None else torch.zeros_like(a)
-    return GradientCapture(
-        activations={n: a.detach() for n, a in acts.items()},
-        gradients=grads,
-        scores=scores.detach(),
-    )
 
 
 def ranking_score(query_embedding: Tensor, target_embedding: Tensor) -> Tensor:

@@ -1,16 +1,16 @@
-"""Where the figures read a network: its final feature maps, the ones global average pooling
-turns into the embedding ("taps"), and the raw attention responses.
+"""Where the figures read a network: the named maps of its :class:`FeatureMaps` ("taps").
 
-A ``FeatureTap`` names the modules whose outputs form one map. Several modules are joined
-on channels (ABD-Net's attentive branch pools the concatenation [Ta, CAM(Ta), PAM(Ta)]);
-a module called several times in one forward pass (the official network's per-stripe
-heads) has its outputs joined on height, stripe after stripe, which rebuilds the full map.
+A :class:`FeatureTap` names one map of ``model.forward_features`` (or one raw attention
+response). A map cut into horizontal stripes (the official network's heads) is shown whole,
+stripe after stripe on height. The default taps are the maps global average pooling turns
+into the embedding's branch vectors (``attentive`` and ``global``); ``attention_taps`` are
+the raw responses of Ta and the CAM / PAM modules.
 
-Gradients: when the map feeds global average pooling only, ``dy/dX`` is uniform over
-positions and equals ``(1/N) dy/dv`` with ``v = GAP(X)``. For a concatenated map the
-gradient at each part's own output would also contain the paths through the other parts
-(Ta feeds CAM and PAM), so such a tap names ``pooled_by``, the module that takes ``v`` as
-its input, and Grad-CAM's weights are read from ``v``'s gradient.
+Gradients: :func:`capture_taps` runs ``forward_features``, keeps the gradient of each tapped
+map, runs ``forward_head`` and back-propagates one score per image (e.g. a logit for
+Grad-CAM, a retrieval score for RAM). The tapped tensors are the ones the head computes
+from, so their gradients are exactly ``d score / d map``. Batch images must not interact:
+the model is used in eval mode (BN running statistics, no dropout).
 """
 
 from __future__ import annotations
@@ -21,186 +21,102 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from abdnet.viz.gradcam import backward_scores
+from abdnet.models import FeatureMaps, ModelOutput
 
 __all__ = [
     "FeatureTap",
     "TapCapture",
     "default_taps",
     "attention_taps",
+    "map_tap",
     "capture_taps",
-    "classifier_mode",
 ]
 
 
 @dataclass(frozen=True)
 class FeatureTap:
     label: str  # shown in figure titles
-    modules: tuple[str, ...]  # names from model.named_modules(); outputs joined on channels
-    pooled_by: str | None = None  # module whose input is GAP of the joined map (see module doc)
+    name: str  # a map of FeatureMaps.maps, or of FeatureMaps.attention when ``attention``
+    attention: bool = False
+
+    def parts(self, features: FeatureMaps) -> tuple[Tensor, ...]:
+        table = features.attention if self.attention else features.maps
+        if self.name not in table:
+            kind = "attention response" if self.attention else "feature map"
+            raise ValueError(
+                f"--layer: the network has no {kind} {self.name!r}; it has {sorted(table)}"
+            )
+        return table[self.name]
 
 
 @dataclass
 class TapCapture:
-    maps: dict[str, Tensor]  # tap name -> (B, C, H, W), detached
-    # tap name -> d(sum of scores)/d map, same shape (empty without a score)
+    maps: dict[str, Tensor]  # tap key -> (B, C, H, W), detached
+    # tap key -> d(sum of scores)/d map, same shape (empty without a score)
     gradients: dict[str, Tensor]
-    output: object  # what the model returned (detached not guaranteed)
-    scores: Tensor | None
+    output: ModelOutput  # what the model returned
+    scores: Tensor | None  # (B,) the back-propagated scores
 
 
-def default_taps(model: nn.Module) -> dict[str, FeatureTap]:
+def default_taps() -> dict[str, FeatureTap]:
     """The maps right before global average pooling, per branch (the first is the default)."""
-    names = {n for n, _ in model.named_modules()}
-    if {"global_deep", "reduction", "attentive_reduction"} <= names:  # arch "abd"
-        parts = tuple(n for n in ("reduction", "cam", "pam") if n in names)
-        shown = ", ".join({"reduction": "Ta", "cam": "CAM(Ta)", "pam": "PAM(Ta)"}[n] for n in parts)
-        return {
-            "attentive": FeatureTap(
-                f"attentive branch [{shown}] before GAP", parts, "attentive_reduction"
-            ),
-            "global": FeatureTap("global branch res_conv_5 before GAP", ("global_deep",)),
-        }
-    if "branches.0.1.sum_conv" in names:  # arch "official": find which branch is which
-        abd = "branches.0" if "branches.0.1.reduction" in names else "branches.1"
-        glob = "branches.1" if abd == "branches.0" else "branches.0"
-        return {
-            "attentive": FeatureTap(
-                "ABD branch sum_conv (2 stripes) before GAP", (f"{abd}.1.sum_conv",)
-            ),
-            "global": FeatureTap("global branch res_conv_5 before GAP", (f"{glob}.0",)),
-        }
-    raise ValueError(
-        f"{type(model).__name__}: no known feature maps; name a module with --layer (one of the "
-        f"modules with 4-D outputs, e.g. {sorted(names)[-3:]})"
-    )
+    return {
+        "attentive": FeatureTap("attentive branch map before GAP", "attentive"),
+        "global": FeatureTap("global branch res_conv_5 map before GAP", "global"),
+    }
 
 
-def attention_taps(model: nn.Module) -> dict[str, FeatureTap]:
+def map_tap(name: str) -> FeatureTap:
+    """A tap on any named map of the network (``--layer``)."""
+    return FeatureTap(name, name)
+
+
+def attention_taps(features: FeatureMaps) -> dict[str, FeatureTap]:
     """Raw outputs of the attentive branch: Ta and the CAM / PAM modules (when present)."""
-    names = {n for n, _ in model.named_modules()}
     out: dict[str, FeatureTap] = {}
-    if "reduction" in names and "attentive_reduction" in names:  # arch "abd"
-        candidates = {"Ta": "reduction", "CAM": "cam", "PAM": "pam", "shallow CAM": "shallow_cam"}
-    else:
-        abd = "branches.0" if "branches.0.1.reduction" in names else "branches.1"
-        candidates = {
-            "Ta": f"{abd}.1.reduction",
-            "CAM": f"{abd}.1.cam_module.attention_module",
-            "PAM": f"{abd}.1.pam_module.attention_module",
-            "shallow CAM": "common_branch.shallow_cam",
-        }
-    for label, name in candidates.items():
-        if name in names and not isinstance(dict(model.named_modules())[name], nn.Identity):
-            out[label] = FeatureTap(label, (name,))
+    if "reduction" in features.maps:
+        out["Ta"] = FeatureTap("Ta", "reduction")
+    for label, name in (("CAM", "cam"), ("PAM", "pam"), ("shallow CAM", "shallow_cam")):
+        if name in features.attention:
+            out[label] = FeatureTap(label, name, attention=True)
     return out
-
-
-class classifier_mode:
-    """Context: the model's train-mode forward (so it returns logits) with every other layer
-    behaving as in eval mode (BN running statistics, no dropout). Restores the flags."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.flags: list[tuple[nn.Module, bool]] = []
-
-    def __enter__(self) -> nn.Module:
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-        self.model.training = True  # only the top-level switch: logits are returned
-        return self.model
-
-    def __exit__(self, *exc) -> None:
-        for m, flag in self.flags:
-            m.training = flag
 
 
 def capture_taps(
     model: nn.Module,
     images: Tensor,
     taps: dict[str, FeatureTap],
-    score_fn: Callable[[object], Tensor] | None = None,
+    score_fn: Callable[[ModelOutput], Tensor] | None = None,
 ) -> TapCapture:
     """One forward pass recording each tap's map; with ``score_fn(output) -> (B,)`` also a
-    backward pass giving each map's gradient (see the module doc). Without ``score_fn``
-    nothing keeps a graph."""
-    modules = dict(model.named_modules())
-    for tap in taps.values():
-        for n in tap.modules + ((tap.pooled_by,) if tap.pooled_by else ()):
-            if n not in modules:
-                raise ValueError(f"--layer: the model has no module named {n!r}")
+    backward pass giving each map's gradient. Without ``score_fn`` nothing keeps a graph."""
     want_grad = score_fn is not None
-    calls: dict[str, list[Tensor]] = {}
-    pooled: dict[str, Tensor] = {}
-    handles = []
-
-    def out_hook(name: str):
-        def hook(_m, _inp, out):
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            if not isinstance(out, Tensor) or out.dim() != 4:
-                raise ValueError(f"module {name!r} must output a (B, C, H, W) tensor for a figure")
-            if want_grad and out.requires_grad:
-                out.retain_grad()
-            calls.setdefault(name, []).append(out)
-
-        return hook
-
-    def pre_hook(name: str):
-        def hook(_m, inp):
-            v = inp[0]
-            if want_grad and v.requires_grad:
-                v.retain_grad()
-            pooled[name] = v
-
-        return hook
-
-    needed = {n for tap in taps.values() for n in tap.modules}
-    for n in needed:
-        handles.append(modules[n].register_forward_hook(out_hook(n)))
-    for tap in taps.values():
-        if tap.pooled_by and tap.pooled_by not in pooled:
-            handles.append(
-                modules[tap.pooled_by].register_forward_pre_hook(pre_hook(tap.pooled_by))
-            )
     scores = None
-    try:
+    with torch.set_grad_enabled(want_grad):
+        # The input requires grad so that a network whose weights are frozen records a graph.
+        x = images.detach().clone().requires_grad_(want_grad)
+        features = model.forward_features(x)
+        tapped = {key: tap.parts(features) for key, tap in taps.items()}
         if want_grad:
-            output, scores = backward_scores(model, images, score_fn)
-        else:
-            with torch.no_grad():
-                output = model(images)
-    finally:
-        for h in handles:
-            h.remove()
-
-    maps: dict[str, Tensor] = {}
-    grads: dict[str, Tensor] = {}
-    for key, tap in taps.items():
-        missing = [n for n in tap.modules if n not in calls]
-        if missing:
-            raise ValueError(f"tap {key!r}: modules {missing} did not run in the forward pass")
-        parts = [
-            torch.cat([t.detach() for t in calls[n]], dim=2) for n in tap.modules
-        ]  # stripes on H
-        maps[key] = torch.cat(parts, dim=1)  # (B, C, H, W)
-        if not want_grad:
-            continue
-        if tap.pooled_by:
-            v = pooled[tap.pooled_by]
-            if v.grad is None or v.shape[1] != maps[key].shape[1]:
+            for parts in tapped.values():
+                for t in parts:
+                    if t.requires_grad:
+                        t.retain_grad()
+        output = model.forward_head(features)
+        if want_grad:
+            scores = score_fn(output)
+            if scores.dim() != 1 or scores.shape[0] != images.shape[0]:
                 raise ValueError(
-                    f"tap {key!r}: the input of {tap.pooled_by!r} ({tuple(v.shape)}) is not the pooled map "
-                    f"({tuple(maps[key].shape)})"
+                    f"score_fn must return one score per image (B,), got {tuple(scores.shape)}"
                 )
-            n_pos = maps[key].shape[2] * maps[key].shape[3]
-            grads[key] = (v.grad.detach() / n_pos)[:, :, None, None].expand_as(maps[key]).clone()
-        else:
-            g_parts = []
-            for n in tap.modules:
-                g = [t.grad if t.grad is not None else torch.zeros_like(t) for t in calls[n]]
-                g_parts.append(torch.cat([x.detach() for x in g], dim=2))
-            grads[key] = torch.cat(g_parts, dim=1)
+            model.zero_grad(set_to_none=True)
+            scores.sum().backward()
+    maps = {key: torch.cat([t.detach() for t in parts], dim=2) for key, parts in tapped.items()}
+    grads: dict[str, Tensor] = {}
+    if want_grad:
+        for key, parts in tapped.items():
+            g = [t.grad if t.grad is not None else torch.zeros_like(t) for t in parts]
+            grads[key] = torch.cat([t.detach() for t in g], dim=2)
     return TapCapture(
         maps=maps,
         gradients=grads,
