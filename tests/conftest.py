@@ -1,7 +1,17 @@
-"""Fixtures shared by the gallery and service tests: a tiny model file and synthetic crops."""
+"""Fixtures shared across test packages: a tiny model file and synthetic crops (gallery and
+service tests), and a real HTTP file server on 127.0.0.1 (download tests)."""
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
+import socket
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -43,3 +53,157 @@ def synth_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "syn"
     write_synthetic(root, SyntheticConfig(ids=16, cams=2, per_id=4, height=64, width=32))
     return root
+
+
+@dataclass
+class Served:
+    """One file the server answers with."""
+
+    data: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    etag: bool = True  # send ETag / Last-Modified and honour conditional requests
+    drop_after: int | None = None  # close the connection after this many body bytes
+    chunk_delay: float = 0.0  # seconds between 64 KiB chunks (slow server)
+    status: int = 200
+    version: int = 0  # bumped when the content changes (Last-Modified moves)
+
+
+class FileServer:
+    """A threaded ``http.server`` on 127.0.0.1 serving ``files`` (path -> Served).
+
+    Counts full-body GETs per path in ``bodies`` and every request in ``requests``; honours
+    ``If-None-Match`` (ETag = SHA-256 of the content) with 304. ``stop()`` shuts it down so
+    that later connections are refused.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, Served] = {}
+        self.bodies: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # keep pytest output clean
+                pass
+
+            def do_HEAD(self) -> None:
+                server._answer(self, body=False)
+
+            def do_GET(self) -> None:
+                server._answer(self, body=True)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.stopped = False
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def put(self, path: str, data: bytes, **kw: object) -> Served:
+        old = self.files.get(path)
+        served = Served(data, **kw)  # type: ignore[arg-type]
+        served.version = old.version + 1 if old else 0
+        self.files[path] = served
+        return served
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.stopped = True
+
+    def _answer(self, h: BaseHTTPRequestHandler, *, body: bool) -> None:
+        path = urllib.parse.urlsplit(h.path).path
+        with self.lock:
+            self.requests[path] += 1
+        served = self.files.get(path)
+        if served is None:
+            h.send_response(404)
+            h.send_header("Content-Length", "0")
+            h.send_header("X-Error-Code", "EntryNotFound")
+            h.end_headers()
+            return
+        etag = '"' + hashlib.sha256(served.data).hexdigest() + '"'
+        if served.etag and h.headers.get("If-None-Match") == etag:
+            h.send_response(304)
+            h.send_header("ETag", etag)
+            h.end_headers()
+            return
+        h.send_response(served.status)
+        h.send_header("Content-Length", str(len(served.data)))
+        h.send_header("Content-Type", "application/octet-stream")
+        if served.etag:
+            h.send_header("ETag", etag)
+            modified = 1_700_000_000 + 3600 * served.version
+            h.send_header("Last-Modified", email.utils.formatdate(modified, usegmt=True))
+        for key, value in served.headers.items():
+            h.send_header(key, value)
+        h.end_headers()
+        if not body:
+            return
+        data = served.data if served.drop_after is None else served.data[: served.drop_after]
+        step = 1 << 16
+        for start in range(0, len(data), step):
+            h.wfile.write(data[start : start + step])
+            h.wfile.flush()
+            if served.chunk_delay:
+                time.sleep(served.chunk_delay)
+        if served.drop_after is not None:
+            h.close_connection = True
+            h.connection.shutdown(socket.SHUT_RDWR)
+            return
+        with self.lock:
+            self.bodies[path] += 1
+
+
+@pytest.fixture
+def file_server():
+    server = FileServer()
+    yield server
+    server.stop()
+
+
+# A small but real training run (1 epoch, evaluated at the end): a run folder with
+# checkpoints/last, metrics.jsonl and config.yaml, as `abdnet train` writes it.
+SMALL_RUN_CONFIG = {
+    "model": {
+        "preset": "paper",
+        "backbone": "resnet18",
+        "global_dim": 32,
+        "attentive_dim": 32,
+        "reduction_dim": 32,
+        "ow_scope": "stem",
+    },
+    "data": {
+        "name": "synthetic",
+        "synthetic": {"ids": 8, "cams": 2, "per_id": 4, "height": 64, "width": 32},
+        "height": 64,
+        "width": 32,
+        "batch_size": 8,
+        "num_instances": 4,
+        "workers": 0,
+    },
+    "train": {
+        "frozen_epochs": 0,
+        "epochs": 1,
+        "device": "cpu",
+        "precision": "fp32",
+        "eval_every": 0,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    from abdnet.config import config_from_dict
+    from abdnet.engine import train
+
+    run = tmp_path_factory.mktemp("small-run") / "run"
+    train(config_from_dict(SMALL_RUN_CONFIG), run, progress=False)
+    return run

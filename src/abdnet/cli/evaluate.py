@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 
-from abdnet.cli.options import positive_int
+from abdnet.cli.options import CHECKPOINT_HELP, positive_int
 
 HELP = (
-    "evaluate a checkpoint (run folder, model.safetensors or official .pth.tar) on query/gallery: "
-    "CMC, mAP, mINP, TAR@FAR and EER"
+    "evaluate a checkpoint (run folder, file, URL, hf://) or an exported ONNX model on "
+    "query/gallery: CMC, mAP, mINP, TAR@FAR and EER"
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="RUN|FILE",
-        help="run folder (checkpoints/best, else last), checkpoint folder, .safetensors or "
-        "the authors' .pth.tar",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="RUN|FILE|URL", help=CHECKPOINT_HELP)
+    source.add_argument(
+        "--onnx",
+        metavar="MODEL.onnx",
+        help="a model written by 'abdnet export onnx' (fp32 or INT8), run with ONNX Runtime; "
+        "its metadata carries the config",
     )
     parser.add_argument(
         "--data",
@@ -32,13 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metric", choices=["euclidean", "cosine"], default=None, help="distance (default: config)"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (PyTorch only)"
+    )
     parser.add_argument(
         "--precision",
         choices=["fp32", "bf16", "fp16", "auto"],
         default=None,
         help="arithmetic of the forward passes (default: the run's eval.precision, fp32 unless "
-        "the config says otherwise, so the numbers match what training recorded)",
+        "the config says otherwise, so the numbers match what training recorded; PyTorch only: "
+        "an ONNX model runs as exported)",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=None, help="images per forward pass"
@@ -51,10 +55,17 @@ def run(args: argparse.Namespace) -> int:
     from abdnet.config import replace_checked, with_data_root
     from abdnet.data import build_dataset
     from abdnet.engine import choose_precision, evaluate_model, resolve_device
-    from abdnet.models import load_model
 
-    loaded = load_model(args.checkpoint)
-    cfg = loaded.config
+    if args.onnx:
+        from abdnet.export import OnnxEmbedder
+
+        embedder = OnnxEmbedder(args.onnx)
+        cfg = embedder.config
+    else:
+        from abdnet.models import load_model
+
+        loaded = load_model(args.checkpoint)
+        cfg = loaded.config
     data_cfg = cfg.data
     if args.data:
         data_cfg = with_data_root(data_cfg, args.data)
@@ -72,35 +83,46 @@ def run(args: argparse.Namespace) -> int:
     if args.precision:
         changes["precision"] = args.precision
     eval_cfg = replace_checked(cfg.eval, "eval", **changes)
-    device = resolve_device(args.device)
-    precision = choose_precision(device, eval_cfg.precision)
     dataset = build_dataset(data_cfg)
-    model = loaded.model.to(device).eval()
     bar = None
     if not (args.no_progress or args.json):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(dataset.query) + len(dataset.gallery), desc="extract", leave=False)
+    progress = bar.update if bar is not None else None
     try:
-        result = evaluate_model(
-            model,
-            dataset,
-            eval_cfg,
-            data_cfg,
-            device,
-            precision=precision,
-            progress=bar.update if bar is not None else None,
-        )
+        if args.onnx:
+            from abdnet.export import evaluate_embedder
+
+            result = evaluate_embedder(
+                embedder, dataset, eval_cfg, data_cfg=data_cfg, progress=progress
+            )
+            quantized = "quantization" in embedder.metadata
+            precision_name = "int8" if quantized else "fp32"
+            precision_reason = f"ONNX model {args.onnx}, run as exported"
+        else:
+            device = resolve_device(args.device)
+            precision = choose_precision(device, eval_cfg.precision)
+            result = evaluate_model(
+                loaded.model.to(device).eval(),
+                dataset,
+                eval_cfg,
+                data_cfg,
+                device,
+                precision=precision,
+                progress=progress,
+            )
+            precision_name, precision_reason = precision.name, precision.reason
     finally:
         if bar is not None:
             bar.close()
     d = result.to_dict()
-    d["precision"] = precision.name
+    d["precision"] = precision_name
     if args.json:
         print(json.dumps(d))
         return 0
     print(f"{dataset.name}: {d['num_query']} queries, {d['num_gallery']} gallery images")
-    print(f"  precision {precision.name} ({precision.reason})")
+    print(f"  precision {precision_name} ({precision_reason})")
     print(f"  mAP    {100 * d['mAP']:6.2f}%")
     print(f"  mINP   {100 * d['mINP']:6.2f}%")
     for k in (1, 5, 10):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from abdnet.cli.options import add_force_option, positive_int
+from abdnet.cli.options import CHECKPOINT_HELP, add_force_option, positive_int
 
 HELP = "extract L2-normalized embeddings of images into a .npz (features, paths, pids/camids)"
 
@@ -16,9 +16,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--checkpoint",
-        metavar="RUN|FILE",
-        help="run folder (checkpoints/best, else last), checkpoint folder, model.safetensors "
-        "or an official .pth.tar",
+        metavar="RUN|FILE|URL",
+        help=CHECKPOINT_HELP,
     )
     src.add_argument(
         "--onnx",

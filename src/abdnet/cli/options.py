@@ -1,4 +1,4 @@
-"""Argument types and options shared by the sub-commands.
+"""Argument types, options and help shared by the sub-commands.
 
 A numeric option is checked by argparse when it is parsed, so a bad value is a usage error
 naming the option (``abdnet eval: error: argument --batch-size: expected an integer >= 1,
@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 
 __all__ = [
+    "CHECKPOINT_HELP",
     "int_at_least",
     "positive_int",
     "non_negative_int",
@@ -68,3 +69,11 @@ def add_force_option(parser: argparse.ArgumentParser, what: str, *aliases: str) 
     parser.add_argument(
         "--force", *aliases, dest="force", action="store_true", help=f"replace {what}"
     )
+
+
+CHECKPOINT_HELP = (
+    "run folder (checkpoints/best, else last), checkpoint folder, model.safetensors, the "
+    "authors' .pth.tar, an https:// URL (pinned: URL#sha256=HEX; downloads are verified and "
+    "cached in $ABDNET_CACHE, default ~/.cache/abdnet; ABDNET_OFFLINE=1 uses only the cache) "
+    "or hf://OWNER/REPO[/FILE][@REVISION] (Hugging Face Hub)"
+)

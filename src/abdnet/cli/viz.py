@@ -6,7 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from abdnet.cli.options import add_force_option, non_negative_int, positive_float, positive_int
+from abdnet.cli.options import (
+    CHECKPOINT_HELP,
+    add_force_option,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 HELP = "draw a figure of section 4.5: attention (Grad-CAM/RAM), correlation, tsne, ranks"
 
@@ -18,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint",
         required=True,
-        help="run folder, checkpoint folder, .safetensors or official .pth.tar",
+        metavar="RUN|FILE|URL",
+        help=CHECKPOINT_HELP,
     )
     p.add_argument(
         "--data",

@@ -1,8 +1,11 @@
-"""abdnet.export: ONNX export of the embedding network and the ONNX Runtime backend.
+"""abdnet.export: ONNX export (fp32, INT8), the ONNX Runtime and OpenVINO backends, and the
+Hugging-Face model folder.
 
-onnx and onnxruntime are imported only when exporting or running a model.
+onnx, onnxruntime and openvino are imported only when exporting or running a model.
 """
 
+from abdnet.export.evaluate import evaluate_embedder
+from abdnet.export.hf import CARD_FILENAME, CONFIG_FILENAME, HfExportResult, RunMetrics, export_hf
 from abdnet.export.onnx import (
     ONNX_FORMAT_VERSION,
     EmbeddingGraph,
@@ -11,8 +14,27 @@ from abdnet.export.onnx import (
     OnnxExportResult,
     export_onnx,
 )
+from abdnet.export.openvino import OPENVINO_PRECISIONS, OpenVinoEmbedder
+from abdnet.export.quantize import (
+    QuantizationAccuracyError,
+    QuantizeResult,
+    quantize_int8,
+    quantize_onnx_file,
+)
 
 __all__ = [
+    "CARD_FILENAME",
+    "OPENVINO_PRECISIONS",
+    "OpenVinoEmbedder",
+    "QuantizationAccuracyError",
+    "QuantizeResult",
+    "evaluate_embedder",
+    "quantize_int8",
+    "quantize_onnx_file",
+    "CONFIG_FILENAME",
+    "HfExportResult",
+    "RunMetrics",
+    "export_hf",
     "ONNX_FORMAT_VERSION",
     "EmbeddingGraph",
     "ExportParityError",

@@ -47,6 +47,10 @@ from abdnet.models.io import LoadedModel, load_model
 
 __all__ = [
     "ONNX_FORMAT_VERSION",
+    "read_onnx_metadata",
+    "config_from_metadata",
+    "input_array",
+    "run_in_batches",
     "ExportParityError",
     "OnnxExportResult",
     "EmbeddingGraph",
@@ -218,6 +222,75 @@ def export_onnx(
     )
 
 
+def _abdnet_metadata(meta: dict[str, str], path: Path) -> dict[str, str]:
+    metadata = {k[len(_PREFIX) :]: v for k, v in meta.items() if k.startswith(_PREFIX)}
+    if "input_height" not in metadata:
+        raise ValueError(
+            f"{path}: no abdnet metadata (input size, mean/std); was it written by "
+            f"'abdnet export onnx'?"
+        )
+    return metadata
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``abdnet.*`` metadata of an exported ONNX file, prefix removed (no runtime needed)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own errors
+        raise ValueError(f"{path}: not a loadable ONNX model: {exc}") from None
+    return _abdnet_metadata({p.key: p.value for p in proto.metadata_props}, path)
+
+
+def config_from_metadata(metadata: dict[str, str], path: str | Path) -> Config:
+    """The Config an export recorded (the transform at least), from its metadata."""
+    md = metadata
+    try:
+        if "config" in md:
+            return config_from_dict(load_yaml(md["config"]))
+        data = DataConfig(
+            height=int(md["input_height"]),
+            width=int(md["input_width"]),
+            mean=tuple(json.loads(md["mean"])),
+            std=tuple(json.loads(md["std"])),
+        )
+        return Config(data=data)
+    except (ConfigError, yaml.YAMLError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: invalid abdnet metadata: {exc}") from None
+
+
+def input_array(x: Any, config: Config, path: Path) -> np.ndarray:
+    """``x`` as a contiguous float32 ``(B, 3, H, W)`` array, its shape checked against the
+    input size ``config`` records."""
+    arr = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    expected = (3, config.data.height, config.data.width)
+    if arr.ndim != 4 or tuple(arr.shape[1:]) != expected:
+        raise ValueError(
+            f"{path}: input of shape {arr.shape}, expected (B, {', '.join(map(str, expected))})"
+        )
+    return arr
+
+
+def run_in_batches(run: Any, arr: np.ndarray, fixed_batch: int | None) -> np.ndarray:
+    """``run(arr)``, or for a graph with a fixed batch size, ``run`` on chunks of that size
+    (the last one zero-padded) joined back."""
+    if fixed_batch is None:
+        return run(arr)
+    outs = []
+    for start in range(0, arr.shape[0], fixed_batch):
+        chunk = arr[start : start + fixed_batch]
+        pad = fixed_batch - chunk.shape[0]
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((pad, *arr.shape[1:]), np.float32)])
+        outs.append(run(chunk)[: fixed_batch - pad])
+    return np.concatenate(outs)
+
+
 class OnnxEmbedder:
     """ONNX Runtime backend: ``(B, 3, H, W)`` transformed batch -> raw ``(B, D)`` embedding.
 
@@ -244,51 +317,15 @@ class OnnxEmbedder:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ValueError(f"{self.path}: not a loadable ONNX model: {exc}") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata: dict[str, str] = {
-            k[len(_PREFIX) :]: v for k, v in meta.items() if k.startswith(_PREFIX)
-        }
-        if "input_height" not in self.metadata:
-            raise ValueError(
-                f"{self.path}: no abdnet metadata (input size, mean/std); was it written by "
-                f"'abdnet export onnx'?"
-            )
-        self.config = self._config()
+        self.metadata = _abdnet_metadata(meta, self.path)
+        self.config = config_from_metadata(self.metadata, self.path)
         self.flip = self.metadata.get("flip") == "true"
         self.feature_dim = int(self.metadata.get("feature_dim", 0)) or None
         shape = self.session.get_inputs()[0].shape
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
 
-    def _config(self) -> Config:
-        md = self.metadata
-        try:
-            if "config" in md:
-                return config_from_dict(load_yaml(md["config"]))
-            data = DataConfig(
-                height=int(md["input_height"]),
-                width=int(md["input_width"]),
-                mean=tuple(json.loads(md["mean"])),
-                std=tuple(json.loads(md["std"])),
-            )
-            return Config(data=data)
-        except (ConfigError, yaml.YAMLError, KeyError, ValueError) as exc:
-            raise ValueError(f"{self.path}: invalid abdnet metadata: {exc}") from None
-
     def __call__(self, x: Any) -> np.ndarray:
-        arr = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        expected = (3, self.config.data.height, self.config.data.width)
-        if arr.ndim != 4 or tuple(arr.shape[1:]) != expected:
-            raise ValueError(
-                f"{self.path}: input of shape {arr.shape}, expected (B, {', '.join(map(str, expected))})"
-            )
-        if self.fixed_batch is None:
-            return self.session.run([_OUTPUT], {_INPUT: arr})[0]
-        outs = []
-        n = self.fixed_batch
-        for start in range(0, arr.shape[0], n):
-            chunk = arr[start : start + n]
-            pad = n - chunk.shape[0]
-            if pad:
-                chunk = np.concatenate([chunk, np.zeros((pad, *expected), np.float32)])
-            outs.append(self.session.run([_OUTPUT], {_INPUT: chunk})[0][: n - pad])
-        return np.concatenate(outs)
+        arr = input_array(x, self.config, self.path)
+        return run_in_batches(
+            lambda chunk: self.session.run([_OUTPUT], {_INPUT: chunk})[0], arr, self.fixed_batch
+        )

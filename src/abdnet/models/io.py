@@ -27,6 +27,7 @@ from torch import nn
 
 from abdnet.config import Config, ConfigError, DataConfig, config_from_dict, dump_config, load_yaml
 from abdnet.files import atomic_file
+from abdnet.hub import resolve_source
 from abdnet.layout import MODEL_FILE, resolve_checkpoint
 from abdnet.models.factory import build_model_from_config, official_model_config
 from abdnet.models.official import OfficialABDNet, load_official
@@ -161,12 +162,15 @@ def _metadata_int(
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a model from a run folder, checkpoint folder, ``.safetensors`` or ``.pth.tar``.
 
-    See :func:`resolve_checkpoint` for how a folder is resolved. An official ``.pth.tar``
+    ``path`` may also be an ``https://`` URL (optionally pinned, ``URL#sha256=HEX``) or
+    ``hf://OWNER/REPO[/FILE][@REVISION]``: :func:`abdnet.hub.resolve_source` downloads,
+    verifies and caches it first. See :func:`resolve_checkpoint` for how a folder is
+    resolved. An official ``.pth.tar``
     goes through :func:`abdnet.models.load_official` and gets the ``official`` model preset
     with 384x128 ImageNet-normalized input. The model is returned in eval mode on
     ``map_location``.
     """
-    file = resolve_checkpoint(path)
+    file = resolve_checkpoint(resolve_source(path))
     if file.suffix == ".safetensors":
         loaded = _load_safetensors(file, map_location)
     else:
