@@ -232,17 +232,24 @@ def main() -> None:
                 run_steps(itertools.islice(batches, 3))
                 _sync(device)
             prof.export_chrome_trace(str(out / "trace.json"))
-            sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-            atomic_write(out / "top_ops.txt", prof.key_averages().table(sort_by=sort, row_limit=40))
+            # waiting for the loader shows as "enumerate(DataLoader)..." in CPU time
+            sorts = ["self_cpu_time_total"]
+            if device.type == "cuda":
+                sorts.insert(0, "self_device_time_total")
+            tables = [
+                f"sorted by {key}\n{prof.key_averages().table(sort_by=key, row_limit=30)}"
+                for key in sorts
+            ]
+            atomic_write(out / "top_ops.txt", "\n\n".join(tables))
         del batches
 
-        # 4. extraction of query + gallery (eager model, as the library's extraction runs)
-        extract_precision = choose_precision(device, args.precision)
+        # 4. extraction of query + gallery: eager model (as the library's extraction runs),
+        # the training precision
         test_records = list(dataset.query) + list(dataset.gallery)
         transform = build_test_transform(data_cfg)
         kwargs = dict(
             batch_size=extract_batch, workers=workers, device=device,
-            precision=extract_precision, channels_last=True,
+            precision=precision, channels_last=True,
         )  # fmt: skip
         extract_records(model, test_records[:extract_batch], reader, transform, **kwargs)
         _sync(device)
