@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -503,8 +504,32 @@ def _render(
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
+# The generator of the worker processes of ``write_synthetic(workers=N)``.
+_WORKER_GEN: SyntheticReID | None = None
+
+
+def _init_writer(config: SyntheticConfig) -> None:
+    global _WORKER_GEN
+    _WORKER_GEN = SyntheticReID(config)  # deterministic from the config: same images
+
+
+def _write_images(out: Path, paths: list[str]) -> None:
+    gen = _WORKER_GEN
+    assert gen is not None, "_init_writer runs first in every worker"
+    for path in paths:
+        _save_jpeg(gen, out, path)
+
+
+def _save_jpeg(gen: SyntheticReID, out: Path, path: str) -> None:
+    Image.fromarray(gen.render_array(*gen._specs[path])).save(out / path, quality=95, subsampling=0)
+
+
 def write_synthetic(
-    out_dir: str | Path, config: SyntheticConfig | None = None, *, overwrite: bool = False
+    out_dir: str | Path,
+    config: SyntheticConfig | None = None,
+    *,
+    overwrite: bool = False,
+    workers: int = 0,
 ) -> Path:
     """Render the synthetic set to ``out_dir`` in the Market-1501 layout (JPEG, quality 95, no chroma subsampling).
 
@@ -512,7 +537,10 @@ def write_synthetic(
     ``ABDNET_SYNTHETIC.json`` (generator settings and counts; lets auto-detection name the
     set ``synthetic``) and a README. A non-empty ``out_dir`` is an error unless
     ``overwrite`` (then only the three image folders and the two files are replaced).
+    ``workers > 0`` renders in that many processes; the files are the same byte for byte.
     """
+    if workers < 0:
+        raise ValueError(f"write_synthetic: workers must be >= 0, got {workers}")
     gen = SyntheticReID(config)
     out = check_output(out_dir, force=overwrite, folder=True)
     if out.is_dir():
@@ -522,8 +550,15 @@ def write_synthetic(
             shutil.rmtree(out / folder, ignore_errors=True)
     for folder in ("bounding_box_train", "query", "bounding_box_test"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    for path, spec in gen._specs.items():
-        Image.fromarray(gen.render_array(*spec)).save(out / path, quality=95, subsampling=0)
+    paths = list(gen._specs)
+    if workers > 0 and len(paths) > 1:
+        chunks = [paths[i :: workers * 8] for i in range(min(len(paths), workers * 8))]
+        with ProcessPoolExecutor(workers, initializer=_init_writer, initargs=(gen.config,)) as ex:
+            for done in [ex.submit(_write_images, out, chunk) for chunk in chunks]:
+                done.result()  # re-raises a worker's error
+    else:
+        for path in paths:
+            _save_jpeg(gen, out, path)
     info = {
         "generator": "abdnet.data.synthetic",
         "config": asdict(gen.config),
