@@ -200,6 +200,16 @@ SMALL_RUN_CONFIG = {
 
 
 @pytest.fixture(scope="session")
+def small_config_file(tmp_path_factory) -> Path:
+    """``SMALL_RUN_CONFIG`` as a YAML file, as ``abdnet train --config`` reads it."""
+    from abdnet.config import config_from_dict, save_config
+
+    path = tmp_path_factory.mktemp("small-config") / "small.yaml"
+    save_config(config_from_dict(SMALL_RUN_CONFIG), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     from abdnet.config import config_from_dict
     from abdnet.engine import train

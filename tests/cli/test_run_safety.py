@@ -15,17 +15,13 @@ import pytest
 import yaml
 
 from abdnet.cli.main import main
-from abdnet.config import SyntheticConfig, config_from_dict, load_config, save_config
+from abdnet.config import load_config
 from abdnet.data import write_synthetic
-
-from .test_train_cli import SMALL
 
 
 @pytest.fixture(scope="module")
-def cfg_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "small.yaml"
-    save_config(config_from_dict(SMALL), path)
-    return path
+def cfg_file(small_config_file) -> Path:
+    return small_config_file
 
 
 def _cli(*args: str) -> list[str]:
@@ -97,9 +93,9 @@ def test_readme_set_example_is_accepted():
 
 
 @pytest.fixture(scope="module")
-def disk_set(tmp_path_factory) -> Path:
+def disk_set(tmp_path_factory, small_config_file) -> Path:
     root = tmp_path_factory.mktemp("data") / "syn"
-    write_synthetic(root, SyntheticConfig(**SMALL["data"]["synthetic"]))
+    write_synthetic(root, load_config(small_config_file).data.synthetic)
     return root
 
 

@@ -7,42 +7,12 @@ import pytest
 import torch
 
 from abdnet.cli.main import main
-from abdnet.config import config_from_dict, save_config
-
-SMALL = {
-    "model": {
-        "preset": "paper",
-        "backbone": "resnet18",
-        "global_dim": 32,
-        "attentive_dim": 32,
-        "reduction_dim": 32,
-        "ow_scope": "stem",
-    },
-    "data": {
-        "name": "synthetic",
-        "synthetic": {"ids": 8, "cams": 2, "per_id": 4, "height": 64, "width": 32},
-        "height": 64,
-        "width": 32,
-        "batch_size": 8,
-        "num_instances": 4,
-        "workers": 0,
-    },
-    "train": {
-        "frozen_epochs": 0,
-        "epochs": 1,
-        "device": "cpu",
-        "precision": "fp32",
-        "eval_every": 0,
-    },
-}
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cli")
-    cfg_file = tmp / "small.yaml"
-    save_config(config_from_dict(SMALL), cfg_file)
-    run = tmp / "run"
+def small_run(tmp_path_factory, small_config_file):
+    cfg_file = small_config_file
+    run = tmp_path_factory.mktemp("cli") / "run"
     assert main(["train", "--config", str(cfg_file), "--out", str(run), "--no-progress"]) == 0
     return run
 
@@ -117,9 +87,8 @@ def test_eval_json_matches_brute_force(small_run, capsys):
     assert 0.0 <= got["eer"] <= 1.0
 
 
-def test_bad_override_names_the_key(tmp_path, capsys):
-    cfg_file = tmp_path / "c.yaml"
-    save_config(config_from_dict(SMALL), cfg_file)
+def test_bad_override_names_the_key(tmp_path, capsys, small_config_file):
+    cfg_file = small_config_file
     rc = main(
         ["train", "--config", str(cfg_file), "--out", str(tmp_path / "r"), "--set", "optim.lrr=1"]
     )
@@ -230,15 +199,16 @@ def test_malicious_state_on_resume_is_one_line_naming_the_file(small_run, tmp_pa
     assert "state.pt: refused" in err and not marker.exists()
 
 
-def test_known_failures_are_one_line_and_traceback_only_with_v(tmp_path, capsys, monkeypatch):
+def test_known_failures_are_one_line_and_traceback_only_with_v(
+    tmp_path, capsys, monkeypatch, small_config_file
+):
     import abdnet.engine as engine
 
     def diverging(*args, **kwargs):
         raise FloatingPointError("epoch 1: the loss is not finite; lower optim.lr")
 
     monkeypatch.setattr(engine, "train", diverging)
-    cfg_file = tmp_path / "c.yaml"
-    save_config(config_from_dict(SMALL), cfg_file)
+    cfg_file = small_config_file
     args = ["train", "--config", str(cfg_file), "--out", str(tmp_path / "r"), "--no-progress"]
     assert main(args) == 2
     err = capsys.readouterr().err
