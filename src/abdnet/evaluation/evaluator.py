@@ -85,13 +85,17 @@ class RankEvaluator:
         keep = n_q + np.flatnonzero(pids[n_q:] >= 0)
         if len(keep) == 0:
             raise ValueError("evaluate: every gallery item has pid -1 (junk): nothing to rank")
-        result = evaluate_features(
+        # (query features, gallery features, query pids, gallery pids, query cams, gallery cams)
+        split = (
             feats[:n_q],
             feats[torch.from_numpy(keep)],
             pids[:n_q],
             pids[keep],
             camids[:n_q],
             camids[keep],
+        )
+        result = evaluate_features(
+            *split,
             max_rank=self.max_rank,
             metric=self.metric,
             rerank=self.rerank,
@@ -104,12 +108,7 @@ class RankEvaluator:
             # distances a threshold is set on
             try:
                 verification = evaluate_verification(
-                    feats[:n_q],
-                    feats[torch.from_numpy(keep)],
-                    pids[:n_q],
-                    pids[keep],
-                    camids[:n_q],
-                    camids[keep],
+                    *split,
                     fars=self.verification_fars,
                     metric=self.metric,
                 )
