@@ -16,7 +16,13 @@ from abdnet.engine.inference import (
     extract_features,
     extract_records,
 )
-from abdnet.engine.precision import Precision, choose_precision, cpu_has_native_bf16, resolve_device
+from abdnet.engine.precision import (
+    Precision,
+    choose_precision,
+    cpu_has_native_bf16,
+    cpu_identity,
+    resolve_device,
+)
 from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
 from abdnet.engine.state import TrainState, capture_rng_state, restore_rng_state, unwrap_model
 from abdnet.engine.trainer import TrainResult, build_optimizer, seed_everything, train, train_step
@@ -47,6 +53,7 @@ __all__ = [
     "Precision",
     "choose_precision",
     "cpu_has_native_bf16",
+    "cpu_identity",
     "resolve_device",
     "EpochPlan",
     "TransferSchedule",
