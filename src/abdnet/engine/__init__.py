@@ -7,7 +7,14 @@ from abdnet.engine.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from abdnet.engine.distributed import DistContext, init_distributed, wrap_ddp
+from abdnet.engine.distributed import (
+    DistContext,
+    cleanup,
+    failed_ranks,
+    init_distributed,
+    shard,
+    wrap_ddp,
+)
 from abdnet.engine.evaluate import evaluate_model
 from abdnet.engine.inference import (
     Embedder,
@@ -50,6 +57,9 @@ __all__ = [
     "DistContext",
     "init_distributed",
     "wrap_ddp",
+    "cleanup",
+    "failed_ranks",
+    "shard",
     "Precision",
     "choose_precision",
     "cpu_has_native_bf16",
