@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -114,7 +115,15 @@ def test_extract_backend_onnx_matches_pytorch(env, tmp_path, monkeypatch, capsys
     assert a["paths"].tolist() == b["paths"].tolist()
     assert np.abs(a["features"] - b["features"]).max() <= 1e-4
     assert json.loads(str(b["meta"]))["backend"] == "onnxruntime fp32"
-    assert len(list((tmp_path / "cache" / "backends").glob("*.onnx"))) == 1
+    (exported,) = (tmp_path / "cache" / "backends").glob("*.onnx")
+    if importlib.util.find_spec("openvino") is not None:  # the same graph run by OpenVINO
+        ov_out = tmp_path / "g_openvino.npz"
+        ov_args = ["extract", "--onnx", str(exported), "--backend", "openvino"]
+        assert main([*ov_args, "--images", str(gallery), "--out", str(ov_out)]) == 0
+        c = _load(ov_out)
+        assert c["paths"].tolist() == a["paths"].tolist()
+        assert np.abs(a["features"] - c["features"]).max() <= 1e-4
+        assert json.loads(str(c["meta"]))["backend"] == "openvino fp32"
     # an ONNX file cannot run in PyTorch; --remeasure means nothing without auto
     with pytest.raises(SystemExit):
         main([*args, "--backend", "fast"])
