@@ -45,6 +45,7 @@ __all__ = [
     "DecayScope",
     "LRSchedule",
     "PrecisionName",
+    "BackendName",
     "Metric",
     "FlipMode",
     "choices",
@@ -113,6 +114,8 @@ OptimizerName = Literal["adam", "sgd"]
 DecayScope = Literal["weights", "all"]
 LRSchedule = Literal["step", "cosine"]
 PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+# the runtime that runs a network for inference (abdnet.export.backend)
+BackendName = Literal["auto", "torch", "onnx", "openvino"]
 Metric = Literal["euclidean", "cosine"]
 FlipMode = Literal["raw", "normalized"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -102,6 +103,36 @@ def test_extract_onnx_matches_checkpoint(env):
     a, b = _load(root / "g.npz"), _load(root / "g_onnx.npz")
     assert a["paths"].tolist() == b["paths"].tolist()
     assert np.abs(a["features"] - b["features"]).max() <= 1e-4
+
+
+def test_extract_backend_onnx_matches_pytorch(env, tmp_path, monkeypatch, capsys):
+    root, _, run, gallery = env
+    monkeypatch.setenv("ABDNET_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "g_backend.npz"
+    args = ["extract", "--checkpoint", str(run), "--images", str(gallery), "--out", str(out)]
+    assert main([*args, "--backend", "onnx", "--batch-size", "7"]) == 0
+    a, b = _load(root / "g.npz"), _load(out)
+    assert a["paths"].tolist() == b["paths"].tolist()
+    assert np.abs(a["features"] - b["features"]).max() <= 1e-4
+    assert json.loads(str(b["meta"]))["backend"] == "onnxruntime fp32"
+    (exported,) = (tmp_path / "cache" / "backends").glob("*.onnx")
+    if importlib.util.find_spec("openvino") is not None:  # the same graph run by OpenVINO
+        ov_out = tmp_path / "g_openvino.npz"
+        ov_args = ["extract", "--onnx", str(exported), "--backend", "openvino"]
+        assert main([*ov_args, "--images", str(gallery), "--out", str(ov_out)]) == 0
+        c = _load(ov_out)
+        assert c["paths"].tolist() == a["paths"].tolist()
+        assert np.abs(a["features"] - c["features"]).max() <= 1e-4
+        assert json.loads(str(c["meta"]))["backend"] == "openvino fp32"
+    # an ONNX file cannot run in PyTorch; --remeasure means nothing without auto
+    with pytest.raises(SystemExit):
+        main([*args, "--backend", "fast"])
+    assert "--backend: invalid choice: 'fast'" in capsys.readouterr().err
+    assert main([*args, "--force", "--remeasure"]) == 2
+    assert "--remeasure: only with --backend auto" in capsys.readouterr().err
+    onnx_args = ["extract", "--onnx", "m.onnx", "--images", str(gallery), "--out", str(out)]
+    assert main([*onnx_args, "--force", "--backend", "torch"]) == 2
+    assert "--backend torch with --onnx" in capsys.readouterr().err
 
 
 def test_index_flat_search_json_equals_brute_force(env, capsys):

@@ -7,7 +7,14 @@ from abdnet.engine.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from abdnet.engine.distributed import DistContext, init_distributed, wrap_ddp
+from abdnet.engine.distributed import (
+    DistContext,
+    cleanup,
+    failed_ranks,
+    init_distributed,
+    shard,
+    wrap_ddp,
+)
 from abdnet.engine.evaluate import evaluate_model
 from abdnet.engine.inference import (
     Embedder,
@@ -16,7 +23,13 @@ from abdnet.engine.inference import (
     extract_features,
     extract_records,
 )
-from abdnet.engine.precision import Precision, choose_precision, cpu_has_native_bf16, resolve_device
+from abdnet.engine.precision import (
+    Precision,
+    choose_precision,
+    cpu_has_native_bf16,
+    cpu_identity,
+    resolve_device,
+)
 from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
 from abdnet.engine.state import TrainState, capture_rng_state, restore_rng_state, unwrap_model
 from abdnet.engine.trainer import TrainResult, build_optimizer, seed_everything, train, train_step
@@ -44,9 +57,13 @@ __all__ = [
     "DistContext",
     "init_distributed",
     "wrap_ddp",
+    "cleanup",
+    "failed_ranks",
+    "shard",
     "Precision",
     "choose_precision",
     "cpu_has_native_bf16",
+    "cpu_identity",
     "resolve_device",
     "EpochPlan",
     "TransferSchedule",

@@ -19,7 +19,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["DistContext", "init_distributed", "wrap_ddp", "all_reduce_mean", "barrier", "cleanup"]
+__all__ = [
+    "DistContext",
+    "init_distributed",
+    "wrap_ddp",
+    "all_reduce_mean",
+    "barrier",
+    "cleanup",
+    "failed_ranks",
+    "shard",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,22 @@ def all_reduce_mean(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     out = value.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / ctx.world_size
+
+
+def shard(n: int, ctx: DistContext) -> range:
+    """This rank's contiguous share of ``n`` items: ``[r*n//W, (r+1)*n//W)``; the shares of
+    ranks 0..W-1 are in order, cover every item once and differ in size by at most one."""
+    return range(ctx.rank * n // ctx.world_size, (ctx.rank + 1) * n // ctx.world_size)
+
+
+def failed_ranks(ok: bool, ctx: DistContext) -> list[int]:
+    """The ranks that report ``ok=False`` (every rank must call it; a collective)."""
+    if not ctx.enabled:
+        return [] if ok else [0]
+    flags = torch.zeros(ctx.world_size, dtype=torch.int64)
+    flags[ctx.rank] = 0 if ok else 1
+    dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+    return [r for r, failed in enumerate(flags.tolist()) if failed]
 
 
 def barrier(ctx: DistContext) -> None:

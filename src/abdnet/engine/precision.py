@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,13 @@ import torch
 
 from abdnet.config import PrecisionName, choices
 
-__all__ = ["Precision", "choose_precision", "cpu_has_native_bf16", "resolve_device"]
+__all__ = [
+    "Precision",
+    "choose_precision",
+    "cpu_has_native_bf16",
+    "cpu_identity",
+    "resolve_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +86,32 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
+def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none)."""
     try:
         text = Path(path).read_text()
     except OSError:
-        return set()
+        return {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if not line.strip():
+            break  # end of the first processor
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    return set(_cpuinfo(path).get("flags", "").split())
+
+
+def cpu_identity() -> str:
+    """The CPU's model name and its instruction-set flags (what decides which kernels run):
+    a key for results measured on this kind of machine."""
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    flags = " ".join(sorted(set(info.get("flags", "").split())))
+    return f"{name} | {torch.backends.cpu.get_cpu_capability()} | {flags}"
 
 
 def cpu_has_native_bf16() -> bool:

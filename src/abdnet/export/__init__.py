@@ -1,9 +1,19 @@
-"""abdnet.export: ONNX export (fp32, INT8), the ONNX Runtime and OpenVINO backends, and the
-Hugging-Face model folder.
+"""abdnet.export: ONNX export (fp32, INT8), the ONNX Runtime and OpenVINO backends, the
+automatic choice of the fastest backend, and the Hugging-Face model folder.
 
 onnx, onnxruntime and openvino are imported only when exporting or running a model.
 """
 
+from abdnet.export.backend import (
+    BACKENDS,
+    COSINE_MIN,
+    PROBE_BATCH,
+    Backend,
+    BackendChoice,
+    Measurement,
+    choose_backend,
+    select_backend,
+)
 from abdnet.export.evaluate import evaluate_embedder
 from abdnet.export.hf import CARD_FILENAME, CONFIG_FILENAME, HfExportResult, RunMetrics, export_hf
 from abdnet.export.onnx import (
@@ -23,6 +33,14 @@ from abdnet.export.quantize import (
 )
 
 __all__ = [
+    "BACKENDS",
+    "COSINE_MIN",
+    "PROBE_BATCH",
+    "Backend",
+    "BackendChoice",
+    "Measurement",
+    "choose_backend",
+    "select_backend",
     "CARD_FILENAME",
     "OPENVINO_PRECISIONS",
     "OpenVinoEmbedder",

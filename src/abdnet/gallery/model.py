@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
+
+from abdnet.models import weights_digest
 
 __all__ = ["ModelInfo", "ModelMismatchError", "describe_extractor"]
 
@@ -85,27 +86,6 @@ class ModelInfo:
         )
 
 
-def _weights_digest(model: Any) -> str:
-    h = hashlib.sha256()
-    if isinstance(model, nn.Module):
-        for name, t in sorted(model.state_dict().items()):
-            t = t.detach().to("cpu").contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-            # uint8 view: bytes of any dtype (bfloat16 has no numpy equivalent)
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
-    path = getattr(model, "path", None)  # abdnet.export.OnnxEmbedder
-    if path is not None:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    raise TypeError(
-        f"cannot fingerprint a model of type {type(model).__name__}: expected an nn.Module "
-        f"or an ONNX embedder with a .path"
-    )
-
-
 def describe_extractor(extractor: Any, *, source: str = "") -> ModelInfo:
     """:class:`ModelInfo` of an :class:`abdnet.retrieval.FeatureExtractor`.
 
@@ -113,7 +93,8 @@ def describe_extractor(extractor: Any, *, source: str = "") -> ModelInfo:
     does not declare it.
     """
     data = extractor.config.data
-    weights = _weights_digest(extractor.model)
+    # the network the features come from, whichever runtime (ONNX Runtime, OpenVINO) runs it
+    weights = weights_digest(getattr(extractor, "network", None) or extractor.model)
     dim = extractor.feature_dim
     if dim is None:
         probe = torch.zeros(1, 3, int(data.height), int(data.width))

@@ -15,6 +15,7 @@ so the file alone rebuilds the model: no pickled code, no separate config file t
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from torch import nn
 
 from abdnet.config import Config, ConfigError, DataConfig, config_from_dict, dump_config, load_yaml
 from abdnet.files import atomic_file
-from abdnet.hub import resolve_source
+from abdnet.hub import resolve_source, sha256_file
 from abdnet.layout import MODEL_FILE, resolve_checkpoint
 from abdnet.models.factory import build_model_from_config, official_model_config
 from abdnet.models.official import OfficialABDNet, load_official
@@ -39,6 +40,7 @@ __all__ = [
     "save_model",
     "load_model",
     "resolve_checkpoint",
+    "weights_digest",
 ]
 
 log = logging.getLogger(__name__)
@@ -183,3 +185,24 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Lo
         )
     loaded.model.to(map_location).eval()
     return loaded
+
+
+def weights_digest(model: object) -> str:
+    """sha256 hex of a network's weights: tensor names, dtypes, shapes and bytes, in name order
+    (the same weights saved twice, or in another folder, have one digest); for a backend that
+    runs a file (an ONNX embedder's ``path``), of the file's bytes."""
+    if isinstance(model, nn.Module):
+        h = hashlib.sha256()
+        for name, t in sorted(model.state_dict().items()):
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+            # uint8 view: bytes of any dtype (bfloat16 has no numpy equivalent)
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+    path = getattr(model, "path", None)
+    if path is not None and Path(path).is_file():
+        return sha256_file(path)
+    raise TypeError(
+        f"cannot fingerprint a model of type {type(model).__name__}: expected an nn.Module "
+        f"or a backend with the .path of its model file"
+    )

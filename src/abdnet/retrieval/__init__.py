@@ -25,6 +25,12 @@ from abdnet.retrieval.index import (
     open_index,
     update_index,
 )
+from abdnet.retrieval.sharded import (
+    FeatureFileResult,
+    ShardFailedError,
+    extract_feature_file,
+    part_path,
+)
 
 __all__ = [
     "FeatureExtractor",
@@ -38,6 +44,10 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "collect_images",
     "parse_labels",
+    "FeatureFileResult",
+    "ShardFailedError",
+    "extract_feature_file",
+    "part_path",
     "NameLabels",
     "parse_name",
     "INDEX_KINDS",

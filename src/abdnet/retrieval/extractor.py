@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from abdnet.config import Config, PrecisionName
+from abdnet.config import BackendName, Config, PrecisionName
 from abdnet.data import (
     ImageInput,
     ImageReadError,
@@ -29,6 +29,7 @@ from abdnet.data import (
     upscale_warning,
 )
 from abdnet.engine import Embedder, extract_features, resolve_device
+from abdnet.export import BACKENDS, select_backend
 from abdnet.models import LoadedModel, load_model
 
 __all__ = ["FeatureExtractor", "Extraction"]
@@ -73,8 +74,17 @@ class FeatureExtractor:
     already transformed ``(B, 3, H, W)`` float tensor, returns a ``(N, D)`` float32 CPU
     tensor: **L2-normalized** unless ``normalize=False``. With ``flip=True`` the raw
     embeddings of each image and its mirror are averaged (official code), then normalized.
-    Inference runs in batches of ``batch_size`` in ``precision`` (fp32 unless asked: "auto"
-    picks bf16/fp16 where the device runs it faster).
+    Inference runs in batches of ``batch_size``.
+
+    ``backend`` runs a PyTorch network: ``"torch"`` (default) in ``precision`` (fp32 unless
+    asked: "auto" picks bf16/fp16 where the device runs it faster); ``"onnx"`` (ONNX Runtime
+    fp32) or ``"openvino"`` (fp32 unless ``precision`` says otherwise) on its exported,
+    parity-checked graph; ``"auto"`` the fastest of these (and PyTorch bf16 + channels_last
+    on CPUs with native bf16) whose features stay within cosine 0.999 of fp32 PyTorch,
+    measured once per machine and model and cached under ``$ABDNET_CACHE/backends``
+    (``remeasure=True`` measures again; see :mod:`abdnet.export.backend`). ``backend_name``
+    says what runs; ``network`` is the PyTorch network (None for a callable given as is).
+    A callable that is not an ``nn.Module`` runs as given and takes only "torch" or "auto".
     """
 
     def __init__(
@@ -85,10 +95,14 @@ class FeatureExtractor:
         flip: bool = False,
         normalize: bool = True,
         config: Config | None = None,
-        precision: PrecisionName = "fp32",
+        precision: PrecisionName | None = None,
+        backend: BackendName = "torch",
+        remeasure: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
         self.device = resolve_device(device)
         source = checkpoint_or_model
         if isinstance(source, (str, Path)):
@@ -96,21 +110,43 @@ class FeatureExtractor:
         if isinstance(source, LoadedModel):
             config = config or source.config
             source = source.model
-        if isinstance(source, nn.Module):
-            self.model: Embedder = source.to(self.device)
-        elif callable(source):
-            self.model = source
+        if not isinstance(source, nn.Module):
             config = config or getattr(source, "config", None)
+        self.config: Config = config if config is not None else Config()
+        self.batch_size = int(batch_size)
+        self.flip = bool(flip)
+        self.normalize = bool(normalize)
+        self.network: nn.Module | None = None
+        if isinstance(source, nn.Module):
+            self.network = source.to(self.device)
+            chosen = select_backend(
+                backend,
+                self.network,
+                self.config,
+                device=self.device,
+                precision=precision,
+                batch_size=self.batch_size,
+                remeasure=remeasure,
+            )
+            self.model: Embedder = chosen.embed
+            self.precision: PrecisionName = chosen.precision
+            self.channels_last = chosen.channels_last
+            self.backend_name = chosen.name
+        elif callable(source):
+            if backend not in ("torch", "auto"):
+                raise ValueError(
+                    f"backend {backend!r}: a {type(source).__name__} runs as given; the "
+                    f"backend applies to a PyTorch checkpoint or network"
+                )
+            self.model = source
+            self.precision = precision or "fp32"
+            self.channels_last = False
+            self.backend_name = getattr(source, "backend_name", type(source).__name__)
         else:
             raise TypeError(
                 f"FeatureExtractor: expected a checkpoint path, LoadedModel, nn.Module or "
                 f"callable, got {type(source).__name__}"
             )
-        self.config: Config = config if config is not None else Config()
-        self.batch_size = int(batch_size)
-        self.flip = bool(flip)
-        self.normalize = bool(normalize)
-        self.precision = precision
         self.transform = build_test_transform(self.config.data)
         self._input_size = (self.config.data.height, self.config.data.width)
 
@@ -187,6 +223,7 @@ class FeatureExtractor:
             batches,
             device=self.device,
             precision=self.precision,
+            channels_last=self.channels_last,
             flip=self.flip,
             normalize=self.normalize,
             progress=progress,
