@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -21,6 +22,19 @@ from abdnet.config import Config, DataConfig, SyntheticConfig, model_config
 from abdnet.data import write_synthetic
 from abdnet.models import build_model_from_config
 from abdnet.models.io import save_model
+
+
+def pytest_configure(config):
+    """absl's log handler (absl-py, imported by openvino) keeps the ``sys.stderr`` of the moment
+    it is created, pytest's capture of the test that imported it, and closes that stream when a
+    later ``logging.config.dictConfig`` (pymilvus runs one at import) clears the handlers,
+    breaking pytest's capture for the rest of the session. Created here and pointed at the
+    real stderr, which it never closes."""
+    try:
+        import absl.logging
+    except ImportError:
+        return
+    absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
 @pytest.fixture
