@@ -1,9 +1,8 @@
 """The authors' SVDO estimators (``svdo_form: official``) against a literal transcription of
 their formulas, and the paper form's O.F. strength against theirs.
 
-The transcription below is written from the description of their code
-(shared/reference/official-code-notes.md), loop by loop, in float64, with the explicit Gram
-and the explicit shift ``A - lambda_max I``; it shares nothing with abdnet.losses.svdo.
+The transcription below follows their code (VITA-Group/ABD-Net: ``OFPenalty`` and the
+weight regularizer) loop by loop, in float64, with the explicit Gram and the explicit shift ``A - lambda_max I``; it shares nothing with abdnet.losses.svdo.
 """
 
 from __future__ import annotations
