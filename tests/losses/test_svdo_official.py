@@ -2,7 +2,8 @@
 their formulas, and the paper form's O.F. strength against theirs.
 
 The transcription below follows their code (VITA-Group/ABD-Net: ``OFPenalty`` and the
-weight regularizer) loop by loop, in float64, with the explicit Gram and the explicit shift ``A - lambda_max I``; it shares nothing with abdnet.losses.svdo.
+weight regularizer) loop by loop, in float64, with the explicit Gram and the explicit shift
+``A - lambda_max I``; it shares nothing with abdnet.losses.svdo.
 """
 
 from __future__ import annotations
