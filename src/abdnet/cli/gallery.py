@@ -208,7 +208,7 @@ def _add(args: argparse.Namespace) -> int:
         else:
             result = _add_single(args, paths, options)
     except ShardFailedError as exc:
-        print(f"abdnet gallery add: error: {args.gallery}: {exc}", file=sys.stderr)
+        print(f"abdnet gallery: error: {args.gallery}: {exc}", file=sys.stderr)
         return 1
     finally:
         cleanup(ctx)
