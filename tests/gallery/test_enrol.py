@@ -8,7 +8,14 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from abdnet.gallery import Gallery, describe_extractor, enrol_files, name_metadata
+from abdnet.gallery import (
+    Gallery,
+    describe_extractor,
+    embed_files,
+    enrol_files,
+    name_metadata,
+    pending_files,
+)
 from abdnet.gallery.enrol import _EPOCH
 from abdnet.retrieval import FeatureExtractor, ImageReadError, collect_images
 
@@ -76,3 +83,23 @@ def test_bad_file_stops_or_is_skipped(tmp_path, synth_root, extractor):
         report = enrol_files(g, extractor, [*good, str(bad)], skip_bad=True, camera=5)
         assert report.added == 3 and [f for f, _ in report.failed] == [str(bad)]
         assert {e.camera for e in g.page(limit=100).items} == {5}
+
+
+def test_enrol_with_precomputed_embeddings(tmp_path, synth_root, extractor):
+    paths = collect_images([synth_root / "query"])[:6]
+    with Gallery.open(tmp_path / "g.db", model=describe_extractor(extractor), create=True) as g:
+        enrol_files(g, extractor, paths[:2])
+        # what is not enrolled yet, once per content
+        assert pending_files(g, [*paths, paths[3]], chunk=4) == paths[2:]
+        embedded = embed_files(extractor, paths[2:], batch_size=3)
+        np.testing.assert_allclose(embedded.features, extractor(paths[2:]).numpy(), atol=1e-5)
+        partial = embedded.as_dict()
+        del partial[embedded.sha256[-1]]
+        with pytest.raises(ValueError, match=f"{paths[5]}: no embedding"):
+            enrol_files(g, None, paths, embeddings=partial)
+        assert g.size() == 2  # the failed call committed nothing
+        report = enrol_files(g, None, paths, embeddings=embedded.as_dict(), commit_every=1)
+        assert (report.added, report.skipped) == (4, 2)
+        hits = g.search(extractor(paths).numpy(), 1, None)
+        assert [h[0].entry.id for h in hits] == [report.ids[p] for p in paths]
+        np.testing.assert_allclose([h[0].distance for h in hits], 0.0, atol=1e-5)

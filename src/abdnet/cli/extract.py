@@ -110,7 +110,7 @@ def build_extractor(
     return extractor, info
 
 
-def _bar(total: int | None, desc: str, show: bool = True):
+def progress_bar(total: int | None, desc: str, show: bool = True):
     """A tqdm progress bar on stderr (hidden when not ``show``)."""
     from tqdm import tqdm
 
@@ -119,7 +119,7 @@ def _bar(total: int | None, desc: str, show: bool = True):
 
 def run_extraction(extractor, paths: list[str], *, skip_bad: bool, desc: str):
     """Extract ``paths`` with a tqdm progress bar on stderr; returns the Extraction."""
-    with _bar(len(paths), desc) as bar:
+    with progress_bar(len(paths), desc) as bar:
         return extractor.extract(paths, skip_bad=skip_bad, progress=bar.update)
 
 
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         extractor, info = build_extractor(args, normalize=not args.raw, device=device)
-        with _bar(len(paths) if not ctx.enabled else None, "extract", ctx.is_main) as bar:
+        with progress_bar(len(paths) if not ctx.enabled else None, "extract", ctx.is_main) as bar:
             result = extract_feature_file(
                 extractor,
                 paths,

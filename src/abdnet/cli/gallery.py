@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from abdnet.cli.extract import add_model_arguments, build_extractor
+from abdnet.cli.extract import add_model_arguments, build_extractor, progress_bar
 
 HELP = "enrol crops into a persistent gallery (Milvus Lite file or Milvus server), search, delete"
 
@@ -42,20 +42,18 @@ def add_gallery_arguments(parser: argparse.ArgumentParser, *, creating: bool = F
         )
 
 
-def open_gallery_for_model(args: argparse.Namespace, *, create: bool) -> tuple[Any, Any, Any]:
+def open_gallery_for_model(
+    args: argparse.Namespace, *, create: bool, flip: bool | None = None, device: Any = None
+) -> tuple[Any, Any, Any]:
     """``(gallery, extractor, model_info)`` for the model the arguments name.
 
-    An existing gallery built with flip averaging is searched with flip averaging (no need
-    to repeat --flip); any other difference from the gallery's model is an error.
+    ``flip`` defaults to :func:`gallery_flip`; ``device`` overrides ``--device``.
     """
     from abdnet.gallery import Gallery, describe_extractor
 
-    flip = bool(args.flip)
-    if not flip:
-        stored = _stored_model(args)
-        if stored is not None and stored.flip:
-            flip = True
-    extractor, info = build_extractor(args, flip=flip)
+    extractor, info = build_extractor(
+        args, flip=gallery_flip(args) if flip is None else flip, device=device
+    )
     model = describe_extractor(extractor, source=info["source"])
     gallery = Gallery.open(
         args.gallery,
@@ -66,6 +64,16 @@ def open_gallery_for_model(args: argparse.Namespace, *, create: bool) -> tuple[A
         index=getattr(args, "index", "flat"),
     )
     return gallery, extractor, model
+
+
+def gallery_flip(args: argparse.Namespace) -> bool:
+    """Whether to flip-average: --flip, or an existing gallery built with flip averaging (it
+    is searched and extended the same way without repeating --flip; any other difference
+    from the gallery's model is an error when it is opened)."""
+    if args.flip:
+        return True
+    stored = _stored_model(args)
+    return stored is not None and stored.flip
 
 
 def _stored_model(args: argparse.Namespace):
@@ -98,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "after an interruption continues where it stopped. Camera and time come from "
         "--camera / --timestamp or, when not given, from Market/Duke-style file names "
         "(0002_c1s1_000451_03.jpg: camera 0, frame 451).",
+        epilog="Scale out with torchrun: 'torchrun --nproc_per_node N -m abdnet.cli.main "
+        "gallery add ...' gives the same gallery as one process. Rank 0 opens the gallery and "
+        "lists the images not enrolled yet, every process embeds a contiguous share of them, "
+        "and rank 0 enrols them all; a failed process fails the run and nothing is added.",
     )
     add_gallery_arguments(a, creating=True)
     add_model_arguments(a)
@@ -163,10 +175,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    import torch
 
-    from abdnet.gallery import enrol_files, parse_time
-    from abdnet.retrieval import collect_images
+    from abdnet.engine import cleanup, init_distributed, resolve_device
+    from abdnet.gallery import parse_time
+    from abdnet.retrieval import ShardFailedError, collect_images
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -176,32 +189,32 @@ def _add(args: argparse.Namespace) -> int:
     paths = collect_images(args.images)
     if not paths:
         raise ValueError(f"--images {' '.join(args.images)}: no image files found")
-    gallery, extractor, _ = open_gallery_for_model(args, create=True)
-    with (
-        gallery,
-        tqdm(
-            total=len(paths),
-            desc="enrol",
-            unit="img",
-            file=sys.stderr,
-            leave=False,
-            disable=args.no_progress,
-        ) as bar,
-    ):
-        report = enrol_files(
-            gallery,
-            extractor,
-            paths,
-            camera=args.camera,
-            timestamp=when,
-            label=args.label,
-            label_from_pid=args.label_from_name,
-            fps=args.fps,
-            batch_size=args.batch_size,
-            skip_bad=args.skip_bad,
-            progress=bar.update,
-        )
-        size = gallery.size()
+    options = dict(
+        camera=args.camera,
+        timestamp=when,
+        label=args.label,
+        label_from_pid=args.label_from_name,
+        fps=args.fps,
+        batch_size=args.batch_size,
+        skip_bad=args.skip_bad,
+    )
+    # under torchrun: join the process group (gloo on the CPU), each rank embeds its share
+    ctx, device = init_distributed(
+        resolve_device(args.device) if args.checkpoint else torch.device("cpu")
+    )
+    try:
+        if ctx.enabled:
+            result = _add_sharded(args, paths, options, ctx, device)
+        else:
+            result = _add_single(args, paths, options)
+    except ShardFailedError as exc:
+        print(f"abdnet gallery: error: {args.gallery}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup(ctx)
+    if result is None:  # a rank other than 0: rank 0 reports
+        return 0
+    report, size = result
     for item, reason in report.failed:
         print(f"skipped {item}: {reason}", file=sys.stderr)
     print(
@@ -210,6 +223,66 @@ def _add(args: argparse.Namespace) -> int:
         + f"; {size} entries"
     )
     return 1 if report.failed else 0
+
+
+def _add_single(args: argparse.Namespace, paths: list[str], options: dict[str, Any]):
+    from abdnet.gallery import enrol_files
+
+    gallery, extractor, _ = open_gallery_for_model(args, create=True)
+    with gallery, progress_bar(len(paths), "enrol", not args.no_progress) as bar:
+        report = enrol_files(gallery, extractor, paths, progress=bar.update, **options)
+        return report, gallery.size()
+
+
+def _add_sharded(args: argparse.Namespace, paths: list[str], options: dict[str, Any], ctx, device):
+    """Rank 0 opens the gallery and tells the others the flip setting; every rank builds its
+    extractor; :func:`abdnet.gallery.enrol_sharded` does the rest."""
+    from abdnet.engine import broadcast_object, failed_ranks
+    from abdnet.gallery import enrol_sharded
+    from abdnet.retrieval import ShardFailedError
+
+    gallery = extractor = None
+    flip: bool | None = None
+    error: BaseException | None = None
+    if ctx.is_main:
+        try:
+            flip = gallery_flip(args)
+            gallery, extractor, _ = open_gallery_for_model(
+                args, create=True, flip=flip, device=device
+            )
+        except Exception as exc:  # the other ranks learn it from the broadcast
+            error = exc
+    flip = broadcast_object(flip if error is None else None, ctx)
+    if error is not None:
+        raise error
+    if flip is None:
+        raise ShardFailedError(
+            f"rank 0 of {ctx.world_size} could not open the gallery (see its error); "
+            f"nothing enrolled"
+        )
+    try:
+        if not ctx.is_main:
+            extractor, _ = build_extractor(args, flip=flip, device=device)
+    except Exception as exc:
+        error = exc
+    try:
+        failed = failed_ranks(error is None, ctx)
+        if error is not None:
+            raise error
+        if failed:
+            raise ShardFailedError(
+                f"rank(s) {', '.join(map(str, failed))} of {ctx.world_size} could not load the "
+                f"model (see their errors); nothing enrolled"
+            )
+        show = ctx.is_main and not args.no_progress
+        with progress_bar(None, "embed", show) as bar:
+            report = enrol_sharded(gallery, extractor, paths, ctx, progress=bar.update, **options)
+        if gallery is None:
+            return None
+        return report, gallery.size()
+    finally:
+        if gallery is not None:
+            gallery.close()
 
 
 def _search(args: argparse.Namespace) -> int:

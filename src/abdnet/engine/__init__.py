@@ -9,8 +9,10 @@ from abdnet.engine.checkpoint import (
 )
 from abdnet.engine.distributed import (
     DistContext,
+    broadcast_object,
     cleanup,
     failed_ranks,
+    gather_objects,
     init_distributed,
     shard,
     wrap_ddp,
@@ -57,8 +59,10 @@ __all__ = [
     "DistContext",
     "init_distributed",
     "wrap_ddp",
+    "broadcast_object",
     "cleanup",
     "failed_ranks",
+    "gather_objects",
     "shard",
     "Precision",
     "choose_precision",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,8 +26,10 @@ __all__ = [
     "wrap_ddp",
     "all_reduce_mean",
     "barrier",
+    "broadcast_object",
     "cleanup",
     "failed_ranks",
+    "gather_objects",
     "shard",
 ]
 
@@ -99,6 +102,25 @@ def failed_ranks(ok: bool, ctx: DistContext) -> list[int]:
     flags[ctx.rank] = 0 if ok else 1
     dist.all_reduce(flags, op=dist.ReduceOp.SUM)
     return [r for r, failed in enumerate(flags.tolist()) if failed]
+
+
+def broadcast_object(obj: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``obj`` on every rank (pickled; every rank must call it; a collective)."""
+    if not ctx.enabled:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any, ctx: DistContext) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0, None on the other ranks (pickled; every
+    rank must call it; a collective)."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 def barrier(ctx: DistContext) -> None:

@@ -3,7 +3,15 @@
 pymilvus is imported only when a gallery is opened.
 """
 
-from abdnet.gallery.enrol import EnrolReport, enrol_files, name_metadata
+from abdnet.gallery.enrol import (
+    EmbeddedFiles,
+    EnrolReport,
+    embed_files,
+    enrol_files,
+    enrol_sharded,
+    name_metadata,
+    pending_files,
+)
 from abdnet.gallery.gallery import (
     DEFAULT_COLLECTION,
     INDEX_TYPES,
@@ -72,9 +80,13 @@ __all__ = [
     "describe_extractor",
     "CropStore",
     "StoreStats",
+    "EmbeddedFiles",
     "EnrolReport",
+    "embed_files",
     "enrol_files",
+    "enrol_sharded",
     "name_metadata",
+    "pending_files",
     "Threshold",
     "load_threshold",
     "save_threshold",

@@ -8,12 +8,23 @@ Camera and time come from the arguments or, when not given, from Market/Duke-sty
 names (``0002_c1s1_000451_03.jpg``: camera 0, frame 451; ``0001_c2_f0046182.jpg``: camera 1,
 frame 46182). A frame number is a position in the video, not a date: it becomes a time on
 the video's own clock, ``frame / fps`` seconds after 1970-01-01T00:00:00Z.
+
+Under ``torchrun`` (:func:`enrol_sharded`) only rank 0 opens the gallery (a Milvus Lite file
+serves one process). Rank 0 reads the bytes of every file and keeps those whose sha256 is not
+enrolled yet, the first file of each content (:func:`pending_files`), and sends that list to
+every rank. Each rank embeds its contiguous share of it (:func:`abdnet.engine.shard`,
+:func:`embed_files`: the same reading and the same :class:`FeatureExtractor` as one
+process) and reports success (:func:`abdnet.engine.failed_ranks`). When every rank
+succeeded, the embeddings (keyed by the sha256 of the bytes they were computed from) are
+gathered on rank 0, which enrols all the files through :func:`enrol_files` with them: the
+same entries, ids, metadata, crops, commits and report as one process. When any rank failed,
+every rank raises and rank 0 adds nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,12 +32,21 @@ from typing import Any
 
 import numpy as np
 
+from abdnet.engine import DistContext, broadcast_object, failed_ranks, gather_objects, shard
 from abdnet.gallery.gallery import Gallery
-from abdnet.gallery.images import DEFAULT_MAX_PIXELS, read_crop
+from abdnet.gallery.images import DEFAULT_MAX_PIXELS, CropImage, read_crop, sha256_hex
 from abdnet.gallery.records import Enrolment
-from abdnet.retrieval import ImageReadError, parse_name
+from abdnet.retrieval import ImageReadError, ShardFailedError, parse_name
 
-__all__ = ["EnrolReport", "enrol_files", "name_metadata"]
+__all__ = [
+    "EmbeddedFiles",
+    "EnrolReport",
+    "embed_files",
+    "enrol_files",
+    "enrol_sharded",
+    "name_metadata",
+    "pending_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +59,18 @@ class EnrolReport:
     skipped: int = 0  # already enrolled (same bytes)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason), --skip-bad
     ids: dict[str, str] = field(default_factory=dict)  # file -> id
+
+
+@dataclass
+class EmbeddedFiles:
+    """Embeddings of image files, keyed by the sha256 of the bytes they were computed from."""
+
+    sha256: list[str] = field(default_factory=list)
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))  # (N, D)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason), skip_bad
+
+    def as_dict(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.sha256, self.features))
 
 
 def name_metadata(path: str | Path, fps: float) -> tuple[int | None, datetime | None, int | None]:
@@ -67,6 +99,7 @@ def enrol_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     commit_every: int = 512,
     progress: Callable[[int], None] | None = None,
+    embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> EnrolReport:
     """Add image files to ``gallery`` with embeddings from ``extractor`` (FeatureExtractor).
 
@@ -76,7 +109,13 @@ def enrol_files(
     committed stays enrolled) unless ``skip_bad``, which lists it in the report instead.
     Embeddings are computed ``batch_size`` images at a time and committed (crops synced, rows
     written) every ``commit_every`` images: a commit costs a file-system sync.
+
+    ``embeddings`` (sha256 of a crop's bytes -> its embedding, e.g. from :func:`embed_files`)
+    replaces ``extractor`` (which may then be None): a crop not enrolled yet must have one,
+    or ValueError names its file (what was committed before stays enrolled).
     """
+    if embeddings is None and extractor is None:
+        raise ValueError("enrol_files: an extractor or precomputed embeddings are needed")
     if batch_size < 1 or commit_every < 1:
         raise ValueError(
             f"batch_size and commit_every must be >= 1, got {batch_size}, {commit_every}"
@@ -100,15 +139,7 @@ def enrol_files(
 
     for start in range(0, len(paths), batch_size):
         batch = [str(p) for p in paths[start : start + batch_size]]
-        crops = []
-        for p in batch:
-            try:
-                crops.append(read_crop(p, max_pixels=max_pixels))
-            except ImageReadError as exc:
-                if not skip_bad:
-                    raise
-                log.warning("skipping %s", exc)
-                report.failed.append((p, str(exc)))
+        crops = _read_crops(batch, skip_bad, max_pixels, report.failed)
         known = gallery.find([c.sha256 for c in crops])
         todo = []
         for c in crops:
@@ -118,7 +149,10 @@ def enrol_files(
             else:
                 todo.append(c)
         if todo:
-            features = extractor([c.image for c in todo]).numpy()  # (b, D), L2-normalized
+            if embeddings is None:
+                features = extractor([c.image for c in todo]).numpy()  # (b, D), L2-normalized
+            else:
+                features = np.stack([_precomputed(embeddings, c) for c in todo])
             for c, f in zip(todo, features):
                 cam, when, pid = name_metadata(c.name, fps)
                 lab = str(pid) if label_from_pid and pid is not None else label
@@ -135,3 +169,171 @@ def enrol_files(
             progress(len(batch))
     commit()
     return report
+
+
+def _read_crops(
+    paths: Sequence[str], skip_bad: bool, max_pixels: int, failed: list[tuple[str, str]]
+) -> list[CropImage]:
+    """The crops of ``paths`` that can be read; with ``skip_bad`` the others are logged and
+    listed in ``failed``, without it the first raises ImageReadError naming its file."""
+    crops = []
+    for p in paths:
+        try:
+            crops.append(read_crop(p, max_pixels=max_pixels))
+        except ImageReadError as exc:
+            if not skip_bad:
+                raise
+            log.warning("skipping %s", exc)
+            failed.append((p, str(exc)))
+    return crops
+
+
+def _precomputed(embeddings: Mapping[str, np.ndarray], crop: CropImage) -> np.ndarray:
+    try:
+        return np.asarray(embeddings[crop.sha256], dtype=np.float32)
+    except KeyError:
+        raise ValueError(
+            f"{crop.name}: no embedding was computed for its bytes (sha256 {crop.sha256}): "
+            f"the file changed during the run, or the process that embedded it could not "
+            f"read it"
+        ) from None
+
+
+def embed_files(
+    extractor: Any,
+    paths: Sequence[str | Path],
+    *,
+    batch_size: int = 64,
+    skip_bad: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Callable[[int], None] | None = None,
+) -> EmbeddedFiles:
+    """Embeddings of image files, read and embedded as :func:`enrol_files` does.
+
+    An unreadable file raises ImageReadError naming it unless ``skip_bad``, which lists it
+    in ``failed`` instead.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = EmbeddedFiles()
+    features: list[np.ndarray] = []
+    for start in range(0, len(paths), batch_size):
+        batch = [str(p) for p in paths[start : start + batch_size]]
+        crops = _read_crops(batch, skip_bad, max_pixels, out.failed)
+        if crops:
+            features.append(extractor([c.image for c in crops]).numpy())
+            out.sha256 += [c.sha256 for c in crops]
+        if progress is not None:
+            progress(len(batch))
+    if features:
+        out.features = np.concatenate(features).astype(np.float32, copy=False)
+    return out
+
+
+def pending_files(gallery: Gallery, paths: Sequence[str | Path], chunk: int = 1024) -> list[str]:
+    """The files of ``paths`` whose bytes are not enrolled in ``gallery``, in order, one per
+    content (the first file with those bytes). A file that cannot be read is kept: reading
+    it for its embedding reports it."""
+    todo: list[str] = []
+    seen: set[str] = set()
+    for start in range(0, len(paths), chunk):
+        hashed: list[tuple[str, str | None]] = []
+        for p in paths[start : start + chunk]:
+            try:
+                hashed.append((str(p), sha256_hex(Path(p).read_bytes())))
+            except OSError:
+                hashed.append((str(p), None))
+        known = gallery.find([h for _, h in hashed if h is not None])
+        for p, h in hashed:
+            if h is None:
+                todo.append(p)
+            elif h not in known and h not in seen:
+                seen.add(h)
+                todo.append(p)
+    return todo
+
+
+def enrol_sharded(
+    gallery: Gallery | None,
+    extractor: Any,
+    paths: Sequence[str | Path],
+    ctx: DistContext,
+    *,
+    batch_size: int = 64,
+    skip_bad: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Callable[[int], None] | None = None,
+    **options: Any,
+) -> EnrolReport | None:
+    """:func:`enrol_files` with the embedding split over the ranks of ``ctx`` (see the
+    module docstring); every rank calls it with the same ``paths``.
+
+    ``gallery`` is the open gallery on rank 0 and None on the others; ``options`` are
+    :func:`enrol_files`'s metadata and commit options, used by rank 0. ``progress`` counts
+    this rank's share as it is embedded. Returns the report on rank 0, None elsewhere.
+    Raises :class:`ShardFailedError` on every rank when another rank failed; the failed rank
+    raises its own error. Either way rank 0 has added nothing.
+    """
+    if ctx.is_main and gallery is None:
+        raise ValueError("enrol_sharded: rank 0 needs the open gallery")
+    todo: list[str] | None = None
+    error: BaseException | None = None
+    if ctx.is_main:
+        try:
+            todo = pending_files(gallery, paths)
+            log.info(
+                "%d of %d images already enrolled or repeated; %d to embed",
+                len(paths) - len(todo),
+                len(paths),
+                len(todo),
+            )
+        except Exception as exc:  # the other ranks learn it from the broadcast
+            error = exc
+    todo = broadcast_object(todo, ctx)
+    if error is not None:
+        raise error
+    if todo is None:
+        raise ShardFailedError(
+            f"rank 0 of {ctx.world_size} failed to list the files to embed (see its error); "
+            f"nothing enrolled"
+        )
+    share = shard(len(todo), ctx)
+    mine = todo[share.start : share.stop]
+    log.info("rank %d/%d: %d images", ctx.rank, ctx.world_size, len(mine))
+    embedded = None
+    try:
+        embedded = embed_files(
+            extractor,
+            mine,
+            batch_size=batch_size,
+            skip_bad=skip_bad,
+            max_pixels=max_pixels,
+            progress=progress,
+        )
+    except Exception as exc:  # reported to the other ranks below, then raised here
+        log.error("rank %d/%d failed: %s", ctx.rank, ctx.world_size, exc)
+        error = exc
+    failed = failed_ranks(error is None, ctx)
+    if error is not None:
+        raise error
+    if failed:
+        raise ShardFailedError(
+            f"rank(s) {', '.join(map(str, failed))} of {ctx.world_size} failed (see their "
+            f"errors); nothing enrolled"
+        )
+    parts = gather_objects(embedded, ctx)
+    if parts is None:  # not rank 0
+        return None
+    embeddings: dict[str, np.ndarray] = {}
+    for part in parts:
+        embeddings.update(part.as_dict())
+    return enrol_files(
+        gallery,
+        None,
+        paths,
+        batch_size=batch_size,
+        skip_bad=skip_bad,
+        max_pixels=max_pixels,
+        embeddings=embeddings,
+        **options,
+    )
