@@ -12,7 +12,7 @@ import torch
 from abdnet.export import COSINE_MIN
 from abdnet.retrieval import FeatureExtractor
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.openvino]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from abdnet.models.io import load_model
 from abdnet.retrieval import FeatureExtractor
 
 pytest.importorskip("openvino")
+pytestmark = pytest.mark.openvino
 
 H, W = 64, 32
 

@@ -105,6 +105,7 @@ def test_extract_onnx_matches_checkpoint(env):
     assert np.abs(a["features"] - b["features"]).max() <= 1e-4
 
 
+@pytest.mark.openvino
 def test_extract_backend_onnx_matches_pytorch(env, tmp_path, monkeypatch, capsys):
     root, _, run, gallery = env
     monkeypatch.setenv("ABDNET_CACHE", str(tmp_path / "cache"))
