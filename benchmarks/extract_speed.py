@@ -48,17 +48,12 @@ COSINE_TARGET = 0.999
 
 
 def cpu_description() -> str:
-    flags: set[str] = set()
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("", "x86_64"):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    """The CPU's model name, core count and the instruction sets that decide the kernels."""
+    from abdnet.engine import cpu_info
+
+    info = cpu_info()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     return f"{name}, {os.cpu_count()} cpus, flags: {' '.join(f for f in wanted if f in flags)}"
 

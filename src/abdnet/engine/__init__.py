@@ -30,6 +30,7 @@ from abdnet.engine.precision import (
     choose_precision,
     cpu_has_native_bf16,
     cpu_identity,
+    cpu_info,
     resolve_device,
 )
 from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
@@ -68,6 +69,7 @@ __all__ = [
     "choose_precision",
     "cpu_has_native_bf16",
     "cpu_identity",
+    "cpu_info",
     "resolve_device",
     "EpochPlan",
     "TransferSchedule",

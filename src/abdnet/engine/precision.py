@@ -35,6 +35,7 @@ __all__ = [
     "choose_precision",
     "cpu_has_native_bf16",
     "cpu_identity",
+    "cpu_info",
     "resolve_device",
 ]
 
@@ -86,7 +87,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
+def cpu_info(path: str = "/proc/cpuinfo") -> dict[str, str]:
     """The first processor's fields of ``/proc/cpuinfo`` (empty where there is none)."""
     try:
         text = Path(path).read_text()
@@ -102,13 +103,13 @@ def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
 
 
 def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
-    return set(_cpuinfo(path).get("flags", "").split())
+    return set(cpu_info(path).get("flags", "").split())
 
 
 def cpu_identity() -> str:
     """The CPU's model name and its instruction-set flags (what decides which kernels run):
     a key for results measured on this kind of machine."""
-    info = _cpuinfo()
+    info = cpu_info()
     name = info.get("model name") or platform.processor() or platform.machine()
     flags = " ".join(sorted(set(info.get("flags", "").split())))
     return f"{name} | {torch.backends.cpu.get_cpu_capability()} | {flags}"
