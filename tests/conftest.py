@@ -183,51 +183,23 @@ def file_server():
     server.stop()
 
 
-# A small but real training run (1 epoch, evaluated at the end): a run folder with
-# checkpoints/last, metrics.jsonl and config.yaml, as `abdnet train` writes it.
-SMALL_RUN_CONFIG = {
-    "model": {
-        "preset": "paper",
-        "backbone": "resnet18",
-        "global_dim": 32,
-        "attentive_dim": 32,
-        "reduction_dim": 32,
-        "ow_scope": "stem",
-    },
-    "data": {
-        "name": "synthetic",
-        "synthetic": {"ids": 8, "cams": 2, "per_id": 4, "height": 64, "width": 32},
-        "height": 64,
-        "width": 32,
-        "batch_size": 8,
-        "num_instances": 4,
-        "workers": 0,
-    },
-    "train": {
-        "frozen_epochs": 0,
-        "epochs": 1,
-        "device": "cpu",
-        "precision": "fp32",
-        "eval_every": 0,
-    },
-}
+# A small but real training run (1 epoch, evaluated at the end).
+SMALL_RUN = Path(__file__).parent / "fixtures" / "small-run.yaml"
 
 
 @pytest.fixture(scope="session")
-def small_config_file(tmp_path_factory) -> Path:
-    """``SMALL_RUN_CONFIG`` as a YAML file, as ``abdnet train --config`` reads it."""
-    from abdnet.config import config_from_dict, save_config
-
-    path = tmp_path_factory.mktemp("small-config") / "small.yaml"
-    save_config(config_from_dict(SMALL_RUN_CONFIG), path)
-    return path
+def small_config_file() -> Path:
+    """The small run's config file, as ``abdnet train --config`` reads it (read-only)."""
+    return SMALL_RUN
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    from abdnet.config import config_from_dict
+    """The small run trained: checkpoints/last, metrics.jsonl and config.yaml, as
+    ``abdnet train`` writes them."""
+    from abdnet.config import load_config
     from abdnet.engine import train
 
     run = tmp_path_factory.mktemp("small-run") / "run"
-    train(config_from_dict(SMALL_RUN_CONFIG), run, progress=False)
+    train(load_config(SMALL_RUN), run, progress=False)
     return run

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from abdnet.config import config_from_dict, load_config
@@ -19,39 +20,17 @@ from abdnet.engine import load_checkpoint, train
 ROOT = Path(__file__).resolve().parents[2]
 
 
+SMALL_RUN = ROOT / "tests" / "fixtures" / "small-run.yaml"
+
+
 def small_config(**train_overrides):
-    return config_from_dict(
-        {
-            "model": {
-                "preset": "paper",
-                "backbone": "resnet18",
-                "global_dim": 32,
-                "attentive_dim": 32,
-                "reduction_dim": 32,
-                "ow_scope": "stem",  # keeps the test fast; the RNG-driven O.W. path still runs
-            },
-            "data": {
-                "name": "synthetic",
-                "synthetic": {"ids": 8, "cams": 2, "per_id": 4, "height": 64, "width": 32},
-                "height": 64,
-                "width": 32,
-                "batch_size": 8,
-                "num_instances": 4,
-                "workers": 0,
-            },
-            "optim": {"milestones": [1]},
-            "train": {
-                "frozen_epochs": 1,
-                "epochs": 2,
-                "device": "cpu",
-                "precision": "fp32",
-                "deterministic": True,
-                "eval_every": 0,
-                "checkpoint_every": 10,
-                **train_overrides,
-            },
-        }
-    )
+    """The small run of tests/fixtures/small-run.yaml as 1 frozen + 1 epoch with an LR step,
+    deterministic kernels and no checkpoint between the final ones."""
+    cfg = yaml.safe_load(SMALL_RUN.read_text())
+    cfg["optim"] = {"milestones": [1]}
+    cfg["train"].update(frozen_epochs=1, epochs=2, deterministic=True, checkpoint_every=10)
+    cfg["train"].update(train_overrides)
+    return config_from_dict(cfg)
 
 
 def weights(run):
