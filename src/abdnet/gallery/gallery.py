@@ -518,10 +518,6 @@ def _hit(h: Any) -> Hit:
 
 
 def _connect(uri: str, timeout: float) -> Any:
-    # Milvus Lite logs every server start/stop and index build at INFO, and its faiss import
-    # logs each CPU-feature probe; keep the CLI's output to what abdnet says.
-    for name in ("milvus_lite", "faiss.loader"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     from pymilvus import MilvusClient  # heavy, optional dependency
     from pymilvus.exceptions import MilvusException
 
