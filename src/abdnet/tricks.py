@@ -14,12 +14,18 @@ __all__ = ["TRICKS", "trick_overrides"]
 
 # name -> (what it does, the --set overrides it stands for)
 TRICKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "no-erasing": ("random erasing off (Zhong et al. 2020; on by default)", ("data.erasing_p=0.0",)),
+    "no-erasing": (
+        "random erasing off (Zhong et al. 2020; on by default)",
+        ("data.erasing_p=0.0",),
+    ),
     "no-label-smooth": (
         "cross-entropy without label smoothing (Szegedy et al. 2016; on by default)",
         ("loss.label_smooth=0.0",),
     ),
-    "warmup": ("10-epoch linear learning-rate warm-up (Luo et al. 2019)", ("optim.warmup_epochs=10",)),
+    "warmup": (
+        "10-epoch linear learning-rate warm-up (Luo et al. 2019)",
+        ("optim.warmup_epochs=10",),
+    ),
 }
 
 

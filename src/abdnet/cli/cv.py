@@ -41,7 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="reshuffled K-fold partitions (default 1); more can be added to a folder later",
     )
     p.add_argument(
-        "--seed", type=int, default=None, help="fold shuffle seed (default: the config's train.seed)"
+        "--seed",
+        type=int,
+        default=None,
+        help="fold shuffle seed (default: the config's train.seed)",
     )
     p.add_argument(
         "--queries-per-camera",
@@ -70,8 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from abdnet.config import load_config, with_data_root
-    from abdnet.tricks import TRICKS, trick_overrides
     from abdnet.crossval import run_cv, summarize_folds
+    from abdnet.tricks import TRICKS, trick_overrides
 
     if "list" in args.trick:
         for name, (what, sets) in TRICKS.items():

@@ -96,7 +96,11 @@ class FoldSplit:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["path", "pid", "camid", "split"])
-        for split, records in (("train", self.train), ("query", self.query), ("gallery", self.gallery)):
+        for split, records in (
+            ("train", self.train),
+            ("query", self.query),
+            ("gallery", self.gallery),
+        ):
             for r in records:
                 w.writerow([r.path, r.pid, r.camid, split])
         return buf.getvalue()

@@ -150,7 +150,9 @@ def _figure(results: Sequence[FoldResult]) -> Any:
     return fig
 
 
-def write_report(plan: CVPlan, results: Sequence[FoldResult], out_dir: str | Path) -> dict[str, Path]:
+def write_report(
+    plan: CVPlan, results: Sequence[FoldResult], out_dir: str | Path
+) -> dict[str, Path]:
     """Write ``cv.json``, ``cv.md`` and ``cv.png`` atomically; returns their paths."""
     out = Path(out_dir)
     paths = {"json": out / "cv.json", "md": out / "cv.md", "png": out / "cv.png"}

@@ -303,7 +303,9 @@ def run_cv(
                 fold_dir.mkdir(parents=True, exist_ok=True)
                 csv_path = fold_dir / SPLIT_FILE
                 atomic_write(csv_path, split.to_csv())
-                finished = _train_fold(split, fold_config(plan.config, csv_path.resolve()), fold_dir, fn)
+                finished = _train_fold(
+                    split, fold_config(plan.config, csv_path.resolve()), fold_dir, fn
+                )
                 atomic_write(fold_dir / RESULT_FILE, json.dumps(finished.to_json(), indent=1))
             else:
                 log.info("fold %s: finished earlier (%s)", split.name, fold_dir)
