@@ -7,16 +7,9 @@ cross-camera query/gallery per fold; ``runner`` trains each fold through
 """
 
 from abdnet.crossval.folds import FoldSplit, IdentityPool, assign_folds, fold_split, pool_identities
+from abdnet.crossval.plan import METRICS, CVPlan, FoldResult, plan_cv
 from abdnet.crossval.report import MetricStats, summarize_folds, write_report
-from abdnet.crossval.runner import (
-    METRICS,
-    CVPlan,
-    FoldResult,
-    fold_config,
-    plan_cv,
-    read_fold_result,
-    run_cv,
-)
+from abdnet.crossval.runner import fold_config, read_fold_result, run_cv
 
 __all__ = [
     "FoldSplit",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from abdnet.crossval.runner import METRICS, CVPlan, FoldResult
+from abdnet.crossval.plan import METRICS, CVPlan, FoldResult
 from abdnet.files import atomic_file, atomic_write
 
 __all__ = ["MetricStats", "summarize_folds", "write_report", "REPORT_METRICS"]
