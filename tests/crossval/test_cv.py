@@ -134,3 +134,24 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([*args, "--folds", "2", "--trick", "nonsense"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "unknown trick 'nonsense'" in err
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_ablate_cv_uses_the_same_folds_for_every_row(tmp_path, capsys):
+    out = tmp_path / "abl"
+    code = main(
+        ["ablate", "--config", str(SMALL_RUN), "--variants", "baseline", "of",
+         "--cv", "2", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    plans = [json.loads((out / v / "plan.json").read_text()) for v in ("baseline", "of")]
+    assert plans[0]["assignment"] == plans[1]["assignment"]
+    rows = {
+        v: {r["repeat"] * 10 + r["fold"]: r["mAP"] for r in json.loads(
+            (out / v / "cv.json").read_text())["fold_results"]}
+        for v in ("baseline", "of")
+    }  # fmt: skip
+    diffs = [rows["of"][k] - rows["baseline"][k] for k in rows["of"]]
+    table = (out / "cv_table.md").read_text()
+    assert f"{100 * statistics.fmean(diffs):+.1f}" in table
+    assert "baseline (XE) + O.F." in table
