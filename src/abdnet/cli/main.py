@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "search": "search",
     "export": "export",
     "ablate": "ablate",
+    "cv": "cv",
     "viz": "viz",
     "calibrate": "calibrate",
     "gallery": "gallery",
