@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "calibrate",
     "gallery": "gallery",
     "serve": "serve",
+    "track": "track",
 }
 
 
