@@ -29,10 +29,12 @@ COMMANDS: dict[str, str] = {
     "search": "search",
     "export": "export",
     "ablate": "ablate",
+    "cv": "cv",
     "viz": "viz",
     "calibrate": "calibrate",
     "gallery": "gallery",
     "serve": "serve",
+    "track": "track",
 }
 
 
