@@ -31,6 +31,7 @@ from .parsers import (
     parse_market1501,
     parse_msmt17,
 )
+from .person import Appearance, PersonBox, PersonLayer, make_appearance, render_person
 from .sampler import RandomIdentitySampler
 from .synthetic import SYNTHETIC_MARKER, SyntheticReID, write_synthetic
 from .transforms import (
@@ -42,6 +43,11 @@ from .transforms import (
 )
 
 __all__ = [
+    "Appearance",
+    "PersonBox",
+    "PersonLayer",
+    "make_appearance",
+    "render_person",
     "IMAGE_EXTENSIONS",
     "MAX_UPSCALE",
     "ImageCheck",
