@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 import traceback
 
+from abdnet.cli.logs import setup_logging
 from abdnet.files import FileLockedError
 
 # sub-command -> module under abdnet.cli
@@ -83,11 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser([first] if first in COMMANDS else None)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    setup_logging(verbose=args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

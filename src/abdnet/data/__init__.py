@@ -7,9 +7,7 @@ from .images import (
     ImageCheck,
     ImageInput,
     ImageReadError,
-    NameLabels,
     check_image_file,
-    parse_name,
     read_image,
     upscale_warning,
 )
@@ -20,6 +18,7 @@ from .loader import (
     caching_reader,
     resolve_workers,
 )
+from .names import NameLabels, parse_name
 from .parsers import (
     DATASET_NAMES,
     build_dataset,

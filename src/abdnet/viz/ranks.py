@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from abdnet.evaluation import JUNK_PID
+
 __all__ = ["RankEntry", "RankedQuery", "rank_query", "plot_ranks", "STATUS_STYLE"]
 
 # status -> (border colour, line style, legend text)
@@ -63,7 +65,7 @@ def rank_query(
     k: int,
     query_index: int = 0,
     distractor_pids: frozenset[int] = frozenset(),
-    junk_pids: frozenset[int] = frozenset({-1}),
+    junk_pids: frozenset[int] = frozenset({JUNK_PID}),
     show_junk: bool = True,
 ) -> RankedQuery:
     """Gallery sorted by distance (ties by index) until ``k`` ranked entries are collected.
