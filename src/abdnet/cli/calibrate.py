@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from abdnet.config import with_data_root
     from abdnet.data import build_dataset
-    from abdnet.evaluation import evaluate_verification
+    from abdnet.evaluation import evaluate_verification, is_junk
     from abdnet.files import check_output
     from abdnet.gallery import Threshold, describe_extractor, format_time, save_threshold
     from abdnet.viz import plot_roc
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     data_cfg = with_data_root(extractor.config.data, args.data)
     dataset = build_dataset(data_cfg)
     query = list(dataset.query)
-    gallery = [r for r in dataset.gallery if r.pid >= 0]  # -1: junk, as in evaluation
+    gallery = [r for r in dataset.gallery if not is_junk(r.pid)]  # as in evaluation
     if not query or not gallery:
         raise ValueError(f"--data {args.data}: no query or gallery images")
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from abdnet.config import ConfigError, ModelConfig, model_config
 from abdnet.models.abdnet import ABDNet
+from abdnet.models.backbones import pretrained_spec
 from abdnet.models.official import OfficialABDNet
 
 __all__ = ["build_model", "build_model_from_config", "official_model_config"]
@@ -63,18 +64,6 @@ def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def _pretrained_str(pretrained: bool | str | Path | None) -> str:
-    if pretrained is True:
-        return "imagenet"
-    if pretrained is False or pretrained is None:
-        return "none"
-    if isinstance(pretrained, (str, Path)):
-        return str(pretrained)
-    raise ValueError(
-        f"pretrained: expected a bool, 'none', 'imagenet' or a path, got {pretrained!r}"
-    )
-
-
 def build_model(
     preset: str,
     num_classes: int,
@@ -89,7 +78,7 @@ def build_model(
     torchvision state dict. Unknown override names raise ``ConfigError``.
     """
     cfg = model_config(
-        preset, backbone=backbone, pretrained=_pretrained_str(pretrained), **overrides
+        preset, backbone=backbone, pretrained=pretrained_spec(pretrained), **overrides
     )
     return build_model_from_config(cfg, num_classes)
 
