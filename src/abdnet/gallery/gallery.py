@@ -11,7 +11,7 @@ One collection (default ``abdnet_gallery``), one row per crop:
 field         type          meaning
 ============  ============  ==========================================================
 id            VARCHAR(16)   first 16 hex digits of the sha256 of the crop's bytes
-embedding     FLOAT_VECTOR  L2-normalized embedding (searched by inner product)
+embedding     FLOAT_VECTOR  L2-normalized embedding (searched by the space's Milvus metric)
 camera        INT64         camera number from 1 (c1 in Market names), -1 when unknown
 timestamp     INT64         capture time, ms since 1970-01-01 UTC; -2**62 when unknown
 frame         INT64         frame number in the crop's video, -1 when unknown
@@ -28,9 +28,11 @@ collection's properties and its schema description (Milvus versions keep one or 
 record the model (:class:`ModelInfo`) whose embeddings it holds; opening it with another
 model raises :class:`ModelMismatchError`.
 
-Ranking: on unit vectors the squared Euclidean distance is ``2 - 2 cos``, so searching by
-inner product ranks exactly as ``abdnet search`` does; each hit carries both the distance and
-the cosine score.
+Ranking: the model's embedding space (:attr:`ModelInfo.space`, an
+:class:`abdnet.engine.EmbeddingSpace`) says how Milvus searches (``milvus_metric``: inner
+product of unit vectors) and turns what Milvus returns into the space's distance (squared
+Euclidean ``2 - 2 cos``, as ``abdnet search`` and thresholds) and the cosine score; each hit
+carries both. A gallery holds unit vectors only (a raw-embedding space has no score).
 
 Durability: crops are written (and synced) before their rows; a row is acknowledged once
 Milvus has accepted it (Milvus Lite: appended to its write-ahead log, which survives the
@@ -54,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from abdnet.engine import EmbeddingSpace
 from abdnet.files import FileLockedError, FolderLock
 from abdnet.gallery.model import ModelInfo
 from abdnet.gallery.records import (
@@ -70,7 +73,6 @@ from abdnet.gallery.records import (
     Hit,
     Page,
     SearchFilter,
-    distance_from_score,
     format_time,
     quote,
     to_ms,
@@ -352,7 +354,8 @@ class Gallery:
         return out
 
     def _search(self, q: np.ndarray, limit: int, expr: str) -> list[list[Hit]]:
-        params: dict[str, Any] = {"metric_type": "IP"}
+        space = self.model.space
+        params: dict[str, Any] = {"metric_type": space.milvus_metric}
         if self.meta.get("index", "flat") == "hnsw":
             params["params"] = {"ef": max(64, limit)}
         result = self._call(
@@ -365,7 +368,7 @@ class Gallery:
             output_fields=_FIELDS,
             search_params=params,
         )
-        return [[_hit(h) for h in hits] for hits in result]
+        return [[_hit(h, space) for h in hits] for hits in result]
 
     def info(self) -> dict[str, Any]:
         """What ``abdnet gallery info`` prints."""
@@ -518,14 +521,14 @@ def _row(i: str, e: Enrolment, f: np.ndarray, now: int) -> dict[str, Any]:
     }
 
 
-def _hit(h: Any) -> Hit:
+def _hit(h: Any, space: EmbeddingSpace) -> Hit:
     entity = dict(h["entity"])
     entity["id"] = h["id"]
-    score = float(np.clip(h["distance"], -1.0, 1.0))  # inner product of unit vectors
+    value = float(h["distance"])  # what Milvus computed in the space's metric
     return Hit(
         entry=GalleryEntry.from_row(entity),
-        distance=float(distance_from_score(score)),
-        score=score,
+        distance=float(space.distance_from_search(value, space.milvus_metric)),
+        score=float(space.score_from_search(value, space.milvus_metric)),
     )
 
 
@@ -611,6 +614,11 @@ def _open_collection(
             )
         if model is None:
             raise GalleryError(f"{where}: a model is needed to create a gallery")
+        if not model.space.has_score:
+            raise GalleryError(
+                f"{where}: a gallery holds unit vectors, not {model.space.rule}: embed with "
+                f"normalization on (the FeatureExtractor default)"
+            )
         meta = {
             "format": GALLERY_FORMAT,
             "version": _VERSION,
@@ -622,7 +630,10 @@ def _open_collection(
         index_type, build = INDEX_TYPES[index]
         params = client.prepare_index_params()
         params.add_index(
-            field_name="embedding", index_type=index_type, metric_type="IP", params=build
+            field_name="embedding",
+            index_type=index_type,
+            metric_type=model.space.milvus_metric,
+            params=build,
         )
         with _quiet_grpc_server():
             client.create_collection(
