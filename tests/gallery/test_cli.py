@@ -46,7 +46,10 @@ def test_gallery_commands(tmp_path, tiny_checkpoint, synth_root, capsys):
     qcam = parse_name(query).camid
     d[[parse_name(p).camid == qcam for p in paths]] = np.inf
     order = np.argsort(d, kind="stable")[:5]
-    assert ans["camera"] == qcam
+    assert ans["camera"] == qcam + 1  # counted from 1, as the name's c<N>
+    assert f"_c{ans['camera']}" in query
+    assert all(r["camera"] != ans["camera"] for r in ans["results"])
+    assert [r["frame"] for r in ans["results"]] == [parse_name(paths[i]).frame for i in order]
     np.testing.assert_allclose([r["distance"] for r in ans["results"]], d[order], atol=1e-5)
     assert [r["source"] for r in ans["results"]][:1] == [paths[order[0]]]
 
