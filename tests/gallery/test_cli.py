@@ -183,7 +183,11 @@ def test_serve_options_parse_into_the_access_policy_and_limits(tmp_path, capsys)
     assert status(policy.check_read, local) == 200 and status(policy.check_read, remote) == 403
     assert status(policy.check_write, local) == 403
     assert service_settings(args) == ServiceSettings(
-        max_upload_bytes=16 * 2**20, max_image_pixels=4096 * 4096, max_batch=32, max_wait_ms=5.0
+        max_upload_bytes=16 * 2**20,
+        max_image_pixels=4096 * 4096,
+        max_batch=32,
+        max_wait_ms=5.0,
+        min_crop_side=8,
     )
     # a key file: writes and remote reads need one of its keys
     key_file = tmp_path / "keys"
@@ -200,9 +204,9 @@ def test_serve_options_parse_into_the_access_policy_and_limits(tmp_path, capsys)
     assert policy.writes == "open"
     assert status(policy.check_write, remote) == status(policy.check_read, remote) == 200
     settings = service_settings(
-        _serve_args("--max-upload-mb", "0.5", "--max-batch", "4", "--fps", "10", "--port", "0")
+        _serve_args("--max-upload-mb", "0.5", "--max-batch", "4", "--min-side", "20", "--port", "0")
     )
-    assert (settings.max_upload_bytes, settings.max_batch, settings.fps) == (2**19, 4, 10.0)
+    assert (settings.max_upload_bytes, settings.max_batch, settings.min_crop_side) == (2**19, 4, 20)
     # refused: a key file together with --no-auth (argparse), bad limits (naming the option)
     with pytest.raises(SystemExit) as exc:
         _serve_args("--api-key-file", str(key_file), "--no-auth")
