@@ -140,6 +140,8 @@ def train_step(
         use_of=plan.use_of,
         use_ow=plan.use_ow,
         use_triplet=plan.use_triplet,
+        of_factor=plan.of_factor,
+        ow_factor=plan.ow_factor,
     )
     scaler.scale(terms.total).backward()
     if grad_clip > 0:
@@ -197,7 +199,9 @@ def _train(
     model = build_model_from_config(cfg.model, data.num_classes).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    objective = build_objective(cfg, data.num_classes).to(device)
+    objective = build_objective(
+        cfg, data.num_classes, feature_dim=getattr(model, "feature_dim", None)
+    ).to(device)
     if resume and run.checkpoint("last").is_symlink() and not run.checkpoint("last").exists():
         raise FileNotFoundError(
             f"--resume {run.root}: checkpoints/last points to a missing folder "
@@ -216,7 +220,9 @@ def _train(
     log.info("device %s, precision %s (%s)", device, precision.name, precision.reason)
 
     # 3. The state, fresh or from the last checkpoint.
-    state = TrainState(model, build_optimizer(cfg.optim, model), precision.grad_scaler())
+    state = TrainState(
+        model, build_optimizer(cfg.optim, model), precision.grad_scaler(), objective=objective
+    )
     if resume and run.checkpoint("last").exists():
         restore_checkpoint(run.checkpoint("last"), state)
         log.info("resuming %s after epoch %d", run.root, state.epoch)
@@ -375,6 +381,8 @@ def _train_epoch(
         "epoch": plan.epoch + 1,
         "stage": plan.stage,
         "lr": plan.lr,
+        "of_factor": plan.of_factor,
+        "ow_factor": plan.ow_factor,
         "loss": loss,
         "steps": steps,
         "images_per_s": images_seen / max(seconds, 1e-9),
