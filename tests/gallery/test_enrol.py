@@ -3,21 +3,21 @@ idempotent, resumable."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from abdnet.gallery import (
     Gallery,
+    NameMetadata,
     describe_extractor,
     embed_files,
     enrol_files,
     name_metadata,
     pending_files,
 )
-from abdnet.gallery.enrol import _EPOCH
-from abdnet.retrieval import FeatureExtractor, ImageReadError, collect_images
+from abdnet.retrieval import FeatureExtractor, ImageReadError, collect_images, parse_name
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,17 +27,12 @@ def extractor(tiny_checkpoint):
     return FeatureExtractor(tiny_checkpoint, device="cpu")
 
 
-def test_name_metadata():
-    assert name_metadata("x/0002_c3s1_000451_03.jpg", 25.0) == (
-        2,
-        _EPOCH + timedelta(seconds=451 / 25),
-        2,
-    )
-    assert name_metadata("0001_c2_f0046182.jpg", 60.0)[:2] == (
-        1,
-        _EPOCH + timedelta(seconds=46182 / 60),
-    )
-    assert name_metadata("street.jpg", 25.0) == (None, None, None)
+def test_name_metadata_counts_cameras_as_the_names_do_and_keeps_frames():
+    # c3 is camera 3 (the data sets' camid is 2); a frame number is a frame, not a time
+    assert name_metadata("x/0002_c3s1_000451_03.jpg") == NameMetadata(camera=3, frame=451, pid=2)
+    assert parse_name("x/0002_c3s1_000451_03.jpg").camid == 2
+    assert name_metadata("0001_c2_f0046182.jpg") == NameMetadata(camera=2, frame=46182, pid=1)
+    assert name_metadata("street.jpg") == NameMetadata(None, None, None)
 
 
 def test_enrol_resume_and_idempotence(tmp_path, synth_root, extractor):
@@ -67,10 +62,14 @@ def test_enrol_resume_and_idempotence(tmp_path, synth_root, extractor):
         np.testing.assert_allclose([h[0].distance for h in hits], 0.0, atol=1e-5)
         for p, i in zip(paths[:5], ids[:5]):
             (e,) = g.get([i])
-            cam, when, pid = name_metadata(p, 25.0)
-            assert e.camera == cam and e.timestamp == when and e.source == p
+            named = parse_name(p)  # the name's "c<N>" and frame, read independently
+            assert (e.camera, e.frame) == (named.camid + 1, named.frame) and e.source == p
+            assert e.timestamp is None  # a frame number is no capture time
+            assert f"_c{e.camera}" in Path(p).name
+            as_json = e.to_dict()
+            assert as_json["timestamp"] is None and as_json["frame"] == named.frame
         labelled = [g.get([report.ids[p]])[0].label for p in paths[16:20]]
-        assert labelled == [str(name_metadata(p, 25.0)[2]) for p in paths[16:20]]
+        assert labelled == [str(parse_name(p).pid) for p in paths[16:20]]
 
 
 def test_bad_file_stops_or_is_skipped(tmp_path, synth_root, extractor):

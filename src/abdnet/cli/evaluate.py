@@ -92,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     progress = bar.update if bar is not None else None
     try:
         if args.onnx:
-            from abdnet.export import evaluate_embedder
+            from abdnet.export import evaluate_backend
 
-            result = evaluate_embedder(
+            result = evaluate_backend(
                 embedder, dataset, eval_cfg, data_cfg=data_cfg, progress=progress
             )
             quantized = "quantization" in embedder.metadata

@@ -1,7 +1,9 @@
-"""Feature extraction: the one loop that turns batches of images into embeddings.
+"""Feature extraction: the one loop that turns transformed batches into raw embeddings.
 
-Training-time validation, ``abdnet eval``, the retrieval ``FeatureExtractor``, the ablation,
-the figures and the service all embed images through :func:`extract_features`:
+:class:`abdnet.engine.ModelEmbedder` (the one :class:`~abdnet.engine.Embedder`, behind
+training-time validation, ``abdnet eval``, retrieval, the gallery, the figures and the
+service) runs its batches through :func:`extract_features`, and the automatic backend
+choice times candidate runners with it:
 
 - the model runs in eval mode under ``torch.no_grad`` (its training flag is restored
   afterwards), in the given precision (fp32 unless another one is asked for), optionally in
@@ -10,14 +12,14 @@ the figures and the service all embed images through :func:`extract_features`:
   the official code, or "normalized");
 - ``normalize=True`` L2-normalizes the result.
 
-``embed`` is an abdnet network (its ``ModelOutput.embedding`` is used) or any callable
-mapping a ``(B, 3, H, W)`` float tensor to ``(B, D)`` embeddings (the ONNX Runtime backend,
-for instance).
+A :data:`Runner` is an abdnet network (its ``ModelOutput.embedding`` is used) or any
+callable mapping a ``(B, 3, H, W)`` float tensor to ``(B, D)`` embeddings (the ONNX Runtime
+backend, for instance).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -26,14 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from abdnet.config import FlipMode, PrecisionName
-from abdnet.data import ImageRecord, build_test_loader
 from abdnet.engine.precision import Precision, choose_precision
 from abdnet.evaluation import flip_average
 
-__all__ = ["Embedder", "device_of", "embed_batch", "extract_features", "extract_records"]
+__all__ = ["Runner", "device_of", "embed_batch", "extract_features"]
 
 # An abdnet network, or a callable (B, 3, H, W) -> (B, D) (tensor or array).
-Embedder = nn.Module | Callable[[torch.Tensor], Any]
+Runner = nn.Module | Callable[[torch.Tensor], Any]
 
 
 def _precision(device: torch.device, precision: Precision | PrecisionName | None) -> Precision:
@@ -42,7 +43,7 @@ def _precision(device: torch.device, precision: Precision | PrecisionName | None
     return choose_precision(device, precision or "fp32")
 
 
-def device_of(embed: Embedder) -> torch.device:
+def device_of(embed: Runner) -> torch.device:
     """The device of a network's parameters (CPU for a parameter-free model or a callable)."""
     if isinstance(embed, nn.Module):
         p = next(embed.parameters(), None)
@@ -52,7 +53,7 @@ def device_of(embed: Embedder) -> torch.device:
 
 
 def embed_batch(
-    embed: Embedder,
+    embed: Runner,
     images: torch.Tensor,
     *,
     precision: Precision,
@@ -78,7 +79,7 @@ def embed_batch(
 
 
 def extract_features(
-    embed: Embedder,
+    embed: Runner,
     batches: Iterable[torch.Tensor],
     *,
     device: torch.device | str | None = None,
@@ -125,19 +126,3 @@ def extract_features(
     if not feats:
         return torch.zeros(0, 0)
     return torch.cat(feats)  # (N, D)
-
-
-def extract_records(
-    embed: Embedder,
-    records: Sequence[ImageRecord],
-    reader: Callable[[ImageRecord], Any],
-    transform: Callable[[Any], torch.Tensor],
-    *,
-    batch_size: int = 128,
-    workers: int = 0,
-    **kwargs: Any,
-) -> torch.Tensor:
-    """:func:`extract_features` of data-set records read by ``reader`` (e.g.
-    ``ReIDDataset.read_image``) through ``transform`` (the model's test transform)."""
-    loader = build_test_loader(records, reader, transform, batch_size=batch_size, workers=workers)
-    return extract_features(embed, (batch[0] for batch in loader), **kwargs)

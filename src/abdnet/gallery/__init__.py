@@ -6,6 +6,7 @@ pymilvus is imported only when a gallery is opened.
 from abdnet.gallery.enrol import (
     EmbeddedFiles,
     EnrolReport,
+    NameMetadata,
     embed_files,
     enrol_files,
     enrol_sharded,
@@ -34,6 +35,7 @@ from abdnet.gallery.images import (
 )
 from abdnet.gallery.model import ModelInfo, ModelMismatchError, describe_extractor
 from abdnet.gallery.records import (
+    FIRST_CAMERA,
     LABEL_MAX,
     Added,
     Enrolment,
@@ -52,6 +54,7 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "INDEX_TYPES",
     "MAX_RESULTS",
+    "FIRST_CAMERA",
     "LABEL_MAX",
     "Added",
     "Enrolment",
@@ -82,6 +85,7 @@ __all__ = [
     "StoreStats",
     "EmbeddedFiles",
     "EnrolReport",
+    "NameMetadata",
     "embed_files",
     "enrol_files",
     "enrol_sharded",

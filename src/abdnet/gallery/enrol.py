@@ -4,10 +4,11 @@ Crops are committed in groups (crops synced, rows written), and a crop already i
 gallery is recognised by its sha256 before it is embedded: an interrupted run resumes after
 its last commit when started again with the same arguments.
 
-Camera and time come from the arguments or, when not given, from Market/Duke-style file
-names (``0002_c1s1_000451_03.jpg``: camera 0, frame 451; ``0001_c2_f0046182.jpg``: camera 1,
-frame 46182). A frame number is a position in the video, not a date: it becomes a time on
-the video's own clock, ``frame / fps`` seconds after 1970-01-01T00:00:00Z.
+Camera and time come from the arguments; a camera not given, and the frame, come from
+Market/Duke-style file names (``0002_c1s1_000451_03.jpg``: camera 1, frame 451;
+``0001_c2_f0046182.jpg``: camera 2, frame 46182). Cameras are numbered from 1, as the names
+write them. A frame number is a position in a video, not a time: it is stored as the
+entry's frame, and the entry has a capture time only when one is given.
 
 Under ``torchrun`` (:func:`enrol_sharded`) only rank 0 opens the gallery (a Milvus Lite file
 serves one process). Rank 0 reads the bytes of every file and keeps those whose sha256 is not
@@ -26,7 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from abdnet.retrieval import ImageReadError, ShardFailedError, parse_name
 __all__ = [
     "EmbeddedFiles",
     "EnrolReport",
+    "NameMetadata",
     "embed_files",
     "enrol_files",
     "enrol_sharded",
@@ -49,8 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -73,15 +73,22 @@ class EmbeddedFiles:
         return dict(zip(self.sha256, self.features))
 
 
-def name_metadata(path: str | Path, fps: float) -> tuple[int | None, datetime | None, int | None]:
-    """``(camera, time, pid)`` a Market/Duke-style file name carries; Nones otherwise."""
+@dataclass(frozen=True)
+class NameMetadata:
+    """What a Market/Duke-style crop name carries; all None for any other name."""
+
+    camera: int | None = None  # from 1, as the name writes it (c1 -> 1)
+    frame: int | None = None  # frame number in the video
+    pid: int | None = None  # identity
+
+
+def name_metadata(path: str | Path) -> NameMetadata:
+    """Camera (numbered from 1), frame and identity of a Market/Duke-style file name."""
     labels = parse_name(path)
     if labels is None:
-        return None, None, None
-    when = None
-    if labels.frame is not None:
-        when = _EPOCH + timedelta(seconds=labels.frame / fps)
-    return labels.camid, when, labels.pid
+        return NameMetadata()
+    # parse_name gives the data sets' 0-based camera index; the gallery counts from 1
+    return NameMetadata(camera=labels.camid + 1, frame=labels.frame, pid=labels.pid)
 
 
 def enrol_files(
@@ -93,7 +100,6 @@ def enrol_files(
     timestamp: datetime | None = None,
     label: str | None = None,
     label_from_pid: bool = False,
-    fps: float = 25.0,
     batch_size: int = 64,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -103,8 +109,9 @@ def enrol_files(
 ) -> EnrolReport:
     """Add image files to ``gallery`` with embeddings from ``extractor`` (FeatureExtractor).
 
-    ``camera`` / ``timestamp`` / ``label`` apply to every file; without them camera and time
-    are parsed from Market/Duke-style names. ``label_from_pid`` labels each crop with the
+    ``camera`` (from 1) / ``timestamp`` / ``label`` apply to every file; without ``camera``
+    the camera, and always the frame, are parsed from Market/Duke-style names
+    (:func:`name_metadata`). ``label_from_pid`` labels each crop with the
     identity its name carries. An unreadable file raises ImageReadError naming it (what was
     committed stays enrolled) unless ``skip_bad``, which lists it in the report instead.
     Embeddings are computed ``batch_size`` images at a time and committed (crops synced, rows
@@ -120,8 +127,6 @@ def enrol_files(
         raise ValueError(
             f"batch_size and commit_every must be >= 1, got {batch_size}, {commit_every}"
         )
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
     report = EnrolReport()
     pending: list[tuple[Enrolment, np.ndarray]] = []
 
@@ -154,13 +159,14 @@ def enrol_files(
             else:
                 features = np.stack([_precomputed(embeddings, c) for c in todo])
             for c, f in zip(todo, features):
-                cam, when, pid = name_metadata(c.name, fps)
-                lab = str(pid) if label_from_pid and pid is not None else label
+                named = name_metadata(c.name)
+                pid = named.pid
                 enrolment = Enrolment(
                     crop=c,
-                    camera=camera if camera is not None else cam,
-                    timestamp=timestamp if timestamp is not None else when,
-                    label=lab,
+                    camera=camera if camera is not None else named.camera,
+                    timestamp=timestamp,
+                    frame=named.frame,
+                    label=str(pid) if label_from_pid and pid is not None else label,
                 )
                 pending.append((enrolment, f))
         if len(pending) >= commit_every:

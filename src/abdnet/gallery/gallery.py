@@ -12,8 +12,9 @@ field         type          meaning
 ============  ============  ==========================================================
 id            VARCHAR(16)   first 16 hex digits of the sha256 of the crop's bytes
 embedding     FLOAT_VECTOR  L2-normalized embedding (searched by inner product)
-camera        INT64         camera id, -1 when unknown
+camera        INT64         camera number from 1 (c1 in Market names), -1 when unknown
 timestamp     INT64         capture time, ms since 1970-01-01 UTC; -2**62 when unknown
+frame         INT64         frame number in the crop's video, -1 when unknown
 label         VARCHAR(256)  optional label (track, person name); "" when none
 sha256        VARCHAR(64)   sha256 of the crop's bytes
 extension     VARCHAR(8)    the crop's image type ("jpg", "png", ...)
@@ -54,9 +55,11 @@ import numpy as np
 from abdnet.files import FileLockedError, FolderLock
 from abdnet.gallery.model import ModelInfo
 from abdnet.gallery.records import (
+    FIRST_CAMERA,
     ID_LENGTH,
     LABEL_MAX,
     NO_CAMERA,
+    NO_FRAME,
     NO_TIME,
     SOURCE_MAX,
     Added,
@@ -86,14 +89,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "abdnet_gallery"
 GALLERY_FORMAT = "abdnet-gallery"
-_VERSION = 1
+# 2: cameras from 1 and a frame field (1: cameras from 0, frame numbers stored as times)
+_VERSION = 2
 _META_KEY = "abdnet.gallery"
 # Milvus refuses top-k (and offset + limit) above 16384.
 MAX_RESULTS = 16384
 # Vector index, chosen when the gallery is created: exact search, or HNSW graph search
 # (approximate; for galleries of millions on a Milvus server).
 INDEX_TYPES = {"flat": ("FLAT", {}), "hnsw": ("HNSW", {"M": 16, "efConstruction": 200})}
-_FIELDS = ["camera", "timestamp", "label", "sha256", "extension", "source", "enrolled"]
+_FIELDS = ["camera", "timestamp", "frame", "label", "sha256", "extension", "source", "enrolled"]
 # Milvus Lite 3 keeps new rows in an in-memory table that every search and query scans row
 # by row in Python (0.05-0.1 ms per row), until it seals them into a segment at 128 MiB. An
 # embedded gallery seals them itself every this many rows (a seal costs ~0.1 s).
@@ -485,8 +489,13 @@ def _list_filter(camera: int | None, label: str | None) -> str:
 def _check_enrolment(e: Enrolment) -> None:
     if e.label is not None and len(e.label.encode()) > LABEL_MAX:
         raise ValueError(f"{e.crop.name}: label longer than {LABEL_MAX} bytes")
-    if e.camera is not None and e.camera < 0:
-        raise ValueError(f"{e.crop.name}: camera must be >= 0, got {e.camera}")
+    if e.camera is not None and e.camera < FIRST_CAMERA:
+        raise ValueError(
+            f"{e.crop.name}: camera must be >= {FIRST_CAMERA} (cameras are numbered from "
+            f"{FIRST_CAMERA}, as c1 in Market-1501 names), got {e.camera}"
+        )
+    if e.frame is not None and e.frame < 0:
+        raise ValueError(f"{e.crop.name}: frame must be >= 0, got {e.frame}")
 
 
 def _row(i: str, e: Enrolment, f: np.ndarray, now: int) -> dict[str, Any]:
@@ -498,6 +507,7 @@ def _row(i: str, e: Enrolment, f: np.ndarray, now: int) -> dict[str, Any]:
         "embedding": f.tolist(),
         "camera": NO_CAMERA if e.camera is None else int(e.camera),
         "timestamp": NO_TIME if e.timestamp is None else to_ms(e.timestamp),
+        "frame": NO_FRAME if e.frame is None else int(e.frame),
         "label": e.label or "",
         "sha256": e.crop.sha256,
         "extension": e.crop.extension,
@@ -518,10 +528,6 @@ def _hit(h: Any) -> Hit:
 
 
 def _connect(uri: str, timeout: float) -> Any:
-    # Milvus Lite logs every server start/stop and index build at INFO, and its faiss import
-    # logs each CPU-feature probe; keep the CLI's output to what abdnet says.
-    for name in ("milvus_lite", "faiss.loader"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     from pymilvus import MilvusClient  # heavy, optional dependency
     from pymilvus.exceptions import MilvusException
 
@@ -577,6 +583,7 @@ def _schema(client: Any, dim: int, description: str) -> Any:
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("camera", DataType.INT64)
     schema.add_field("timestamp", DataType.INT64)
+    schema.add_field("frame", DataType.INT64)
     schema.add_field("label", DataType.VARCHAR, max_length=LABEL_MAX)
     schema.add_field("sha256", DataType.VARCHAR, max_length=64)
     schema.add_field("extension", DataType.VARCHAR, max_length=8)
@@ -634,8 +641,15 @@ def _open_collection(
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != GALLERY_FORMAT:
         raise GalleryError(f"{where}: collection {name!r} is not an abdnet gallery")
-    if int(meta.get("version", 0)) > _VERSION:
-        raise GalleryError(f"{where}: gallery format {meta['version']} is newer than supported")
+    version = int(meta.get("version", 0))
+    if version > _VERSION:
+        raise GalleryError(f"{where}: gallery format {version} is newer than supported")
+    if version < _VERSION:
+        raise GalleryError(
+            f"{where}: gallery format {version} (cameras numbered from 0, frame numbers "
+            f"stored as times in 1970) is not read by this abdnet (format {_VERSION}); enrol the "
+            f"crops again into a new gallery ('abdnet gallery add --gallery NEW.db ...')"
+        )
     if model is not None:
         ModelInfo.from_dict(meta["model"]).check_same(model, where)
     return meta

@@ -19,7 +19,7 @@ from torch import nn
 
 from abdnet.config import Config
 from abdnet.data import build_test_transform
-from abdnet.engine import device_of, extract_records
+from abdnet.engine import ModelEmbedder, device_of
 from abdnet.evaluation import pairwise_distance
 from abdnet.models import load_model
 from abdnet.viz.correlation import (
@@ -90,15 +90,17 @@ def _batch(dataset, records: Sequence, vm: VizModel) -> tuple[torch.Tensor, np.n
 
 
 def _embed(vm: VizModel, dataset, records: Sequence, batch_size: int = 64) -> torch.Tensor:
-    """Raw embeddings (what the RAM score differentiates), in the evaluation precision."""
-    return extract_records(
+    """Raw embeddings (what the RAM score differentiates and the evaluation ranks), in the
+    evaluation precision."""
+    embedder = ModelEmbedder(
         vm.model,
-        records,
-        dataset.read_image,
-        build_test_transform(vm.config.data),
+        config=vm.config,
+        device=device_of(vm.model),
         batch_size=batch_size,
+        normalize=False,
         precision=vm.config.eval.precision,
     )
+    return embedder([dataset.read_image(r) for r in records])
 
 
 def _distances(vm: VizModel, qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,105 @@
+"""The gallery as a resource: enrol (``POST``), browse, one entry, its crop, delete."""
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from abdnet.gallery import MAX_RESULTS, MIME_TYPES, Enrolment, GalleryEntry, name_metadata
+from abdnet.service.api.deps import Service, can_read, can_write
+from abdnet.service.api.forms import form_of, images_of, int_field, label_value, time_field
+from abdnet.service.errors import ApiError
+from abdnet.service.state import ServiceState
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _entry_json(e: GalleryEntry) -> dict[str, Any]:
+    d = e.to_dict()
+    d["image"] = f"/gallery/{e.id}/image"
+    return d
+
+
+async def _entry_or_404(svc: ServiceState, entry_id: str) -> GalleryEntry:
+    entries = await asyncio.to_thread(svc.gallery.get, [entry_id])
+    if not entries:
+        raise ApiError(404, f"no gallery entry {entry_id!r}")
+    return entries[0]
+
+
+@router.post("/gallery", status_code=201, dependencies=[Depends(can_write)])
+async def enrol(request: Request, svc: Service) -> dict[str, Any]:
+    """Multipart ``image`` (one or more), ``camera``, ``timestamp``, ``label`` -> the ids."""
+    form = await form_of(request, svc.settings.max_files)
+    camera = int_field(form, "camera")
+    when = time_field(form, "timestamp")
+    raw_label = form.get("label")
+    label = label_value(raw_label if isinstance(raw_label, str) else None, "label")
+    crops = await images_of(svc, form, "image", many=True)
+    enrolments = []
+    for c in crops:
+        cam, t, _ = name_metadata(c.name, svc.settings.fps)
+        enrolments.append(
+            Enrolment(
+                crop=c,
+                camera=camera if camera is not None else cam,
+                timestamp=when if when is not None else t,
+                label=label,
+            )
+        )
+    feats = await svc.embed(crops)
+    added = await asyncio.to_thread(svc.gallery.add, enrolments, np.stack(feats))
+    return {"ids": [a.id for a in added], "created": [a.created for a in added]}
+
+
+@router.get("/gallery", dependencies=[Depends(can_read)])
+async def browse(
+    svc: Service,
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=0, le=1000),
+    camera: int | None = Query(None, ge=0),
+    label: str | None = None,
+) -> dict[str, Any]:
+    if offset + limit > MAX_RESULTS:
+        raise ApiError(400, f"offset + limit must be <= {MAX_RESULTS}")
+    page = await asyncio.to_thread(
+        lambda: svc.gallery.page(
+            offset=offset, limit=limit, camera=camera, label=label_value(label, "label")
+        )
+    )
+    items = [_entry_json(e) for e in page.items]
+    return {"total": page.total, "offset": offset, "limit": limit, "items": items}
+
+
+@router.get("/gallery/{entry_id}", dependencies=[Depends(can_read)])
+async def entry(svc: Service, entry_id: str) -> dict[str, Any]:
+    return _entry_json(await _entry_or_404(svc, entry_id))
+
+
+@router.get("/gallery/{entry_id}/image", dependencies=[Depends(can_read)])
+async def entry_image(svc: Service, entry_id: str) -> Response:
+    e = await _entry_or_404(svc, entry_id)
+    path = svc.gallery.crop_path(e)
+    if path is None:
+        raise ApiError(404, f"gallery entry {entry_id!r} has no stored crop")
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:  # deleted meanwhile
+        raise ApiError(404, f"gallery entry {entry_id!r} has no stored crop") from None
+    return Response(
+        data,
+        media_type=MIME_TYPES.get(e.extension, "application/octet-stream"),
+        headers={"Cache-Control": "private, no-cache", "ETag": f'"{e.sha256}"'},
+    )
+
+
+@router.delete("/gallery/{entry_id}", status_code=204, dependencies=[Depends(can_write)])
+async def delete(svc: Service, entry_id: str) -> Response:
+    """Delete the entry and its stored crop."""
+    removed = await asyncio.to_thread(svc.gallery.delete, [entry_id])
+    if not removed:
+        raise ApiError(404, f"no gallery entry {entry_id!r}")
+    return Response(status_code=204)
