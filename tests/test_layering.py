@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"export"},
     {"retrieval"},
     {"gallery"},
+    {"tracking"},
     {"service", "viz", "ablation", "crossval"},
     {"cli"},
 ]

@@ -7,6 +7,7 @@
       precision.json       the precision "auto" resolved to (reused on resume)
       metrics.jsonl        one JSON object per epoch (losses, validation/test metrics)
       skipped_images.txt   images left out as unreadable (data.skip_bad), "path<TAB>reason"
+      threshold.json       the run's calibrated "same person?" threshold (abdnet calibrate)
       tb/                  TensorBoard events
       checkpoints/
         last -> .last-<token>/   the latest epoch's checkpoint (a link swapped atomically)
@@ -28,6 +29,7 @@ __all__ = [
     "PRECISION_FILE",
     "METRICS_FILE",
     "SKIPPED_FILE",
+    "THRESHOLD_FILE",
     "TB_DIR",
     "CHECKPOINTS_DIR",
     "MODEL_FILE",
@@ -42,6 +44,7 @@ CONFIG_FILE = "config.yaml"
 PRECISION_FILE = "precision.json"
 METRICS_FILE = "metrics.jsonl"
 SKIPPED_FILE = "skipped_images.txt"
+THRESHOLD_FILE = "threshold.json"
 TB_DIR = "tb"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"

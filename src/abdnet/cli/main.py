@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "calibrate": "calibrate",
     "gallery": "gallery",
     "serve": "serve",
+    "track": "track",
 }
 
 
