@@ -20,6 +20,8 @@ class EpochRecord:
     epoch: int  # 1-based
     stage: int  # step of the two-step schedule (1: backbone frozen, 2: all trained)
     lr: float
+    of_factor: float  # the O.F. weight's factor this epoch (loss.of_schedule)
+    ow_factor: float  # the O.W. weight's factor this epoch (loss.ow_schedule)
     loss: dict[str, float]  # LossTerms names (total, xent, triplet, of, ow), mean over steps
     steps: int
     images_per_s: float
@@ -36,6 +38,8 @@ class EpochRecord:
             "epoch": self.epoch,
             "stage": self.stage,
             "lr": self.lr,
+            "of_factor": self.of_factor,
+            "ow_factor": self.ow_factor,
             "loss": self.loss,
             "steps": self.steps,
             "images_per_s": self.images_per_s,

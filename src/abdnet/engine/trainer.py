@@ -131,6 +131,8 @@ def train_step(
         use_of=plan.use_of,
         use_ow=plan.use_ow,
         use_triplet=plan.use_triplet,
+        of_factor=plan.of_factor,
+        ow_factor=plan.ow_factor,
     )
     scaler.scale(terms.total).backward()
     if grad_clip > 0:
@@ -223,7 +225,9 @@ class _Session:
         model = build_model_from_config(cfg.model, data.num_classes).to(device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        objective = build_objective(cfg, data.num_classes).to(device)
+        objective = build_objective(
+            cfg, data.num_classes, feature_dim=getattr(model, "feature_dim", None)
+        ).to(device)
         check_resumable(run, resume=resume)
         return cls(
             cfg=cfg, run=run, ctx=ctx, device=device, schedule=schedule, data=data,
@@ -239,7 +243,10 @@ class _Session:
         precision = run_precision(cfg, run, self.device, ctx, resume=resume)
         log.info("device %s, precision %s (%s)", self.device, precision.name, precision.reason)
         state = TrainState(
-            self.model, build_optimizer(cfg.optim, self.model), precision.grad_scaler()
+            self.model,
+            build_optimizer(cfg.optim, self.model),
+            precision.grad_scaler(),
+            objective=self.objective,
         )
         if resume and run.checkpoint(LAST).exists():
             restore_checkpoint(run.checkpoint(LAST), state)
@@ -398,6 +405,8 @@ def _train_epoch(
         epoch=plan.epoch + 1,
         stage=plan.stage,
         lr=plan.lr,
+        of_factor=plan.of_factor,
+        ow_factor=plan.ow_factor,
         loss=loss,
         steps=steps,
         images_per_s=images_seen / max(seconds, 1e-9),
