@@ -45,7 +45,6 @@ from abdnet.gallery.records import (
     Hit,
     Page,
     SearchFilter,
-    distance_from_score,
     format_time,
     parse_time,
 )
@@ -67,7 +66,6 @@ __all__ = [
     "Page",
     "SearchFilter",
     "default_crop_folder",
-    "distance_from_score",
     "format_time",
     "is_embedded",
     "parse_time",

@@ -33,7 +33,14 @@ from typing import Any
 
 import numpy as np
 
-from abdnet.engine import DistContext, broadcast_object, failed_ranks, gather_objects, shard
+from abdnet.engine import (
+    DistContext,
+    Embedder,
+    broadcast_object,
+    failed_ranks,
+    gather_objects,
+    shard,
+)
 from abdnet.gallery.gallery import Gallery
 from abdnet.gallery.images import (
     DEFAULT_MAX_PIXELS,
@@ -99,7 +106,7 @@ def name_metadata(path: str | Path) -> NameMetadata:
 
 def enrol_files(
     gallery: Gallery,
-    extractor: Any,
+    extractor: Embedder | None,
     paths: Sequence[str | Path],
     *,
     camera: int | None = None,
@@ -114,7 +121,8 @@ def enrol_files(
     progress: Callable[[int], None] | None = None,
     embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> EnrolReport:
-    """Add image files to ``gallery`` with embeddings from ``extractor`` (FeatureExtractor).
+    """Add image files to ``gallery`` with embeddings from ``extractor`` (the gallery model's
+    :class:`~abdnet.engine.Embedder`, e.g. a FeatureExtractor).
 
     ``camera`` (from 1) / ``timestamp`` / ``label`` apply to every file; without ``camera``
     the camera, and always the frame, are parsed from Market/Duke-style names
@@ -131,6 +139,8 @@ def enrol_files(
     """
     if embeddings is None and extractor is None:
         raise ValueError("enrol_files: an extractor or precomputed embeddings are needed")
+    if extractor is not None:
+        gallery.model.space.check_same(extractor.space, f"gallery {gallery.uri}")
     if batch_size < 1 or commit_every < 1:
         raise ValueError(
             f"batch_size and commit_every must be >= 1, got {batch_size}, {commit_every}"
@@ -163,7 +173,7 @@ def enrol_files(
                 todo.append(c)
         if todo:
             if embeddings is None:
-                features = extractor([c.image for c in todo]).numpy()  # (b, D), L2-normalized
+                features = extractor([c.image for c in todo]).numpy()  # (b, D), the space's
             else:
                 features = np.stack([_precomputed(embeddings, c) for c in todo])
             for c, f in zip(todo, features):
@@ -217,7 +227,7 @@ def _precomputed(embeddings: Mapping[str, np.ndarray], crop: CropImage) -> np.nd
 
 
 def embed_files(
-    extractor: Any,
+    extractor: Embedder,
     paths: Sequence[str | Path],
     *,
     batch_size: int = 64,
@@ -273,7 +283,7 @@ def pending_files(gallery: Gallery, paths: Sequence[str | Path], chunk: int = 10
 
 def enrol_sharded(
     gallery: Gallery | None,
-    extractor: Any,
+    extractor: Embedder,
     paths: Sequence[str | Path],
     ctx: DistContext,
     *,

@@ -11,7 +11,7 @@ One collection (default ``abdnet_gallery``), one row per crop:
 field         type          meaning
 ============  ============  ==========================================================
 id            VARCHAR(16)   first 16 hex digits of the sha256 of the crop's bytes
-embedding     FLOAT_VECTOR  L2-normalized embedding (searched by inner product)
+embedding     FLOAT_VECTOR  L2-normalized embedding (searched by the space's Milvus metric)
 camera        INT64         camera number from 1 (c1 in Market names), -1 when unknown
 timestamp     INT64         capture time, ms since 1970-01-01 UTC; -2**62 when unknown
 frame         INT64         frame number in the crop's video, -1 when unknown
@@ -28,14 +28,27 @@ collection's properties and its schema description (Milvus versions keep one or 
 record the model (:class:`ModelInfo`) whose embeddings it holds; opening it with another
 model raises :class:`ModelMismatchError`.
 
-Ranking: on unit vectors the squared Euclidean distance is ``2 - 2 cos``, so searching by
-inner product ranks exactly as ``abdnet search`` does; each hit carries both the distance and
-the cosine score.
+Ranking: the model's embedding space (:attr:`ModelInfo.space`, an
+:class:`abdnet.engine.EmbeddingSpace`) says how Milvus searches (``milvus_metric``: inner
+product of unit vectors) and turns what Milvus returns into the space's distance (squared
+Euclidean ``2 - 2 cos``, as ``abdnet search`` and thresholds) and the cosine score; each hit
+carries both. A gallery holds unit vectors only (a raw-embedding space has no score).
+
+Consistency: every read (search, count, get, list) asks Milvus for **Strong** consistency:
+it sees every write any client had acknowledged before the read began, so replicas of
+``abdnet serve`` sharing one server find an entry enrolled through another at once, and a
+count taken right after ``add`` includes the new rows. The cost: a read waits until the
+server's query nodes have consumed the log up to the read's timestamp: up to one time tick
+(``proxy.timeTickInterval``, 200 ms by default in Milvus 2.3; measured in
+docs/service.md). Milvus Lite has one process and no log lag: the level changes nothing there.
+New collections are created with Strong as their default too.
 
 Durability: crops are written (and synced) before their rows; a row is acknowledged once
 Milvus has accepted it (Milvus Lite: appended to its write-ahead log, which survives the
 process being killed; a Milvus server: persisted to its log broker). A crop whose row never
 made it is unreferenced and harmless; it is reused when the crop is enrolled again.
+
+One concept in one file (over 450 lines): the persistent gallery over one Milvus collection.
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from abdnet.engine import EmbeddingSpace
 from abdnet.files import FileLockedError, FolderLock
 from abdnet.gallery.model import ModelInfo
 from abdnet.gallery.records import (
@@ -68,7 +82,6 @@ from abdnet.gallery.records import (
     Hit,
     Page,
     SearchFilter,
-    distance_from_score,
     format_time,
     quote,
     to_ms,
@@ -102,6 +115,8 @@ _FIELDS = ["camera", "timestamp", "frame", "label", "sha256", "extension", "sour
 # by row in Python (0.05-0.1 ms per row), until it seals them into a segment at 128 MiB. An
 # embedded gallery seals them itself every this many rows (a seal costs ~0.1 s).
 SEAL_ROWS = 256
+# Read-your-own-and-everyone's-writes (see the module docs).
+CONSISTENCY = "Strong"
 
 
 class GalleryError(ValueError):
@@ -251,6 +266,7 @@ class Gallery:
             self.collection,
             filter=_list_filter(camera, label),
             output_fields=["count(*)"],
+            consistency_level=CONSISTENCY,
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
@@ -265,6 +281,7 @@ class Gallery:
             self.collection,
             filter=f"id in [{', '.join(quote(i) for i in ids)}]",
             output_fields=["id", *_FIELDS],
+            consistency_level=CONSISTENCY,
         )
         found = {str(r["id"]): GalleryEntry.from_row(r) for r in rows}
         return [found[i] for i in ids if i in found]
@@ -299,6 +316,7 @@ class Gallery:
             output_fields=["id", *_FIELDS],
             offset=offset,
             limit=limit,
+            consistency_level=CONSISTENCY,
         )
         return Page(total=total, items=[GalleryEntry.from_row(r) for r in rows])
 
@@ -350,7 +368,8 @@ class Gallery:
         return out
 
     def _search(self, q: np.ndarray, limit: int, expr: str) -> list[list[Hit]]:
-        params: dict[str, Any] = {"metric_type": "IP"}
+        space = self.model.space
+        params: dict[str, Any] = {"metric_type": space.milvus_metric}
         if self.meta.get("index", "flat") == "hnsw":
             params["params"] = {"ef": max(64, limit)}
         result = self._call(
@@ -362,8 +381,9 @@ class Gallery:
             filter=expr,
             output_fields=_FIELDS,
             search_params=params,
+            consistency_level=CONSISTENCY,
         )
-        return [[_hit(h) for h in hits] for hits in result]
+        return [[_hit(h, space) for h in hits] for hits in result]
 
     def info(self) -> dict[str, Any]:
         """What ``abdnet gallery info`` prints."""
@@ -377,14 +397,25 @@ class Gallery:
             "model": self.model.to_dict(),
             "crops": str(self.crops.root) if self.crops is not None else None,
         }
-        try:
-            out["server_version"] = self._client.get_server_version(timeout=self._timeout)
-        except Exception:  # informative only; not every server answers it
-            out["server_version"] = None
+        out["server_version"] = self._server_version()
         if self.crops is not None:
             st = self.crops.stats()
             out["crop_files"], out["crop_bytes"] = st.files, st.bytes
         return out
+
+    def _server_version(self) -> str | None:
+        """The server's version; None where it is not implemented (Milvus Lite's server mode
+        answers UNIMPLEMENTED, which pymilvus would log as an error: informative only)."""
+        quiet = _DropAll()
+        logger = logging.getLogger("pymilvus.decorators")
+        logger.addFilter(quiet)
+        try:
+            return str(self._client.get_server_version(timeout=self._timeout))
+        except Exception as exc:
+            log.debug("gallery %s: no server version: %s", self.uri, exc)
+            return None
+        finally:
+            logger.removeFilter(quiet)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -516,14 +547,14 @@ def _row(i: str, e: Enrolment, f: np.ndarray, now: int) -> dict[str, Any]:
     }
 
 
-def _hit(h: Any) -> Hit:
+def _hit(h: Any, space: EmbeddingSpace) -> Hit:
     entity = dict(h["entity"])
     entity["id"] = h["id"]
-    score = float(np.clip(h["distance"], -1.0, 1.0))  # inner product of unit vectors
+    value = float(h["distance"])  # what Milvus computed in the space's metric
     return Hit(
         entry=GalleryEntry.from_row(entity),
-        distance=float(distance_from_score(score)),
-        score=score,
+        distance=float(space.distance_from_search(value, space.milvus_metric)),
+        score=float(space.score_from_search(value, space.milvus_metric)),
     )
 
 
@@ -551,6 +582,11 @@ def _disconnect(client: Any, uri: str) -> None:
         except ImportError:  # pragma: no cover - milvus-lite missing means no local gallery
             return
         server_manager_instance.release_server(str(Path(uri).absolute()))
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
 
 class _DropUnimplemented(logging.Filter):
@@ -609,6 +645,11 @@ def _open_collection(
             )
         if model is None:
             raise GalleryError(f"{where}: a model is needed to create a gallery")
+        if not model.space.has_score:
+            raise GalleryError(
+                f"{where}: a gallery holds unit vectors, not {model.space.rule}: embed with "
+                f"normalization on (the FeatureExtractor default)"
+            )
         meta = {
             "format": GALLERY_FORMAT,
             "version": _VERSION,
@@ -620,7 +661,10 @@ def _open_collection(
         index_type, build = INDEX_TYPES[index]
         params = client.prepare_index_params()
         params.add_index(
-            field_name="embedding", index_type=index_type, metric_type="IP", params=build
+            field_name="embedding",
+            index_type=index_type,
+            metric_type=model.space.milvus_metric,
+            params=build,
         )
         with _quiet_grpc_server():
             client.create_collection(
@@ -629,6 +673,7 @@ def _open_collection(
                 index_params=params,
                 description=text,
                 properties={_META_KEY: text},
+                consistency_level=CONSISTENCY,
                 timeout=timeout,
             )
         log.info("created %s (collection %s, %d-d, %s index)", where, name, model.dim, index)

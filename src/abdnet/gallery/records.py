@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
-
 from abdnet.gallery.images import CropImage
 
 __all__ = [
@@ -33,7 +31,6 @@ __all__ = [
     "Hit",
     "Page",
     "SearchFilter",
-    "distance_from_score",
     "format_time",
     "from_ms",
     "parse_time",
@@ -85,11 +82,6 @@ def from_ms(ms: int) -> datetime | None:
     if ms == NO_TIME:
         return None
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-
-
-def distance_from_score(score: np.ndarray | float) -> np.ndarray | float:
-    """Squared Euclidean distance of two unit vectors from their cosine: ``2 - 2 cos``."""
-    return np.maximum(2.0 - 2.0 * np.asarray(score, dtype=np.float64), 0.0)
 
 
 def quote(text: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from abdnet.engine import Embedder
 from abdnet.gallery import (
     CropImage,
     Gallery,
@@ -33,7 +34,7 @@ class ServiceState:
 
     def __init__(
         self,
-        extractor: Any,
+        extractor: Embedder,
         gallery: Gallery,
         model: ModelInfo,
         policy: AccessPolicy,
@@ -75,7 +76,7 @@ class ServiceState:
                 b.close()
 
     def _embed_batch(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:
-        feats = self.extractor(torch.stack(tensors)).numpy()  # (B, D), L2-normalized
+        feats = self.extractor(torch.stack(tensors)).numpy()  # (B, D), in the model's space
         return list(feats)
 
     def _search_batch(self, items: list[tuple[np.ndarray, int, SearchFilter]]) -> list[list[Hit]]:
