@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from abdnet.files import FolderLock, atomic_write
+from abdnet.layout import MODEL_FILE
 
 __all__ = [
     "CACHE_ENV",
@@ -94,7 +95,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "ABDNET_CACHE"
 OFFLINE_ENV = "ABDNET_OFFLINE"
-HF_DEFAULT_FILE = "model.safetensors"  # what ``abdnet export hf`` writes and hf:// loads
+HF_DEFAULT_FILE = MODEL_FILE  # what ``abdnet export hf`` writes and hf:// loads
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0  # per socket operation (connect, each read): a stalled server fails
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")

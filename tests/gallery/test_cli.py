@@ -1,9 +1,15 @@
 """abdnet gallery add|search|delete|info, abdnet calibrate, and the verification numbers of
-abdnet eval, end to end on a tiny model and synthetic crops."""
+abdnet eval, end to end on a tiny model and synthetic crops; gallery commands on a Milvus Lite
+file and on the Milvus server, and on Milvus Lite's server mode."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,24 +26,29 @@ from abdnet.retrieval import FeatureExtractor, collect_images, parse_name
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_gallery_commands(tmp_path, tiny_checkpoint, synth_root, capsys):
-    g = str(tmp_path / "g.db")
+def test_gallery_commands(gallery_target, tmp_path, tiny_checkpoint, synth_root, capsys):
+    g = gallery_target.args()  # a Milvus Lite file, or a collection on the Milvus server
     images = str(synth_root / "bounding_box_test")
     n = len(collect_images([images]))
     ck = str(tiny_checkpoint)
-    assert main(["gallery", "add", "--gallery", g, "--checkpoint", ck, "--images", images,
+    assert main(["gallery", "add", *g, "--checkpoint", ck, "--images", images,
                  "--no-progress", "--batch-size", "16"]) == 0  # fmt: skip
-    assert f"added {n}, already enrolled 0; {n} entries" in capsys.readouterr().out
-    assert main(["gallery", "add", "--gallery", g, "--checkpoint", ck, "--images", images,
+    out = capsys.readouterr()
+    assert f"added {n}, already enrolled 0; {n} entries" in out.out  # rows counted once visible
+    assert "ERROR" not in out.err and "WARNING" not in out.err
+    assert main(["gallery", "add", *g, "--checkpoint", ck, "--images", images,
                  "--no-progress"]) == 0  # fmt: skip
     assert f"added 0, already enrolled {n}; {n} entries" in capsys.readouterr().out
 
-    assert main(["gallery", "info", "--gallery", g, "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
+    assert main(["gallery", "info", *g, "--json"]) == 0
+    out = capsys.readouterr()
+    info = json.loads(out.out)
+    assert "ERROR" not in out.err and "WARNING" not in out.err
+    assert info["backend"] == {"lite": "milvus-lite", "server": "milvus"}[gallery_target.kind]
     assert info["entries"] == n and info["crop_files"] == n and info["model"]["dim"] == 32
 
     query = collect_images([synth_root / "query"])[0]
-    assert main(["gallery", "search", "--gallery", g, "--checkpoint", ck, "--query", query,
+    assert main(["gallery", "search", *g, "--checkpoint", ck, "--query", query,
                  "-k", "5", "--json"]) == 0  # fmt: skip
     (ans,) = json.loads(capsys.readouterr().out)
     paths = collect_images([images])
@@ -64,32 +75,34 @@ def test_gallery_commands(tmp_path, tiny_checkpoint, synth_root, capsys):
         model=describe_extractor(ext),
     )
     save_threshold(tmp_path / "t.json", t)
-    assert main(["gallery", "search", "--gallery", g, "--checkpoint", ck, "--query", query,
+    assert main(["gallery", "search", *g, "--checkpoint", ck, "--query", query,
                  "-k", "5", "--json", "--threshold", str(tmp_path / "t.json")]) == 0  # fmt: skip
     (marked,) = json.loads(capsys.readouterr().out)
     assert [r["match"] for r in marked["results"]] == [True, True, True, False, False]
 
     victim = ans["results"][0]["id"]
-    assert main(["gallery", "delete", "--gallery", g, victim, "0123456789abcdef"]) == 1
+    assert main(["gallery", "delete", *g, victim, "0123456789abcdef"]) == 1
     out = capsys.readouterr()
     assert f"deleted {victim}" in out.out and "no entry 0123456789abcdef" in out.err
     assert f"{n - 1} entries" in out.out
 
 
-def test_gallery_refuses_another_model(tmp_path, tiny_checkpoint, synth_root, capsys):
-    g = str(tmp_path / "g.db")
+def test_gallery_refuses_another_model(
+    gallery_target, tmp_path, tiny_checkpoint, synth_root, capsys
+):
+    g = gallery_target.args()
     images = str(synth_root / "query")
-    assert main(["gallery", "add", "--gallery", g, "--checkpoint", str(tiny_checkpoint),
+    assert main(["gallery", "add", *g, "--checkpoint", str(tiny_checkpoint),
                  "--images", images, "--no-progress"]) == 0  # fmt: skip
     other = load_model(tiny_checkpoint)
     torch.manual_seed(1)
     model = build_model_from_config(other.config.model, 4)
     path = save_model(tmp_path / "other.safetensors", model, other.config)
     capsys.readouterr()
-    assert main(["gallery", "add", "--gallery", g, "--checkpoint", str(path),
+    assert main(["gallery", "add", *g, "--checkpoint", str(path),
                  "--images", images, "--no-progress"]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "other weights" in err and "g.db" in err
+    assert "other weights" in err and gallery_target.uri in err
 
 
 def test_a_flip_gallery_is_searched_with_flip(tmp_path, tiny_checkpoint, synth_root, capsys):
@@ -183,7 +196,11 @@ def test_serve_options_parse_into_the_access_policy_and_limits(tmp_path, capsys)
     assert status(policy.check_read, local) == 200 and status(policy.check_read, remote) == 403
     assert status(policy.check_write, local) == 403
     assert service_settings(args) == ServiceSettings(
-        max_upload_bytes=16 * 2**20, max_image_pixels=4096 * 4096, max_batch=32, max_wait_ms=5.0
+        max_upload_bytes=16 * 2**20,
+        max_image_pixels=4096 * 4096,
+        max_batch=32,
+        max_wait_ms=5.0,
+        min_crop_side=8,
     )
     # a key file: writes and remote reads need one of its keys
     key_file = tmp_path / "keys"
@@ -200,9 +217,9 @@ def test_serve_options_parse_into_the_access_policy_and_limits(tmp_path, capsys)
     assert policy.writes == "open"
     assert status(policy.check_write, remote) == status(policy.check_read, remote) == 200
     settings = service_settings(
-        _serve_args("--max-upload-mb", "0.5", "--max-batch", "4", "--fps", "10", "--port", "0")
+        _serve_args("--max-upload-mb", "0.5", "--max-batch", "4", "--min-side", "20", "--port", "0")
     )
-    assert (settings.max_upload_bytes, settings.max_batch, settings.fps) == (2**19, 4, 10.0)
+    assert (settings.max_upload_bytes, settings.max_batch, settings.min_crop_side) == (2**19, 4, 20)
     # refused: a key file together with --no-auth (argparse), bad limits (naming the option)
     with pytest.raises(SystemExit) as exc:
         _serve_args("--api-key-file", str(key_file), "--no-auth")
@@ -222,3 +239,38 @@ def test_serve_options_parse_into_the_access_policy_and_limits(tmp_path, capsys)
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--help"])
     assert exc.value.code == 0 and "--api-key-file" in capsys.readouterr().out
+
+
+def test_milvus_lite_server_mode_prints_no_error_line(tmp_path, tiny_checkpoint, synth_root, capfd):
+    """Milvus Lite's own gRPC server mode answers UNIMPLEMENTED to get_server_version:
+    ``gallery info`` reports no version instead of an error line."""
+    import milvus_lite
+
+    lib = Path(milvus_lite.__file__).parent / "lib"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, LD_LIBRARY_PATH=str(lib))
+    server = subprocess.Popen(
+        [str(lib / "milvus"), str(tmp_path / "lite.db"), f"127.0.0.1:{port}", "ERROR"],
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        g = ["--gallery", f"http://127.0.0.1:{port}", "--crops", str(tmp_path / "crops")]
+        images = collect_images([synth_root / "query"])[:3]
+        for _ in range(100):  # until it listens
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        assert main(["gallery", "add", *g, "--checkpoint", str(tiny_checkpoint),
+                     "--images", *images, "--no-progress"]) == 0  # fmt: skip
+        assert main(["gallery", "info", *g, "--json"]) == 0
+        out = capfd.readouterr()
+        info = json.loads(out.out[out.out.index("{") :])
+        assert info["entries"] == 3 and info["server_version"] is None
+        assert "ERROR" not in out.err and "UNIMPLEMENTED" not in out.err, out.err
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -84,6 +84,42 @@ def test_bad_file_stops_or_is_skipped(tmp_path, synth_root, extractor):
         assert {e.camera for e in g.page(limit=100).items} == {5}
 
 
+def test_crops_below_the_minimum_side_are_refused_naming_file_and_size(
+    tmp_path, synth_root, extractor, tiny_checkpoint, capsys
+):
+    from PIL import Image
+
+    from abdnet.cli.main import main
+    from abdnet.gallery import ImageTooSmall
+
+    good = collect_images([synth_root / "query"])[:2]
+    dot, sliver = tmp_path / "dot.png", tmp_path / "sliver.png"
+    Image.new("RGB", (1, 1)).save(dot)
+    Image.new("RGB", (5, 60)).save(sliver)
+    with Gallery.open(tmp_path / "g.db", model=describe_extractor(extractor), create=True) as g:
+        with pytest.raises(ImageTooSmall, match=r"dot.png: .*1x1 pixels, the minimum is 8 "):
+            enrol_files(g, extractor, [*good, str(dot)])
+        report = enrol_files(g, extractor, [*good, str(dot), str(sliver)], skip_bad=True)
+        assert report.added == 2 and [f for f, _ in report.failed] == [str(dot), str(sliver)]
+        assert "5x60 pixels" in report.failed[1][1]
+        # the minimum is a setting: 1 takes any image
+        report = enrol_files(g, extractor, [str(dot)], min_side=1)
+        assert report.added == 1 and g.size() == 3
+    # the command line: --min-side, and the error names the file and its size
+    g2 = str(tmp_path / "g2.db")
+    argv = ["gallery", "add", "--gallery", g2, "--checkpoint", str(tiny_checkpoint),
+            "--no-progress", "--images", str(dot)]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("abdnet gallery: error: ") and f"{dot}: " in err and "1x1 pixels" in err
+    assert main([*argv, "--min-side", "1"]) == 0
+    assert "added 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*argv, "--min-side", "0"])
+    assert "--min-side: expected an integer >= 1" in capsys.readouterr().err
+
+
 def test_enrol_with_precomputed_embeddings(tmp_path, synth_root, extractor):
     paths = collect_images([synth_root / "query"])[:6]
     with Gallery.open(tmp_path / "g.db", model=describe_extractor(extractor), create=True) as g:

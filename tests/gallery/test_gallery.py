@@ -1,5 +1,5 @@
-"""The Milvus gallery (Milvus Lite on a temporary file): add, search, filters, paging,
-delete, persistence, model checks, one process at a time."""
+"""The Milvus gallery, each test on a Milvus Lite file and on a real Milvus server: add,
+search, filters, paging, delete, persistence, model checks; one process at a time (Lite)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _unit(n: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture
-def filled(tmp_path):
+def filled(gallery_target):
     """40 entries: cameras 1..4, times T0 + i minutes for even i, frames 100 i for i % 4 == 1,
     labels p0..p4 for i % 3 == 0."""
     n = 40
@@ -70,7 +70,7 @@ def filled(tmp_path):
         )
         for i in range(n)
     ]
-    g = Gallery.open(tmp_path / "g.db", model=_model(), create=True)
+    g = gallery_target.open(model=_model(), create=True)
     added = g.add(enrol, feats)
     yield g, enrol, feats, [a.id for a in added]
     g.close()
@@ -121,7 +121,7 @@ def test_mixed_filters_in_one_call(filled):
         assert [h.entry.id for h in hits[qi]] == [h.entry.id for h in single]
 
 
-def test_a_crowding_camera_falls_back_to_filtering_in_milvus(tmp_path):
+def test_a_crowding_camera_falls_back_to_filtering_in_milvus(gallery_target):
     # 60 entries of camera 1 right around the query, 10 of camera 2 far away: the shared
     # unfiltered call (2k + 16 = 36 nearest) holds no camera-2 entry at all.
     q = _unit(1, seed=5)
@@ -130,7 +130,7 @@ def test_a_crowding_camera_falls_back_to_filtering_in_milvus(tmp_path):
     feats = np.concatenate([near, far]).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     cams = [1] * 60 + [2] * 10
-    with Gallery.open(tmp_path / "g.db", model=_model(), create=True) as g:
+    with gallery_target.open(model=_model(), create=True) as g:
         added = g.add([Enrolment(_crop(i), camera=c) for i, c in enumerate(cams)], feats)
         ids = [a.id for a in added]
         both = g.search(
@@ -197,16 +197,19 @@ def test_delete_removes_entry_and_crop(filled):
     assert ids[0] not in [h.entry.id for h in hits]
 
 
-def test_reopen_keeps_entries_and_checks_the_model(tmp_path):
-    uri = tmp_path / "g.db"
-    with Gallery.open(uri, model=_model(), create=True) as g:
+def test_reopen_keeps_entries_and_checks_the_model(gallery_target, tmp_path):
+    with gallery_target.open(model=_model(), create=True) as g:
         g.add([Enrolment(crop=_crop(1))], _unit(1))
-    with Gallery.open(uri) as g:  # no model: read-only use
+    with gallery_target.open() as g:  # no model: read-only use
         assert g.size() == 1 and g.model == _model()
     with pytest.raises(ModelMismatchError, match="other weights"):
-        Gallery.open(uri, model=_model(fingerprint="a" * 64, weights="b" * 64))
+        gallery_target.open(model=_model(fingerprint="a" * 64, weights="b" * 64))
     with pytest.raises(ModelMismatchError, match="flip averaging on"):
-        Gallery.open(uri, model=_model(fingerprint="c" * 64, flip=True))
+        gallery_target.open(model=_model(fingerprint="c" * 64, flip=True))
+    if gallery_target.kind == "server":
+        with pytest.raises(GalleryError, match=f"{gallery_target.uri}: has no collection"):
+            Gallery.open(gallery_target.uri, collection="nothing_here")
+        return
     with pytest.raises(GalleryError, match="not found"):
         Gallery.open(tmp_path / "other.db")
     with pytest.raises(GalleryError, match="PATH.db|ending in .db"):

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from abdnet.config import with_data_root
     from abdnet.data import build_dataset
     from abdnet.engine import verify_embedder
+    from abdnet.evaluation import is_junk
     from abdnet.files import check_output
     from abdnet.gallery import Threshold, describe_extractor, format_time, save_threshold
     from abdnet.viz import plot_roc
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     model = describe_extractor(extractor, source=info["source"])
     dataset = build_dataset(with_data_root(extractor.config.data, args.data))
     fars = sorted({args.far, 1e-2, 1e-3}, reverse=True)
-    total = len(dataset.query) + sum(r.pid >= 0 for r in dataset.gallery)
+    total = len(dataset.query) + sum(not is_junk(r.pid) for r in dataset.gallery)
     with progress_bar(total, "embed", show=not args.no_progress) as bar:
         result = verify_embedder(extractor, dataset, fars=fars, progress=bar.update)
     threshold = Threshold.from_verification(

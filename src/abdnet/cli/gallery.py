@@ -13,6 +13,20 @@ from abdnet.cli.options import int_at_least
 HELP = "enrol crops into a persistent gallery (Milvus Lite file or Milvus server), search, delete"
 
 
+def add_min_side_option(parser: argparse.ArgumentParser) -> None:
+    """--min-side: the least width and height of a crop that is enrolled."""
+    from abdnet.gallery import DEFAULT_MIN_SIDE  # imports torch: not at the top level
+
+    parser.add_argument(
+        "--min-side",
+        type=int_at_least(1),
+        default=DEFAULT_MIN_SIDE,
+        metavar="PX",
+        help=f"refuse crops less than PX pixels wide or high (default {DEFAULT_MIN_SIDE}; "
+        "1 accepts any image)",
+    )
+
+
 def add_gallery_arguments(parser: argparse.ArgumentParser, *, creating: bool = False) -> None:
     """--gallery, --collection, --crops (and --index where a gallery may be created)."""
     parser.add_argument(
@@ -133,7 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="label each image with the identity in its Market/Duke-style name",
     )
-    a.add_argument("--skip-bad", action="store_true", help="skip (and list) unreadable images")
+    add_min_side_option(a)
+    a.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip (and list) unreadable images and those below --min-side",
+    )
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser(
@@ -199,6 +218,7 @@ def _add(args: argparse.Namespace) -> int:
         label_from_pid=args.label_from_name,
         batch_size=args.batch_size,
         skip_bad=args.skip_bad,
+        min_side=args.min_side,
     )
     # under torchrun: join the process group (gloo on the CPU), each rank embeds its share
     ctx, device = init_distributed(

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from abdnet.cli.extract import add_model_arguments
-from abdnet.cli.gallery import add_gallery_arguments, open_gallery_for_model
+from abdnet.cli.gallery import add_gallery_arguments, add_min_side_option, open_gallery_for_model
 
 if TYPE_CHECKING:
     from abdnet.service import AccessPolicy, ServiceSettings
@@ -66,12 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4096 * 4096,
         help="pixel limit per image; larger images are refused (default 4096*4096)",
     )
-    parser.add_argument(
-        "--fps",
-        type=float,
-        default=25.0,
-        help="frame rate turning frame numbers in upload names into times (default 25)",
-    )
+    add_min_side_option(parser)
     parser.add_argument(
         "--threads",
         type=int,
@@ -98,7 +93,7 @@ def service_settings(args: argparse.Namespace) -> ServiceSettings:
         max_image_pixels=args.max_image_pixels,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
-        fps=args.fps,
+        min_crop_side=args.min_side,
     )
 
 

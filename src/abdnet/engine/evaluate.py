@@ -26,7 +26,13 @@ from abdnet.data import ImageRecord, ReIDDataset
 from abdnet.engine.embedder import Embedder, ModelEmbedder
 from abdnet.engine.inference import Runner
 from abdnet.engine.precision import Precision, choose_precision
-from abdnet.evaluation import RankEvaluator, RankResult, VerificationResult, evaluate_verification
+from abdnet.evaluation import (
+    RankEvaluator,
+    RankResult,
+    VerificationResult,
+    evaluate_verification,
+    is_junk,
+)
 
 __all__ = ["evaluate_embedder", "evaluate_model", "verify_embedder"]
 
@@ -55,12 +61,12 @@ def _split(
     ranked), and how many gallery records were left out."""
     query = list(dataset.query if query is None else query)
     gallery = list(dataset.gallery if gallery is None else gallery)
-    if not query or not any(r.pid >= 0 for r in gallery):
+    if not query or all(is_junk(r.pid) for r in gallery):
         raise ValueError(
             f"data set {dataset.name}: nothing to evaluate "
             f"({len(query)} query, {len(gallery)} gallery images)"
         )
-    ranked = [r for r in gallery if r.pid >= 0]
+    ranked = [r for r in gallery if not is_junk(r.pid)]
     return query, query + ranked, len(gallery) - len(ranked)
 
 

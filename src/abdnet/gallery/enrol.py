@@ -42,7 +42,13 @@ from abdnet.engine import (
     shard,
 )
 from abdnet.gallery.gallery import Gallery
-from abdnet.gallery.images import DEFAULT_MAX_PIXELS, CropImage, read_crop, sha256_hex
+from abdnet.gallery.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_SIDE,
+    CropImage,
+    read_crop,
+    sha256_hex,
+)
 from abdnet.gallery.records import Enrolment
 from abdnet.retrieval import ImageReadError, ShardFailedError, parse_name
 
@@ -110,6 +116,7 @@ def enrol_files(
     batch_size: int = 64,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
     commit_every: int = 512,
     progress: Callable[[int], None] | None = None,
     embeddings: Mapping[str, np.ndarray] | None = None,
@@ -120,8 +127,9 @@ def enrol_files(
     ``camera`` (from 1) / ``timestamp`` / ``label`` apply to every file; without ``camera``
     the camera, and always the frame, are parsed from Market/Duke-style names
     (:func:`name_metadata`). ``label_from_pid`` labels each crop with the
-    identity its name carries. An unreadable file raises ImageReadError naming it (what was
-    committed stays enrolled) unless ``skip_bad``, which lists it in the report instead.
+    identity its name carries. An unreadable file, or one less than ``min_side`` pixels wide or
+    high (:class:`ImageTooSmall`), raises ImageReadError naming it (what was committed stays
+    enrolled) unless ``skip_bad``, which lists it in the report instead.
     Embeddings are computed ``batch_size`` images at a time and committed (crops synced, rows
     written) every ``commit_every`` images: a commit costs a file-system sync.
 
@@ -154,7 +162,7 @@ def enrol_files(
 
     for start in range(0, len(paths), batch_size):
         batch = [str(p) for p in paths[start : start + batch_size]]
-        crops = _read_crops(batch, skip_bad, max_pixels, report.failed)
+        crops = _read_crops(batch, skip_bad, (max_pixels, min_side), report.failed)
         known = gallery.find([c.sha256 for c in crops])
         todo = []
         for c in crops:
@@ -188,14 +196,17 @@ def enrol_files(
 
 
 def _read_crops(
-    paths: Sequence[str], skip_bad: bool, max_pixels: int, failed: list[tuple[str, str]]
+    paths: Sequence[str],
+    skip_bad: bool,
+    limits: tuple[int, int],
+    failed: list[tuple[str, str]],
 ) -> list[CropImage]:
     """The crops of ``paths`` that can be read; with ``skip_bad`` the others are logged and
     listed in ``failed``, without it the first raises ImageReadError naming its file."""
     crops = []
     for p in paths:
         try:
-            crops.append(read_crop(p, max_pixels=max_pixels))
+            crops.append(read_crop(p, max_pixels=limits[0], min_side=limits[1]))
         except ImageReadError as exc:
             if not skip_bad:
                 raise
@@ -222,6 +233,7 @@ def embed_files(
     batch_size: int = 64,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
     progress: Callable[[int], None] | None = None,
 ) -> EmbeddedFiles:
     """Embeddings of image files, read and embedded as :func:`enrol_files` does.
@@ -235,7 +247,7 @@ def embed_files(
     features: list[np.ndarray] = []
     for start in range(0, len(paths), batch_size):
         batch = [str(p) for p in paths[start : start + batch_size]]
-        crops = _read_crops(batch, skip_bad, max_pixels, out.failed)
+        crops = _read_crops(batch, skip_bad, (max_pixels, min_side), out.failed)
         if crops:
             features.append(extractor([c.image for c in crops]).numpy())
             out.sha256 += [c.sha256 for c in crops]
@@ -278,6 +290,7 @@ def enrol_sharded(
     batch_size: int = 64,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
     progress: Callable[[int], None] | None = None,
     **options: Any,
 ) -> EnrolReport | None:
@@ -324,6 +337,7 @@ def enrol_sharded(
             batch_size=batch_size,
             skip_bad=skip_bad,
             max_pixels=max_pixels,
+            min_side=min_side,
             progress=progress,
         )
     except Exception as exc:  # reported to the other ranks below, then raised here
@@ -350,6 +364,7 @@ def enrol_sharded(
         batch_size=batch_size,
         skip_bad=skip_bad,
         max_pixels=max_pixels,
+        min_side=min_side,
         embeddings=embeddings,
         **options,
     )

@@ -34,10 +34,21 @@ product of unit vectors) and turns what Milvus returns into the space's distance
 Euclidean ``2 - 2 cos``, as ``abdnet search`` and thresholds) and the cosine score; each hit
 carries both. A gallery holds unit vectors only (a raw-embedding space has no score).
 
+Consistency: every read (search, count, get, list) asks Milvus for **Strong** consistency:
+it sees every write any client had acknowledged before the read began, so replicas of
+``abdnet serve`` sharing one server find an entry enrolled through another at once, and a
+count taken right after ``add`` includes the new rows. The cost: a read waits until the
+server's query nodes have consumed the log up to the read's timestamp: up to one time tick
+(``proxy.timeTickInterval``, 200 ms by default in Milvus 2.3; measured in
+docs/service.md). Milvus Lite has one process and no log lag: the level changes nothing there.
+New collections are created with Strong as their default too.
+
 Durability: crops are written (and synced) before their rows; a row is acknowledged once
 Milvus has accepted it (Milvus Lite: appended to its write-ahead log, which survives the
 process being killed; a Milvus server: persisted to its log broker). A crop whose row never
 made it is unreferenced and harmless; it is reused when the crop is enrolled again.
+
+One concept in one file (over 450 lines): the persistent gallery over one Milvus collection.
 """
 
 from __future__ import annotations
@@ -104,6 +115,8 @@ _FIELDS = ["camera", "timestamp", "frame", "label", "sha256", "extension", "sour
 # by row in Python (0.05-0.1 ms per row), until it seals them into a segment at 128 MiB. An
 # embedded gallery seals them itself every this many rows (a seal costs ~0.1 s).
 SEAL_ROWS = 256
+# Read-your-own-and-everyone's-writes (see the module docs).
+CONSISTENCY = "Strong"
 
 
 class GalleryError(ValueError):
@@ -253,6 +266,7 @@ class Gallery:
             self.collection,
             filter=_list_filter(camera, label),
             output_fields=["count(*)"],
+            consistency_level=CONSISTENCY,
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
@@ -267,6 +281,7 @@ class Gallery:
             self.collection,
             filter=f"id in [{', '.join(quote(i) for i in ids)}]",
             output_fields=["id", *_FIELDS],
+            consistency_level=CONSISTENCY,
         )
         found = {str(r["id"]): GalleryEntry.from_row(r) for r in rows}
         return [found[i] for i in ids if i in found]
@@ -301,6 +316,7 @@ class Gallery:
             output_fields=["id", *_FIELDS],
             offset=offset,
             limit=limit,
+            consistency_level=CONSISTENCY,
         )
         return Page(total=total, items=[GalleryEntry.from_row(r) for r in rows])
 
@@ -365,6 +381,7 @@ class Gallery:
             filter=expr,
             output_fields=_FIELDS,
             search_params=params,
+            consistency_level=CONSISTENCY,
         )
         return [[_hit(h, space) for h in hits] for hits in result]
 
@@ -380,14 +397,25 @@ class Gallery:
             "model": self.model.to_dict(),
             "crops": str(self.crops.root) if self.crops is not None else None,
         }
-        try:
-            out["server_version"] = self._client.get_server_version(timeout=self._timeout)
-        except Exception:  # informative only; not every server answers it
-            out["server_version"] = None
+        out["server_version"] = self._server_version()
         if self.crops is not None:
             st = self.crops.stats()
             out["crop_files"], out["crop_bytes"] = st.files, st.bytes
         return out
+
+    def _server_version(self) -> str | None:
+        """The server's version; None where it is not implemented (Milvus Lite's server mode
+        answers UNIMPLEMENTED, which pymilvus would log as an error: informative only)."""
+        quiet = _DropAll()
+        logger = logging.getLogger("pymilvus.decorators")
+        logger.addFilter(quiet)
+        try:
+            return str(self._client.get_server_version(timeout=self._timeout))
+        except Exception as exc:
+            log.debug("gallery %s: no server version: %s", self.uri, exc)
+            return None
+        finally:
+            logger.removeFilter(quiet)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -556,6 +584,11 @@ def _disconnect(client: Any, uri: str) -> None:
         server_manager_instance.release_server(str(Path(uri).absolute()))
 
 
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
 class _DropUnimplemented(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "Method not implemented" not in record.getMessage() and not (
@@ -640,6 +673,7 @@ def _open_collection(
                 index_params=params,
                 description=text,
                 properties={_META_KEY: text},
+                consistency_level=CONSISTENCY,
                 timeout=timeout,
             )
         log.info("created %s (collection %s, %d-d, %s index)", where, name, model.dim, index)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from abdnet.evaluation import JUNK_PID
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -67,7 +69,7 @@ def rank_query(
     k: int,
     query_index: int = 0,
     distractor_pids: frozenset[int] = frozenset(),
-    junk_pids: frozenset[int] = frozenset({-1}),
+    junk_pids: frozenset[int] = frozenset({JUNK_PID}),
     show_junk: bool = True,
 ) -> RankedQuery:
     """Gallery sorted by distance (ties by index) until ``k`` ranked entries are collected.
