@@ -129,7 +129,7 @@ def train_step(
     grad_clip: float = 0.0,
 ) -> LossTerms:
     """One optimizer step on one (per-rank) batch with the loss terms ``plan`` enables."""
-    plain = unwrap_model(model)
+    plain: Any = unwrap_model(model)  # the ABDNet / OfficialABDNet under the wrappers
     optimizer.zero_grad(set_to_none=True)
     with precision.autocast():
         out = model(images)
@@ -230,7 +230,8 @@ def _train(
     )
     history: list[dict[str, Any]] = []
     test_metrics: dict[str, float] | None = None
-    wrapped, wrapped_stage = None, 0
+    wrapped: Any = None  # the model under DDP and/or torch.compile
+    wrapped_stage = 0
     try:
         for epoch in range(state.epoch, end_epoch):
             plan = schedule.plan(epoch)
@@ -283,7 +284,7 @@ def _train(
             metrics.write(record)
             history.append(record)
             if ctx.is_main and (do_ckpt or improved):
-                meta = {
+                meta: dict[str, Any] = {
                     k: record[k]
                     for k in ("epoch", "stage", "lr", "loss", "val", "test")
                     if k in record
@@ -497,7 +498,9 @@ def _run_precision(
     choice = [chosen.name if chosen else None, chosen.reason if chosen else None]
     if ctx.enabled:
         torch.distributed.broadcast_object_list(choice, src=0)
-    precision = dataclasses.replace(choose_precision(device, choice[0]), reason=choice[1])
+    name, reason = choice  # set on every rank: chosen on rank 0, broadcast to the others
+    assert name is not None and reason is not None
+    precision = dataclasses.replace(choose_precision(device, name), reason=reason)
     if ctx.is_main:
         atomic_write(
             run.precision,

@@ -19,7 +19,7 @@ from abdnet.models.official import OfficialABDNet
 __all__ = ["build_model", "build_model_from_config", "official_model_config"]
 
 
-def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
+def build_model_from_config(cfg: ModelConfig, num_classes: int) -> ABDNet | OfficialABDNet:
     """``arch="abd"`` -> :class:`ABDNet`, ``arch="official"`` -> :class:`OfficialABDNet`."""
     common: dict[str, Any] = dict(
         backbone=cfg.backbone,
@@ -35,7 +35,7 @@ def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
         ow_scope=cfg.ow_scope,
     )
     if cfg.arch == "abd":
-        model: nn.Module = ABDNet(
+        model: ABDNet | OfficialABDNet = ABDNet(
             num_classes, svd_layer=cfg.svd_layer, attentive_dim=cfg.attentive_dim, **common
         )
     else:
