@@ -199,7 +199,7 @@ def main() -> None:
                 fwd, batches, cfg=cfg, objective=objective, state=state, precision=precision,
                 plan=plan, ctx=ctx, device=device, progress=False,
             )  # fmt: skip
-            return float(record["images_per_s"])
+            return float(record.images_per_s)
 
         # 1. the loader alone
         batches = epochs_of_batches(train_records, reader, data_cfg, pin)

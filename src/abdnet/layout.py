@@ -7,6 +7,7 @@
       precision.json       the precision "auto" resolved to (reused on resume)
       metrics.jsonl        one JSON object per epoch (losses, validation/test metrics)
       skipped_images.txt   images left out as unreadable (data.skip_bad), "path<TAB>reason"
+      threshold.json       the run's calibrated "same person?" threshold (abdnet calibrate)
       tb/                  TensorBoard events
       checkpoints/
         last -> .last-<token>/   the latest epoch's checkpoint (a link swapped atomically)
@@ -28,11 +29,14 @@ __all__ = [
     "PRECISION_FILE",
     "METRICS_FILE",
     "SKIPPED_FILE",
+    "THRESHOLD_FILE",
     "TB_DIR",
     "CHECKPOINTS_DIR",
     "MODEL_FILE",
     "STATE_FILE",
     "META_FILE",
+    "LAST",
+    "BEST",
     "OFFICIAL_SUFFIXES",
     "RunLayout",
     "resolve_checkpoint",
@@ -42,11 +46,15 @@ CONFIG_FILE = "config.yaml"
 PRECISION_FILE = "precision.json"
 METRICS_FILE = "metrics.jsonl"
 SKIPPED_FILE = "skipped_images.txt"
+THRESHOLD_FILE = "threshold.json"
 TB_DIR = "tb"
 CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+# The checkpoints a run keeps (RUN/checkpoints/<name>): the latest epoch and the best one.
+LAST = "last"
+BEST = "best"
 # Files written by the authors' code (torch.save of a dict with a state dict).
 OFFICIAL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")
 
@@ -84,11 +92,11 @@ class RunLayout:
     def checkpoints(self) -> Path:
         return self.root / CHECKPOINTS_DIR
 
-    def checkpoint(self, name: str = "last") -> Path:
+    def checkpoint(self, name: str = LAST) -> Path:
         """``RUN/checkpoints/<name>``: a link to the current complete checkpoint folder."""
         return self.checkpoints / name
 
-    def model_file(self, name: str = "last") -> Path:
+    def model_file(self, name: str = LAST) -> Path:
         return self.checkpoint(name) / MODEL_FILE
 
 
@@ -110,14 +118,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
             f"a checkpoint folder or a run folder"
         )
     run = RunLayout(p)
-    candidates = [p / MODEL_FILE, run.model_file("best"), run.model_file("last")]
+    candidates = [p / MODEL_FILE, run.model_file(BEST), run.model_file(LAST)]
     for c in candidates:
         if c.is_file():
             return c
-    if run.checkpoint("last").is_symlink():
+    if run.checkpoint(LAST).is_symlink():
         raise ValueError(
             f"{p}: checkpoints/last points to a missing folder "
-            f"({run.checkpoint('last').readlink()}); the run's weights are gone"
+            f"({run.checkpoint(LAST).readlink()}); the run's weights are gone"
         )
     raise ValueError(
         f"{p}: not a checkpoint: none of {', '.join(str(c.relative_to(p)) for c in candidates)} "

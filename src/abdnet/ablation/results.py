@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from abdnet.evaluation import RankResult
+
 __all__ = ["METRIC_NAMES", "RESULT_FILE", "TIME_NAME", "VariantResult", "read_result"]
 
 RESULT_FILE = "ablation_result.json"  # in each run folder; its presence marks a finished run
-METRIC_NAMES = ("rank1", "rank5", "rank10", "mAP", "mINP")  # abdnet.evaluation.RankResult fields
+METRIC_NAMES = RankResult.METRIC_NAMES  # the VariantResult fields of the metrics
 TIME_NAME = "train_seconds"  # VariantResult field: training time summed over the epochs
 
 

@@ -27,7 +27,7 @@ from abdnet.data import build_dataset
 from abdnet.engine import evaluate_model, resolve_device, train
 from abdnet.evaluation import RankResult
 from abdnet.files import FolderLock, atomic_write
-from abdnet.layout import RunLayout
+from abdnet.layout import LAST, RunLayout
 from abdnet.models import load_model
 
 __all__ = ["BASE_CONFIG_FILE", "run_ablation", "run_folder", "run_seeds"]
@@ -84,7 +84,7 @@ def _default_evaluate(cfg: Config, run_dir: Path) -> dict[str, float]:
     """Test-set numbers of the run's last checkpoint: the model the trainer tests after its
     final epoch (needed when the epochs finished in an earlier, interrupted session)."""
     device = resolve_device(cfg.train.device)
-    model = load_model(RunLayout(run_dir).checkpoint("last")).model.to(device)
+    model = load_model(RunLayout(run_dir).checkpoint(LAST)).model.to(device)
     return _metrics_from(evaluate_model(model, build_dataset(cfg.data), cfg.eval, cfg.data, device))
 
 

@@ -231,7 +231,7 @@ class ModelEmbedder:
         self._precision = (
             precision
             if isinstance(precision, Precision)
-            else choose_precision(self.device, precision or "fp32", measure=False)
+            else choose_precision(self.device, precision or "fp32")
         )
         self.precision: PrecisionName = self._precision.name  # type: ignore[assignment]
         self.channels_last = bool(channels_last)

@@ -26,9 +26,15 @@ from abdnet.data import ImageRecord, ReIDDataset
 from abdnet.engine.embedder import Embedder, ModelEmbedder
 from abdnet.engine.inference import Runner
 from abdnet.engine.precision import Precision, choose_precision
-from abdnet.evaluation import RankEvaluator, RankResult, VerificationResult, evaluate_verification
+from abdnet.evaluation import (
+    RankEvaluator,
+    RankResult,
+    VerificationResult,
+    evaluate_verification,
+    is_junk,
+)
 
-__all__ = ["evaluate_embedder", "evaluate_model"]
+__all__ = ["evaluate_embedder", "evaluate_model", "verify_embedder"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,24 @@ class _RecordImages(Sequence[Any]):
         return self._dataset.read_image(self._records[i])
 
 
+def _split(
+    dataset: ReIDDataset,
+    query: Sequence[ImageRecord] | None,
+    gallery: Sequence[ImageRecord] | None,
+) -> tuple[list[ImageRecord], list[ImageRecord], int]:
+    """The query records, then the query + ranked gallery records (pid -1: junk, never
+    ranked), and how many gallery records were left out."""
+    query = list(dataset.query if query is None else query)
+    gallery = list(dataset.gallery if gallery is None else gallery)
+    if not query or all(is_junk(r.pid) for r in gallery):
+        raise ValueError(
+            f"data set {dataset.name}: nothing to evaluate "
+            f"({len(query)} query, {len(gallery)} gallery images)"
+        )
+    ranked = [r for r in gallery if not is_junk(r.pid)]
+    return query, query + ranked, len(gallery) - len(ranked)
+
+
 def evaluate_embedder(
     embedder: Embedder,
     dataset: ReIDDataset,
@@ -60,14 +84,7 @@ def evaluate_embedder(
     ranked as ``eval_cfg`` says, and TAR at ``eval_cfg.verification_fars`` and the EER in
     ``embedder.space`` unless ``verification=False``. ``progress(n)`` is called after each
     batch of ``n`` images."""
-    query = list(dataset.query if query is None else query)
-    gallery = list(dataset.gallery if gallery is None else gallery)
-    if not query or not any(r.pid >= 0 for r in gallery):
-        raise ValueError(
-            f"data set {dataset.name}: nothing to evaluate "
-            f"({len(query)} query, {len(gallery)} gallery images)"
-        )
-    records = query + [r for r in gallery if r.pid >= 0]  # pid -1: junk, never ranked
+    query, records, left_out = _split(dataset, query, gallery)
     ext = embedder.embed(_RecordImages(dataset, records), progress=progress, keep_raw=True)
     pids, camids = [r.pid for r in records], [r.camid for r in records]
     evaluator = RankEvaluator(
@@ -82,37 +99,53 @@ def evaluate_embedder(
     result = evaluator.evaluate()
     roc = None
     if verification and eval_cfg.verification_fars:
-        roc = _verification(embedder, ext.features, pids, camids, len(query), eval_cfg)
-    return dataclasses.replace(
-        result, verification=roc, num_gallery_skipped=len(gallery) - result.num_gallery
-    )
+        try:
+            fars = eval_cfg.verification_fars
+            roc = _verification(embedder, ext.features, records, len(query), fars)
+        except ValueError as exc:  # no genuine or no impostor cross-camera pair
+            log.warning("no verification metrics: %s", exc)
+    return dataclasses.replace(result, verification=roc, num_gallery_skipped=left_out)
+
+
+def verify_embedder(
+    embedder: Embedder,
+    dataset: ReIDDataset,
+    *,
+    fars: Sequence[float],
+    query: Sequence[ImageRecord] | None = None,
+    gallery: Sequence[ImageRecord] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerificationResult:
+    """The verification ROC (TAR at each of ``fars`` with its threshold, EER) of the
+    cross-camera query/gallery pairs, in ``embedder.space``: what ``abdnet calibrate``
+    writes, and the numbers :func:`evaluate_embedder` reports. Raises ``ValueError`` when
+    there is no genuine or no impostor pair."""
+    query, records, _ = _split(dataset, query, gallery)
+    ext = embedder.embed(_RecordImages(dataset, records), progress=progress)
+    return _verification(embedder, ext.features, records, len(query), fars)
 
 
 def _verification(
     embedder: Embedder,
     features: torch.Tensor,
-    pids: list[int],
-    camids: list[int],
+    records: list[ImageRecord],
     num_query: int,
-    eval_cfg: EvalConfig,
-) -> VerificationResult | None:
+    fars: Sequence[float],
+) -> VerificationResult:
     """The ROC of the plain distances of the embedder's space: re-ranking and query expansion
     change rankings, not the pair distances a threshold is set on."""
     n = num_query
-    try:
-        return evaluate_verification(
-            features[:n],
-            features[n:],
-            pids[:n],
-            pids[n:],
-            camids[:n],
-            camids[n:],
-            fars=eval_cfg.verification_fars,
-            metric=embedder.space.metric,
-        )
-    except ValueError as exc:  # no genuine or no impostor cross-camera pair
-        log.warning("no verification metrics: %s", exc)
-        return None
+    pids, camids = [r.pid for r in records], [r.camid for r in records]
+    return evaluate_verification(
+        features[:n],
+        features[n:],
+        pids[:n],
+        pids[n:],
+        camids[:n],
+        camids[n:],
+        fars=fars,
+        metric=embedder.space.metric,
+    )
 
 
 def evaluate_model(

@@ -9,8 +9,10 @@ choice times candidate runners with it:
   afterwards), in the given precision (fp32 unless another one is asked for), optionally in
   channels_last memory format;
 - ``flip=True`` averages each embedding with its horizontal mirror's (``flip_mode`` "raw" as
-  the official code, or "normalized");
-- ``normalize=True`` L2-normalizes the result.
+  the official code, or "normalized").
+
+The embeddings are raw: moving them into an embedding space (L2 normalisation) is the
+space's rule (:func:`abdnet.engine.space.project`).
 
 A :data:`Runner` is an abdnet network (its ``ModelOutput.embedding`` is used) or any
 callable mapping a ``(B, 3, H, W)`` float tensor to ``(B, D)`` embeddings (the ONNX Runtime
@@ -24,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from abdnet.config import FlipMode, PrecisionName
@@ -86,7 +87,6 @@ def extract_features(
     precision: Precision | PrecisionName | None = None,
     flip: bool = False,
     flip_mode: FlipMode = "raw",
-    normalize: bool = False,
     channels_last: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
@@ -115,8 +115,6 @@ def extract_features(
                     flip_mode=flip_mode,
                     channels_last=channels_last,
                 )
-                if normalize:
-                    f = F.normalize(f, dim=1)
                 feats.append(f.cpu())
                 if progress is not None:
                     progress(images.shape[0])

@@ -139,6 +139,16 @@ class EmbeddingSpace:
             return self.distance_from_score(values)
         raise ValueError(f"search metric {metric!r}: expected l2, inner_product, L2 or IP")
 
+    def score_from_search(
+        self, values: np.ndarray | float, metric: FaissMetric | MilvusMetric
+    ) -> np.ndarray | float:
+        """Cosine scores from the ``values`` a search in ``metric`` returned: an inner product
+        of unit vectors is the score itself (clipped to [-1, 1])."""
+        if metric in ("inner_product", "IP"):
+            s = np.clip(np.asarray(values, dtype=np.float64), -1.0, 1.0)
+            return s if s.ndim else float(s)
+        return self.score_from_distance(self.distance_from_search(values, metric))
+
     # -- records -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

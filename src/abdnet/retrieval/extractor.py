@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from abdnet.config import BackendName, Config, PrecisionName
+from abdnet.config import BackendName, Config, FlipMode, PrecisionName
 from abdnet.engine import Extraction, ModelEmbedder, Runner, resolve_device
 from abdnet.export import BACKENDS, select_backend
 from abdnet.models import LoadedModel, load_model
@@ -48,7 +48,8 @@ class FeatureExtractor(ModelEmbedder):
     returns an :class:`Extraction` whose ``(N, D)`` float32 CPU features are
     **L2-normalized** unless ``normalize=False``; calling the extractor returns the features
     alone. With ``flip=True`` the raw embeddings of each image and its mirror are averaged
-    (official code), then normalized. Inference runs in batches of ``batch_size``.
+    (official code; ``flip_mode="normalized"`` averages the unit vectors instead), then
+    normalized. Inference runs in batches of ``batch_size``.
     ``space`` declares the vectors' :class:`~abdnet.engine.EmbeddingSpace`.
 
     ``backend`` runs a PyTorch network: ``"torch"`` (default) in ``precision`` (fp32 unless
@@ -73,6 +74,7 @@ class FeatureExtractor(ModelEmbedder):
         precision: PrecisionName | None = None,
         backend: BackendName = "torch",
         remeasure: bool = False,
+        flip_mode: FlipMode = "raw",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -122,6 +124,7 @@ class FeatureExtractor(ModelEmbedder):
             device=dev,
             batch_size=batch_size,
             flip=flip,
+            flip_mode=flip_mode,
             normalize=normalize,
             precision=chosen_precision,
             channels_last=channels_last,

@@ -70,8 +70,6 @@ SEARCH_OPTIONS = {"nprobe", "k_factor", "ef_search"}
 
 def load_faiss() -> Any:
     """The ``faiss`` module, or an ImportError saying which extra installs it."""
-    # faiss logs every CPU-feature probe at INFO on first import; keep the CLI output clean.
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - depends on the environment

@@ -20,7 +20,8 @@ from torch import nn
 from abdnet.config import Config
 from abdnet.data import build_test_transform
 from abdnet.engine import ModelEmbedder, device_of
-from abdnet.evaluation import pairwise_distance
+from abdnet.evaluation import is_junk, pairwise_distance
+from abdnet.layout import BEST, CHECKPOINTS_DIR, LAST, MODEL_FILE
 from abdnet.models import load_model
 from abdnet.viz.correlation import (
     CorrelationStats,
@@ -62,7 +63,7 @@ def load_viz_model(
     if label is None:
         # "runs/abd" for a run folder, "abd" for runs/abd.safetensors; "best"/"last" say little.
         label = p.name.removesuffix(".safetensors").removesuffix(".pth.tar")
-        if label in ("best", "last", "model", "checkpoints"):
+        if label in (BEST, LAST, Path(MODEL_FILE).stem, CHECKPOINTS_DIR):
             label = str(p)
     return VizModel(label=label, model=loaded.model.to(device).eval(), config=loaded.config)
 
@@ -111,8 +112,8 @@ def _distances(vm: VizModel, qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
 
 
 def _gallery(dataset) -> list:
-    # pid -1 images are junk that the evaluation leaves out of the gallery.
-    return [r for r in dataset.gallery if r.pid >= 0]
+    # junk images (pid -1) are left out of the gallery, as the evaluation does
+    return [r for r in dataset.gallery if not is_junk(r.pid)]
 
 
 def _distractor_pids(dataset) -> frozenset[int]:
@@ -336,7 +337,9 @@ def tsne_figure(
     distractors = _distractor_pids(dataset)
     pool = [r for r in list(dataset.query) + _gallery(dataset) if r.pid not in distractors]
     ids = choose_identities(
-        [r.pid for r in dataset.query if r.pid >= 0 and r.pid not in distractors], num_ids, seed
+        [r.pid for r in dataset.query if not is_junk(r.pid) and r.pid not in distractors],
+        num_ids,
+        seed,
     )
     records = [r for r in pool if r.pid in set(ids)]
     if per_id > 0:

@@ -1,0 +1,255 @@
+"""``abdnet track``: camera footage to identities; ``abdnet track eval``: their metrics."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+HELP = "track people in camera footage and link them across cameras; 'track eval' scores it"
+
+
+def _named(value: str, option: str) -> tuple[str, str]:
+    name, sep, rest = value.partition("=")
+    if not sep or not name or not rest:
+        raise argparse.ArgumentTypeError(f"{option}: expected NAME=VALUE, got {value!r}")
+    return name, rest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from abdnet.cli.extract import add_model_arguments
+
+    parser.description = (
+        "Track each camera's people (Roboflow 'trackers', ByteTrack by default) on given "
+        "detections, embed a few good crops per tracklet with the model, stitch tracklets of "
+        "one person inside each camera and link them across cameras with the calibrated "
+        "threshold. Writes OUT/NAME.txt per camera (MOTChallenge 'frame,id,x,y,w,h,conf,-1,-1,"
+        "-1', one id per person in every camera), OUT/identities.json and "
+        "OUT/contact_sheet.png. 'abdnet track eval --gt ROOT --pred OUT' prints HOTA, IDF1 and "
+        "MOTA per camera and the multi-camera IDF1."
+    )
+    parser.add_argument("action", nargs="?", choices=["eval"], help="eval: score a result folder")
+    model = parser.add_argument_group("tracking (abdnet track)")
+    add_model_arguments(model)
+    for action in parser._actions:
+        if getattr(action, "dest", "") in ("checkpoint", "onnx"):
+            action.required = False
+    parser._mutually_exclusive_groups[-1].required = False
+    model.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a camera: a MOTChallenge sequence folder (seqinfo.ini, img1/, det/det.txt) or a "
+        "video file PyAV reads; repeat for more cameras",
+    )
+    model.add_argument(
+        "--detections",
+        action="append",
+        default=[],
+        metavar="NAME=det.txt",
+        help="MOTChallenge detections of camera NAME (default: its det/det.txt)",
+    )
+    model.add_argument(
+        "--start",
+        action="append",
+        default=[],
+        metavar="NAME=ISO8601",
+        help="wall-clock time of camera NAME's first frame (times in identities.json)",
+    )
+    model.add_argument(
+        "--threshold",
+        metavar="FILE",
+        help="threshold.json of 'abdnet calibrate' (default: RUN/threshold.json of --checkpoint)",
+    )
+    model.add_argument(
+        "--tracker",
+        default="bytetrack",
+        choices=["bytetrack", "sort", "ocsort", "botsort"],
+        help="tracker inside each camera (default bytetrack)",
+    )
+    model.add_argument(
+        "--crops", type=int, default=6, help="crops embedded per tracklet (default 6)"
+    )
+    model.add_argument(
+        "--no-link", action="store_true", help="no cross-camera linking (one id per camera person)"
+    )
+    model.add_argument("--out", metavar="OUT", help="output folder")
+    model.add_argument("--force", action="store_true", help="replace an existing OUT")
+    model.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ev = parser.add_argument_group("scoring (abdnet track eval)")
+    ev.add_argument(
+        "--gt", metavar="ROOT", help="ground truth: ROOT/NAME/gt/gt.txt or ROOT/NAME.txt per camera"
+    )
+    ev.add_argument("--pred", metavar="OUT", help="a folder written by 'abdnet track'")
+    ev.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "eval":
+        return _run_eval(args)
+    return _run_track(args)
+
+
+def _cameras(args: argparse.Namespace):
+    from abdnet.tracking import CameraInput
+
+    if not args.camera:
+        raise ValueError("--camera NAME=PATH: give at least one camera")
+    cams: dict[str, Path] = {}
+    for value in args.camera:
+        name, path = _named(value, "--camera")
+        if name in cams:
+            raise ValueError(f"--camera {name}: camera named twice")
+        if "/" in name or name.startswith(".") or name in ("identities", "contact_sheet"):
+            raise ValueError(f"--camera {name}: not a usable camera name (it names a file)")
+        cams[name] = Path(path)
+    extra: dict[str, dict[str, str]] = {"--detections": {}, "--start": {}}
+    for option, values in (("--detections", args.detections), ("--start", args.start)):
+        for value in values:
+            name, rest = _named(value, option)
+            if name not in cams:
+                raise ValueError(f"{option} {name}: no --camera {name}")
+            if name in extra[option]:
+                raise ValueError(f"{option} {name}: given twice")
+            extra[option][name] = rest
+    out = []
+    for name, path in cams.items():
+        start = None
+        if name in extra["--start"]:
+            try:
+                start = datetime.fromisoformat(extra["--start"][name].replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(
+                    f"--start {name}={extra['--start'][name]}: not an ISO 8601 time"
+                ) from None
+        det = extra["--detections"].get(name)
+        out.append(CameraInput(name, path, Path(det) if det else None, start))
+    return out
+
+
+def _threshold(args: argparse.Namespace, extractor, model):
+    from abdnet.gallery import load_threshold
+    from abdnet.layout import THRESHOLD_FILE
+
+    path = Path(args.threshold) if args.threshold else None
+    if path is None and args.checkpoint and Path(args.checkpoint).is_dir():
+        candidate = Path(args.checkpoint) / THRESHOLD_FILE
+        if candidate.is_file():
+            path = candidate
+    if path is None:
+        raise ValueError(
+            f"no link threshold: {args.checkpoint or args.onnx} keeps no {THRESHOLD_FILE}; run "
+            f"'abdnet calibrate --checkpoint RUN --data ROOT --out RUN/{THRESHOLD_FILE}' or "
+            f"pass --threshold FILE"
+        )
+    t = load_threshold(path)
+    if t.model.weights != model.weights:
+        raise ValueError(f"{path}: calibrated for another model ({t.model.describe()})")
+    if t.model.flip != extractor.flip:
+        extractor.flip = t.model.flip  # embed as the threshold was measured
+    return t, path
+
+
+def _run_track(args: argparse.Namespace) -> int:
+    from abdnet.cli.extract import build_extractor, progress_bar
+    from abdnet.files import FolderLock, atomic_directory, check_output
+    from abdnet.gallery import describe_extractor
+    from abdnet.tracking import identify, track_camera, write_results
+
+    if not (args.checkpoint or args.onnx):
+        raise ValueError("--checkpoint RUN (or --onnx MODEL) is required")
+    if not args.out:
+        raise ValueError("--out OUT is required")
+    if args.crops < 1:
+        raise ValueError(f"--crops must be >= 1, got {args.crops}")
+    cameras = _cameras(args)
+    out = check_output(args.out, force=args.force, option="--out", folder=True)
+    extractor, info = build_extractor(args)
+    if not args.flip:
+        extractor.flip = bool(extractor.config.eval.flip)
+    model = describe_extractor(extractor, source=info["source"])
+    threshold, tpath = _threshold(args, extractor, model)
+    show = not args.no_progress
+    tracks = []
+    for cam in cameras:
+        from abdnet.tracking.video import open_source
+
+        total = open_source(cam.path).info.length or None
+        with progress_bar(total, f"track {cam.name}", show) as bar:
+            tracks.append(
+                track_camera(
+                    cam,
+                    input_height=extractor.config.data.height,
+                    tracker=args.tracker,
+                    crops=args.crops,
+                    progress=bar.update,
+                )
+            )
+    n_crops = sum(len(t.crops) for c in tracks for t in c.tracklets)
+    with progress_bar(n_crops, "embed crops", show) as bar:
+        identities = identify(
+            tracks,
+            extractor=extractor,
+            threshold=threshold.threshold,
+            far=threshold.far,
+            link=not args.no_link,
+            progress=bar.update,
+        )
+    with FolderLock(out, what="--out"), atomic_directory(out) as tmp:
+        write_results(tmp, tracks, identities, model=model.describe())
+    people = len(set(identities.labels.values()))
+    multi = sum(
+        1
+        for p in set(identities.labels.values())
+        if len({k.split("/")[0] for k, v in identities.labels.items() if v == p}) > 1
+    )
+    for cam in tracks:
+        print(
+            f"{cam.camera.name}: {cam.frames} frames, {cam.detections} detections, "
+            f"{len(cam.tracklets)} tracklets"
+        )
+    print(
+        f"{people} identities ({multi} seen by more than one camera); link threshold "
+        f"{threshold.threshold:.4f} (FAR {threshold.far:g}, {tpath}); wrote {out}"
+    )
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from abdnet.tracking import evaluate_tracking, find_ground_truth
+
+    if not args.gt or not args.pred:
+        raise ValueError("track eval: --gt ROOT and --pred OUT are required")
+    pred_dir = Path(args.pred)
+    if not pred_dir.is_dir():
+        raise FileNotFoundError(f"--pred {pred_dir}: no such folder")
+    pred = {p.stem: p for p in sorted(pred_dir.glob("*.txt"))}
+    if not pred:
+        raise ValueError(f"--pred {pred_dir}: no NAME.txt result files")
+    gt = {name: find_ground_truth(args.gt, name) for name in pred}
+    score = evaluate_tracking(gt=gt, pred=pred)
+    if args.json:
+        doc = {
+            "cameras": {c.camera: c.__dict__ for c in score.cameras},
+            "multi_camera_idf1": score.multi_camera_idf1,
+            "gt_identities": score.gt_identities,
+            "pred_identities": score.pred_identities,
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"{'camera':12s} {'HOTA':>7s} {'IDF1':>7s} {'MOTA':>7s} {'IDSW':>5s}")
+    for c in score.cameras:
+        print(
+            f"{c.camera:12s} {100 * c.hota:7.2f} {100 * c.idf1:7.2f} {100 * c.mota:7.2f} "
+            f"{c.id_switches:5d}"
+        )
+    print(
+        f"multi-camera IDF1 {100 * score.multi_camera_idf1:.2f} "
+        f"({score.pred_identities} predicted / {score.gt_identities} true identities)",
+        file=sys.stdout,
+    )
+    return 0

@@ -1,0 +1,98 @@
+"""abdnet.tracking: from camera footage to identities.
+
+MOTChallenge I/O (:mod:`.mot`), frame sources (:mod:`.video`, PyAV), the tracker protocol and
+its adapter over Roboflow's ``trackers`` (:mod:`.tracker`), tracklets and their crops
+(:mod:`.tracklets`), stitching and cross-camera linking on arrays (:mod:`.linking`), the
+pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), metrics (:mod:`.evaluate`) and
+synthetic footage with ground truth (:mod:`.footage`). ``trackers``, ``av`` and
+``supervision`` are imported only when used.
+"""
+
+from abdnet.tracking.evaluate import (
+    CameraScore,
+    TrackingScore,
+    evaluate_tracking,
+    find_ground_truth,
+)
+from abdnet.tracking.linking import (
+    group_embeddings,
+    impostor_threshold,
+    link_cameras,
+    overlaps,
+    pairwise_distances,
+    stitch,
+)
+from abdnet.tracking.mot import (
+    ClipReport,
+    MotRows,
+    SequenceInfo,
+    clip_rows,
+    read_mot,
+    read_seqinfo,
+    write_mot,
+    write_seqinfo,
+)
+from abdnet.tracking.outputs import CONTACT_SHEET, IDENTITIES_FILE, write_results
+from abdnet.tracking.pipeline import CameraInput, CameraTracks, Identities, identify, track_camera
+from abdnet.tracking.tracker import (
+    TRACKERS,
+    Detections,
+    RoboflowTracker,
+    Tracker,
+    Tracks,
+    build_tracker,
+)
+from abdnet.tracking.tracklets import (
+    Crop,
+    Tracklet,
+    TrackletBuilder,
+    choose_crops,
+    crop_quality,
+    pool_embeddings,
+)
+from abdnet.tracking.video import Frame, ImageSequence, VideoFile, open_source
+
+__all__ = [
+    "CONTACT_SHEET",
+    "IDENTITIES_FILE",
+    "TRACKERS",
+    "CameraInput",
+    "CameraScore",
+    "CameraTracks",
+    "ClipReport",
+    "Crop",
+    "Detections",
+    "Frame",
+    "Identities",
+    "ImageSequence",
+    "MotRows",
+    "RoboflowTracker",
+    "SequenceInfo",
+    "Tracker",
+    "Tracklet",
+    "TrackletBuilder",
+    "TrackingScore",
+    "Tracks",
+    "VideoFile",
+    "build_tracker",
+    "choose_crops",
+    "clip_rows",
+    "crop_quality",
+    "evaluate_tracking",
+    "find_ground_truth",
+    "group_embeddings",
+    "identify",
+    "impostor_threshold",
+    "link_cameras",
+    "open_source",
+    "overlaps",
+    "pairwise_distances",
+    "pool_embeddings",
+    "read_mot",
+    "read_seqinfo",
+    "stitch",
+    "track_camera",
+    "write_mot",
+    "write_results",
+    "write_seqinfo",
+]

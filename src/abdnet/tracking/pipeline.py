@@ -1,0 +1,260 @@
+"""From camera footage to identities: track each camera, embed a few crops per tracklet,
+stitch inside each camera, link across cameras.
+
+:func:`track_camera` streams one camera's frames through a :class:`Tracker` into tracklets
+(with their chosen crops cut); :func:`identify` embeds all tracklets in one batched call
+and assigns global identities with :mod:`abdnet.tracking.linking`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from abdnet.tracking.embedding import embed_tracklets
+from abdnet.tracking.linking import group_embeddings, impostor_threshold, link_cameras, stitch
+from abdnet.tracking.mot import ClipReport, MotRows, clip_rows, read_mot
+from abdnet.tracking.tracker import Detections, build_tracker
+from abdnet.tracking.tracklets import Tracklet, TrackletBuilder
+from abdnet.tracking.video import ImageSequence, open_source
+
+__all__ = [
+    "CameraInput",
+    "CameraTracks",
+    "Identities",
+    "track_camera",
+    "identify",
+    "DEFAULT_DETECTIONS",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DETECTIONS = Path("det") / "det.txt"
+
+
+@dataclass(frozen=True)
+class CameraInput:
+    """One camera: its footage (sequence folder or video), detections file (default
+    ``det/det.txt`` of a sequence folder) and optional wall-clock start."""
+
+    name: str
+    path: Path
+    detections: Path | None = None
+    start: datetime | None = None
+
+
+@dataclass
+class CameraTracks:
+    """The tracklets of one camera and what was counted on the way."""
+
+    camera: CameraInput
+    tracklets: list[Tracklet]
+    frames: int  # frames read
+    frame_rate: float
+    size: tuple[int, int]  # (width, height)
+    detections: int  # detections used
+    clipped: ClipReport = field(default_factory=ClipReport)
+    past_end: int = 0  # detections on frames the footage does not have
+
+
+def _detections_path(camera: CameraInput) -> Path:
+    if camera.detections is not None:
+        return camera.detections
+    if camera.path.is_dir():
+        return camera.path / DEFAULT_DETECTIONS
+    raise ValueError(
+        f"--camera {camera.name}: {camera.path} is a video; give its detections with "
+        f"--detections {camera.name}=det.txt"
+    )
+
+
+def track_camera(
+    camera: CameraInput,
+    *,
+    input_height: int,
+    tracker: str = "bytetrack",
+    tracker_params: dict[str, Any] | None = None,
+    crops: int = 6,
+    progress: Callable[[int], None] | None = None,
+) -> CameraTracks:
+    """Track one camera. Boxes are clipped to the frame (counted, warned); detections on
+    frames the footage lacks are counted and warned; an empty detection file gives no
+    tracklets. ``progress`` is called with 1 after each frame."""
+    source = open_source(camera.path)
+    det_path = _detections_path(camera)
+    rows = read_mot(det_path)
+    w, h = source.info.width, source.info.height
+    rows, report = clip_rows(rows, width=w, height=h)
+    if report.clipped or report.dropped:
+        log.warning("%s", report.message(str(det_path)))
+    per_frame = rows.by_frame()
+    trk = build_tracker(tracker, frame_rate=source.info.frame_rate, **(tracker_params or {}))
+    builder = TrackletBuilder(camera.name, input_height=input_height, crops=crops)
+    seen: set[int] = set()
+    n_frames = 0
+    for frame in source:
+        n_frames += 1
+        idx = per_frame.get(frame.index)
+        seen.add(frame.index)
+        if idx is None:
+            dets = Detections(np.zeros((0, 4)), np.zeros(0))
+        else:
+            xywh = rows.boxes[idx]
+            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+            dets = Detections(xyxy, rows.scores[idx])
+        tracks = trk.update(dets, frame.image, time=frame.time)
+        if len(tracks):
+            builder.add(
+                frame=frame.index,
+                time=frame.time,
+                image=frame.image,
+                ids=tracks.ids,
+                boxes=dets.boxes[tracks.index],
+                scores=dets.scores[tracks.index],
+                all_boxes=dets.boxes,
+            )
+        if progress is not None:
+            progress(1)
+    if isinstance(source, ImageSequence):
+        seen.update(source.missing)  # warned by the source
+    past = int(sum(len(v) for f, v in per_frame.items() if f not in seen))
+    if past:
+        log.warning(
+            "%s: %d detection(s) on frames that %s does not have (it has %d)",
+            det_path,
+            past,
+            camera.path,
+            n_frames,
+        )
+    tracklets = builder.finish()
+    log.info(
+        "%s: %d frames, %d detections, %d tracklets",
+        camera.name,
+        n_frames,
+        len(rows),
+        len(tracklets),
+    )
+    return CameraTracks(
+        camera=camera,
+        tracklets=tracklets,
+        frames=n_frames,
+        frame_rate=source.info.frame_rate,
+        size=(w, h),
+        detections=len(rows),
+        clipped=report,
+        past_end=past,
+    )
+
+
+@dataclass
+class Identities:
+    """Global identities: ``labels[key]`` = identity (1-based) of each tracklet key
+    (``camera/track``); ``groups[key]`` its stitched group inside its camera."""
+
+    labels: dict[str, int]
+    groups: dict[str, int]
+    threshold: float  # the cross-camera link threshold
+    stitch_thresholds: dict[str, float]  # per camera
+    crops_embedded: int = 0
+
+
+def identify(
+    cameras: Sequence[CameraTracks],
+    *,
+    extractor: Any,
+    threshold: float,
+    far: float = 1e-3,
+    link: bool = True,
+    min_length: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> Identities:
+    """Embed, stitch and link. ``threshold`` (squared L2 of normalized embeddings) links
+    groups across cameras; inside a camera the threshold is the smaller of it and the
+    camera's own impostor quantile at ``far`` (:func:`impostor_threshold`). ``link=False``
+    keeps every camera's people apart. Tracklets shorter than ``min_length`` frames are not
+    stitched or linked."""
+    every = [t for c in cameras for t in c.tracklets]
+    n_crops = embed_tracklets(extractor, every, progress=progress)
+    labels: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    stitch_t: dict[str, float] = {}
+    group_rows: list[tuple[str, np.ndarray, float]] = []  # camera, embedding, weight
+    group_keys: list[list[str]] = []
+    for cam in cameras:
+        ts = cam.tracklets
+        if not ts:
+            continue
+        dim = next((t.embedding.shape[0] for t in every if t.embedding is not None), 1)
+        emb = np.stack([t.embedding if t.embedding is not None else np.zeros(dim) for t in ts])
+        valid = np.asarray([t.embedding is not None and len(t) >= min_length for t in ts])
+        starts = np.asarray([t.start for t in ts])
+        ends = np.asarray([t.end for t in ts])
+        own = impostor_threshold(embeddings=emb, starts=starts, ends=ends, far=far, valid=valid)
+        t_cam = threshold if own is None else min(threshold, own)
+        stitch_t[cam.camera.name] = t_cam
+        lab = stitch(embeddings=emb, starts=starts, ends=ends, threshold=t_cam, valid=valid)
+        weights = np.asarray([max(len(t.crops), 1) for t in ts], dtype=np.float64)
+        for g in range(int(lab.max()) + 1 if lab.size else 0):
+            members = np.flatnonzero(lab == g)
+            keys = [ts[i].key for i in members]
+            for k in keys:
+                groups[k] = g
+            ok = valid[members]
+            if ok.any():
+                e = group_embeddings(
+                    emb[members][ok], np.zeros(int(ok.sum()), dtype=np.int64), weights[members][ok]
+                )[0]
+                group_rows.append((cam.camera.name, e, 1.0))
+            else:
+                group_rows.append((cam.camera.name, np.zeros(emb.shape[1]), 0.0))
+            group_keys.append(keys)
+    if group_rows:
+        valid_g = np.asarray([w > 0 for _, _, w in group_rows])
+        if link:
+            glab = link_cameras(
+                cameras=[c for c, _, _ in group_rows],
+                embeddings=np.stack([e for _, e, _ in group_rows]),
+                threshold=threshold,
+                valid=valid_g,
+            )
+        else:
+            glab = np.arange(len(group_rows))
+        # identities numbered from 1 in order of first appearance
+        first: dict[int, float] = {}
+        start_of = {t.key: t.start for t in every}
+        for g, keys in enumerate(group_keys):
+            s = min(start_of[k] for k in keys)
+            first[int(glab[g])] = min(first.get(int(glab[g]), np.inf), s)
+        order = sorted(first, key=lambda p: (first[p], p))
+        number = {p: i + 1 for i, p in enumerate(order)}
+        for g, keys in enumerate(group_keys):
+            for k in keys:
+                labels[k] = number[int(glab[g])]
+    return Identities(labels, groups, threshold, stitch_t, n_crops)
+
+
+def result_rows(cam: CameraTracks, identities: Identities) -> MotRows:
+    """The MOTChallenge result rows of one camera: every tracked box with its identity."""
+    frames, ids, boxes, scores = [], [], [], []
+    for t in cam.tracklets:
+        pid = identities.labels.get(t.key)
+        if pid is None:
+            continue
+        frames.append(t.frames)
+        ids.append(np.full(len(t), pid))
+        boxes.append(np.concatenate([t.boxes[:, :2], t.boxes[:, 2:] - t.boxes[:, :2]], axis=1))
+        scores.append(t.scores)
+    if not frames:
+        return MotRows.empty()
+    return MotRows.from_arrays(
+        frames=np.concatenate(frames),
+        ids=np.concatenate(ids),
+        boxes=np.concatenate(boxes),
+        scores=np.concatenate(scores),
+    )
