@@ -373,14 +373,21 @@ class GalleryTarget:
         return self.crops if self.crops is not None else Path(self.uri).with_suffix(".crops")
 
 
-def make_gallery_target(kind: str, folder: Path, request) -> GalleryTarget:
-    if kind == "lite":
-        return GalleryTarget("lite", str(folder / "g.db"), "abdnet_gallery", None)
-    server = request.getfixturevalue("milvus_server")
-    return GalleryTarget("server", server.uri, server.collection(), folder / "crops")
+@pytest.fixture(scope="session")
+def make_gallery_target(request):
+    """``make(kind, folder)``: a :class:`GalleryTarget` of ``kind`` ("lite" or "server")
+    whose files live in ``folder`` (for module-scoped fixtures parametrized over both)."""
+
+    def make(kind: str, folder: Path) -> GalleryTarget:
+        if kind == "lite":
+            return GalleryTarget("lite", str(folder / "g.db"), "abdnet_gallery", None)
+        server = request.getfixturevalue("milvus_server")
+        return GalleryTarget("server", server.uri, server.collection(), folder / "crops")
+
+    return make
 
 
 @pytest.fixture(params=["lite", "server"])
-def gallery_target(request, tmp_path) -> GalleryTarget:
+def gallery_target(request, tmp_path, make_gallery_target) -> GalleryTarget:
     """Each test that takes it runs twice: on a Milvus Lite file and on the Milvus server."""
-    return make_gallery_target(request.param, tmp_path, request)
+    return make_gallery_target(request.param, tmp_path)

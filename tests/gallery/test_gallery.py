@@ -43,7 +43,7 @@ def _model(**changes) -> ModelInfo:
 
 def _crop(i: int) -> CropImage:
     rng = np.random.default_rng(i)
-    img = Image.fromarray(rng.integers(0, 255, (8, 4, 3), dtype=np.uint8))
+    img = Image.fromarray(rng.integers(0, 255, (16, 8, 3), dtype=np.uint8))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return decode_crop(buf.getvalue(), f"crop{i}.png")
