@@ -1,11 +1,13 @@
 # `make test` and `make demo` are all a new user needs: both create .venv when it is
 # missing or older than pyproject.toml, install abdnet editable with its test extras,
-# then run pytest or the demo.
+# then run pytest or the demo. `make test` also installs the system packages its tests need
+# (.ci/install-test-deps: Debian's chromium and chromium-driver, with apt-get when run as
+# root) or stops at once with the command that installs them.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint clean
+.PHONY: test test-deps demo lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -13,12 +15,16 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install -e '.[test]'
 	touch $(STAMP)
 
+# test-deps first: a missing system package stops the run before the install of .venv.
 # Two pytest processes: the tests that run OpenVINO go last, in a process of their own (an
 # in-process evaluation after OpenVINO's and ONNX Runtime's thread pools were started by the
 # backend tests crashed the interpreter; alone, each half passes).
-test: $(STAMP)
+test: test-deps $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not openvino" $(PYTEST_ARGS)
 	$(VENV)/bin/python -m pytest -m openvino $(PYTEST_ARGS)
+
+test-deps:
+	./.ci/install-test-deps
 
 demo: $(STAMP)
 	$(VENV)/bin/abdnet demo --out runs/demo

@@ -22,8 +22,9 @@ Phases, each after ``--warmup`` untimed steps (the first compiles with ``--compi
   processes, a fresh loader per epoch as the trainer builds one), no model;
 * ``step_img_s``: the training step on one batch already on the device, repeated;
 * ``train_img_s``: the training step fed by the loader, end to end;
-* ``extract_img_s``: ``extract_records`` (the library's extraction loop) over the query and
-  gallery JPEGs, batch ``--extract-batch``, the same workers, channels_last, eager model.
+* ``extract_img_s``: ``extract_features`` (the library's extraction loop) fed by
+  ``build_test_loader`` over the query and gallery JPEGs, batch ``--extract-batch``, the
+  same workers, channels_last, eager model.
 
 ``train_over_step`` = train / step: near 1 when the loader keeps up; clearly below 1 (with
 ``loader_img_s`` near ``train_img_s``) when the loader is the bottleneck. ``--profile DIR``
@@ -62,6 +63,7 @@ from abdnet.config import (
 )
 from abdnet.data import (
     SYNTHETIC_MARKER,
+    build_test_loader,
     build_test_transform,
     build_train_loader,
     open_dataset,
@@ -74,7 +76,7 @@ from abdnet.engine import (
     TransferSchedule,
     build_optimizer,
     choose_precision,
-    extract_records,
+    extract_features,
     resolve_device,
     seed_everything,
     wrap_ddp,
@@ -197,7 +199,7 @@ def main() -> None:
                 fwd, batches, cfg=cfg, objective=objective, state=state, precision=precision,
                 plan=plan, ctx=ctx, device=device, progress=False,
             )  # fmt: skip
-            return float(record["images_per_s"])
+            return float(record.images_per_s)
 
         # 1. the loader alone
         batches = epochs_of_batches(train_records, reader, data_cfg, pin)
@@ -247,14 +249,20 @@ def main() -> None:
         # the training precision
         test_records = list(dataset.query) + list(dataset.gallery)
         transform = build_test_transform(data_cfg)
-        kwargs = dict(
-            batch_size=extract_batch, workers=workers, device=device,
-            precision=precision, channels_last=True,
-        )  # fmt: skip
-        extract_records(model, test_records[:extract_batch], reader, transform, **kwargs)
+
+        def extract(records):
+            loader = build_test_loader(
+                records, reader, transform, batch_size=extract_batch, workers=workers
+            )
+            return extract_features(
+                model, (b[0] for b in loader), device=device, precision=precision,
+                channels_last=True,
+            )  # fmt: skip
+
+        extract(test_records[:extract_batch])
         _sync(device)
         t0 = time.perf_counter()
-        feats = extract_records(model, test_records, reader, transform, **kwargs)
+        feats = extract(test_records)
         _sync(device)
         extract_img_s = rate(feats.shape[0], time.perf_counter() - t0)
 

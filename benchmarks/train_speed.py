@@ -16,6 +16,16 @@ ratio. Run it on a quiet machine:
 
     python benchmarks/train_speed.py --batch 8            # CPU
     python benchmarks/train_speed.py --batch 64 --compile  # one GPU
+
+``--config C`` (e.g. ``configs/real-small.yaml``) measures a recipe instead, for budgets
+stated as ratios: the recipe's own training step (its model, loss, precision,
+channels_last, input size, batch, as ``abdnet train`` runs it) against a fixed reference
+workload, the same torchvision trunk (``model.backbone``) with a linear classifier trained
+by cross-entropy in plain fp32 eager PyTorch (NCHW, Adam) at the same input size and
+batch. The ratio recipe / reference is what a budget compares across machines: a slower
+CPU slows both alike.
+
+    python benchmarks/train_speed.py --config configs/real-small.yaml --classes 30
 """
 
 from __future__ import annotations
@@ -57,7 +67,12 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", help="ours: auto, fp32, bf16, fp16")
     ap.add_argument("--compile", action="store_true", help="ours: torch.compile")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--config", help="measure this recipe against the reference workload")
+    ap.add_argument("--classes", type=int, default=30, help="--config: training identities")
     args = ap.parse_args()
+    if args.config:
+        recipe_vs_reference(args)
+        return
 
     device = resolve_device(args.device)
     batch = args.batch or (64 if device.type == "cuda" else 8)
@@ -136,6 +151,86 @@ def main() -> None:
         f"{result['ours_img_s']:8.2f} img/s   ratio {result['ratio']:.2f}x"
     )
     print(f"precision choice: {precision.reason}")
+
+
+def recipe_vs_reference(args: argparse.Namespace) -> None:
+    """The recipe of ``--config`` vs the reference workload (module docstring)."""
+    import torchvision
+
+    from abdnet.config import load_config
+    from abdnet.engine import seed_everything
+
+    cfg = load_config(args.config)
+    device = resolve_device(args.device if args.device != "auto" else cfg.train.device)
+    seed_everything(0, deterministic=False)
+    batch = args.batch or cfg.data.batch_size
+    k = cfg.data.num_instances if batch % cfg.data.num_instances == 0 else 1
+    h, w, n = cfg.data.height, cfg.data.width, args.classes
+    x = torch.randn(batch, 3, h, w, device=device)
+    y = torch.arange(batch // k, device=device).repeat_interleave(k) % n
+
+    # the recipe: what abdnet train runs for every step of step 2
+    plan = TransferSchedule(cfg.train, cfg.optim, cfg.loss).plan(cfg.train.frozen_epochs)
+    precision = choose_precision(device, cfg.train.precision)
+    model = build_model_from_config(cfg.model, n).to(device).train()
+    xs = x
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        xs = x.contiguous(memory_format=torch.channels_last)
+    objective = build_objective(cfg, n, feature_dim=model.feature_dim).to(device)
+    opt = build_optimizer(cfg.optim, model)
+    scaler = precision.grad_scaler()
+
+    def recipe_step() -> None:
+        train_step(model, xs, y, objective, opt, scaler, precision, plan)
+
+    # the reference: the same trunk, plain fp32 eager, NCHW, linear classifier + CE, Adam
+    ref = getattr(torchvision.models, cfg.model.backbone)(weights=None, num_classes=n)
+    ref = ref.to(device).train()
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=cfg.optim.lr)
+    ce = torch.nn.CrossEntropyLoss()
+
+    def reference_step() -> None:
+        ref_opt.zero_grad(set_to_none=True)
+        ce(ref(x), y).backward()
+        ref_opt.step()
+
+    def timed(step) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        _sync(device)
+        return args.steps * batch / (time.perf_counter() - t0)
+
+    recipe_step(), reference_step()  # warm-up
+    recipe_rates, ref_rates = [], []
+    for _ in range(args.rounds):
+        ref_rates.append(timed(reference_step))
+        recipe_rates.append(timed(recipe_step))
+    result = {
+        "config": args.config,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "batch": batch,
+        "input": f"{h}x{w}",
+        "backbone": cfg.model.backbone,
+        "precision": precision.name,
+        "recipe_img_s": max(recipe_rates),
+        "reference_img_s": max(ref_rates),
+        "ratio": max(recipe_rates) / max(ref_rates),
+        "rounds": {"recipe": recipe_rates, "reference": ref_rates},
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"device {device} ({result['threads']} threads), {args.config}: batch {batch}, {h}x{w}")
+    print(
+        f"reference ({cfg.model.backbone} + linear, CE, fp32 eager): {result['reference_img_s']:8.2f} img/s"
+    )
+    print(f"recipe ({precision.name}, full loss):  {result['recipe_img_s']:8.2f} img/s")
+    print(f"ratio recipe / reference: {result['ratio']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,22 @@
 """Fixtures shared across test packages: a tiny model file and synthetic crops (gallery and
-service tests), and a real HTTP file server on 127.0.0.1 (download tests)."""
+service tests), a real HTTP file server on 127.0.0.1 (download tests) and a real Milvus
+standalone server on 127.0.0.1 (gallery and service tests, beside Milvus Lite files)."""
 
 from __future__ import annotations
 
 import email.utils
 import hashlib
+import lzma
+import os
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -203,3 +210,160 @@ def trained_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("small-run") / "run"
     train(load_config(SMALL_RUN), run, progress=False)
     return run
+
+
+# ---------------------------------------------------------------------------------------
+# A real Milvus server: the standalone server of the PyPI package `milvus` (2.3: the Milvus
+# binary with embedded etcd, local storage and RocksMQ), one per test session.
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _milvus_binaries(milvus) -> Path:
+    """The package's compressed binaries unpacked once per machine and version (under
+    ``$XDG_CACHE_HOME/abdnet-tests``, like a package install), not once per session."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "abdnet-tests"
+    target = cache / f"milvus-{milvus.__version__}" / "bin"
+    if (target / "milvus").is_file():
+        return target
+    source = Path(milvus.__file__).parent / "data" / "bin"
+    part = target.with_name(f"bin.part-{os.getpid()}")
+    shutil.rmtree(part, ignore_errors=True)
+    part.mkdir(parents=True)
+    for packed in source.glob("*.lzma"):
+        out = part / packed.name[: -len(".lzma")]
+        with lzma.open(packed) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        out.chmod(0o755)
+    try:
+        part.rename(target)
+    except OSError:  # another session unpacked it first
+        shutil.rmtree(part, ignore_errors=True)
+    return target
+
+
+@dataclass
+class MilvusServer:
+    uri: str
+    pid: int
+    logs: Path
+
+    def collection(self) -> str:
+        """A collection name no other test uses (tests share the server)."""
+        return "t_" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """One Milvus standalone server for the session: its gRPC API on a free port of
+    127.0.0.1, data under the session's temporary folder; stopped by its pid at the end."""
+    try:
+        import milvus
+    except ImportError:
+        pytest.fail("the Milvus server tests need the `milvus` package (pip install -e '.[test]')")
+    base = tmp_path_factory.mktemp("milvus")
+    (base / "bin").symlink_to(_milvus_binaries(milvus))
+    config = milvus.MilvusServerConfig(data_dir=str(base))
+    config.set("proxy_port", _free_port())
+    config.set("etcd_port", _free_port())
+    config.set("etcd_log_level", "warn")
+    config.resolve()  # free ports for the other components; writes configs/milvus.yaml
+    health = _free_port()
+    env = dict(os.environ, DEPLOY_MODE="STANDALONE", METRICS_PORT=str(health))
+    env["MILVUS_RUN_DIR"] = str(base / "run")
+    env["LD_LIBRARY_PATH"] = f"{base / 'bin'}:{os.environ.get('LD_LIBRARY_PATH', '')}"
+    logs = base / "logs"
+    with open(logs / "stdout.log", "wb") as out, open(logs / "stderr.log", "wb") as err:
+        proc = subprocess.Popen(
+            [str(base / "bin" / "milvus"), "run", "standalone"],
+            cwd=base,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    server = MilvusServer(f"http://127.0.0.1:{config.get('proxy_port')}", proc.pid, logs)
+    try:
+        _wait_for_milvus(proc, health, server)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        shutil.rmtree(base / "data", ignore_errors=True)  # etcd's preallocated log files
+
+
+def _wait_for_milvus(proc: subprocess.Popen, health: int, server: MilvusServer) -> None:
+    """Until the health page says OK and the gRPC API answers (a few seconds to a minute)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (server.logs / "stdout.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"Milvus server exited with status {proc.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=5) as r:
+                if b"OK" in r.read():
+                    break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"Milvus server not healthy after 240 s (logs in {server.logs})")
+    from pymilvus import MilvusClient
+
+    while True:
+        try:
+            MilvusClient(uri=server.uri, timeout=10).list_collections()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@dataclass
+class GalleryTarget:
+    """Where a test's gallery lives: a Milvus Lite file, or a fresh collection on the session's
+    Milvus server with a crop folder of its own. Tests use it the same way for both."""
+
+    kind: str  # "lite" or "server"
+    uri: str
+    collection: str
+    crops: Path | None  # None: the default NAME.crops beside the Lite file
+
+    def open(self, **kw):
+        from abdnet.gallery import Gallery
+
+        kw.setdefault("collection", self.collection)
+        if self.crops is not None:
+            kw.setdefault("crops", self.crops)
+        return Gallery.open(self.uri, **kw)
+
+    def args(self) -> list[str]:
+        """The CLI's ``--gallery``, ``--collection`` and ``--crops`` options for it."""
+        out = ["--gallery", self.uri, "--collection", self.collection]
+        return out + (["--crops", str(self.crops)] if self.crops is not None else [])
+
+    def crop_root(self) -> Path:
+        return self.crops if self.crops is not None else Path(self.uri).with_suffix(".crops")
+
+
+def make_gallery_target(kind: str, folder: Path, request) -> GalleryTarget:
+    if kind == "lite":
+        return GalleryTarget("lite", str(folder / "g.db"), "abdnet_gallery", None)
+    server = request.getfixturevalue("milvus_server")
+    return GalleryTarget("server", server.uri, server.collection(), folder / "crops")
+
+
+@pytest.fixture(params=["lite", "server"])
+def gallery_target(request, tmp_path) -> GalleryTarget:
+    """Each test that takes it runs twice: on a Milvus Lite file and on the Milvus server."""
+    return make_gallery_target(request.param, tmp_path, request)

@@ -22,7 +22,6 @@ from abdnet.ablation import (
     TIME_NAME,
     VARIANTS,
     VariantResult,
-    _figure,
     read_result,
     reference_row,
     resolve_variants,
@@ -32,6 +31,7 @@ from abdnet.ablation import (
     variant_config,
     write_tables,
 )
+from abdnet.ablation.report import _figure
 from abdnet.config import config_to_dict, dump_config, load_config
 from abdnet.files import FileLockedError, FolderLock, atomic_write
 from abdnet.layout import RunLayout

@@ -304,3 +304,14 @@ def test_hf_revisions_cache_and_offline(file_server, tmp_path):
         assert Path(run.stdout.strip()).read_bytes() == v1
         run = _resolve_in_subprocess("hf://me/reid@v9", {**env, **offline})
         assert run.returncode != 0 and "not in the Hugging Face cache" in run.stderr
+
+
+def test_leftovers_of_a_killed_download_are_removed_by_the_next_one(file_server, cache):
+    file_server.put("/m.safetensors", PAYLOAD)
+    url = file_server.url("/m.safetensors")
+    path = hub.resolve_source(url)
+    incoming = path.parent / ".incoming"  # where pooch streams its temporary file
+    incoming.mkdir()
+    (incoming / "tmpkilled").write_bytes(PAYLOAD[:1000])
+    assert hub.resolve_source(url) == path  # revalidated: 304
+    assert cached_files(cache) == [path, path.with_name("m.safetensors.json")]

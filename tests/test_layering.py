@@ -16,14 +16,14 @@ SRC = Path(abdnet.__file__).parent
 
 # Lower index = lower layer (docs/DESIGN.md). A module may import its own layer or below.
 LAYERS: list[set[str]] = [
-    {"config", "layout", "files", "hub"},
+    {"config", "layout", "files", "hub", "tricks"},
     {"data", "models", "losses", "evaluation"},
     {"engine"},
     {"export"},
     {"retrieval"},
     {"gallery"},
     {"tracking"},
-    {"service", "viz", "ablation"},
+    {"service", "viz", "ablation", "crossval"},
     {"cli"},
 ]
 

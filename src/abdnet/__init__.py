@@ -4,5 +4,12 @@ Sub-packages, imports pointing down: cli -> viz -> export -> retrieval -> ablati
 engine -> models -> losses -> data -> evaluation -> config.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    # the one source of the version is pyproject.toml, read back from the installed metadata
+    __version__ = version("abdnet")
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
+del PackageNotFoundError, version
 __all__ = ["__version__"]

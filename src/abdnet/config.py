@@ -7,6 +7,9 @@ the key at fault and where its value came from (the file or ``--set``). YAML is 
 YAML 1.2's rules for numbers and booleans (``1e-4`` is a float, ``yes`` is a string) and a
 key given twice in one mapping is an error. The ``model`` section may name a ``preset`` (see
 ``MODEL_PRESETS``): its values are the base the other model keys override.
+
+One concept in one file (over 450 lines): the typed configuration, its validation and its
+YAML form.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ __all__ = [
     "BackendName",
     "Metric",
     "FlipMode",
+    "Pooling",
+    "IDHead",
+    "AutoAugment",
+    "OrthoSchedule",
     "choices",
     "model_config",
     "load_config",
@@ -118,6 +125,11 @@ PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 BackendName = Literal["auto", "torch", "onnx", "openvino"]
 Metric = Literal["euclidean", "cosine"]
 FlipMode = Literal["raw", "normalized"]
+Pooling = Literal["avg", "gem"]
+IDHead = Literal["linear", "cosine"]
+AutoAugment = Literal["none", "autoaugment", "randaugment", "trivialaugment", "augmix"]
+# How beta_OF / beta_OW change over step 2 (engine/schedule.py): a factor in [0, 1].
+OrthoSchedule = Literal["constant", "ramp_up", "ramp_down", "cosine_down"]
 
 Positive = Annotated[int, Range(ge=1)]
 NonNegative = Annotated[int, Range(ge=0)]
@@ -155,6 +167,20 @@ class ModelConfig:
     attentive_dim: Positive = 1024  # ka: attentive-branch vector size
     reduction_dim: Positive = 1024  # channels of Ta after the attentive branch's reduction
     last_stride: Annotated[int, Range(ge=1, le=2)] = 1  # res_conv_5 stride (paper: 1)
+    # -- re-ID training tricks (arch "abd"; off in every preset: the paper has none of them)
+    # Branch pooling: "avg" (the paper's GAP) or "gem", generalized mean pooling
+    # (Radenovic, Tolias, Chum, TPAMI 2018), (mean x^p)^(1/p) with a learned p from gem_p.
+    pooling: Pooling = "avg"
+    gem_p: Annotated[float, Range(ge=1.0)] = 3.0
+    # BNNeck (Luo et al., "Bag of Tricks and a Strong Baseline for Deep Person Re-ID",
+    # CVPRW 2019): a BatchNorm1d (bias frozen at 0) after each branch vector; triplet and
+    # center losses see the vectors before it, the ID classifiers and retrieval after it.
+    bnneck: bool = False
+    # ID classifier: "linear" (the paper) or "cosine": logits = head_scale * cos(x, w_c),
+    # normalized features and class weights (NormFace, Wang et al. 2017), the head ArcFace
+    # (Deng et al., CVPR 2019) puts its angular margin on (loss.arc_margin).
+    id_head: IDHead = "linear"
+    head_scale: Annotated[float, Range(gt=0.0)] = 30.0
 
 
 # Presets are plain ModelConfig values: no registry, no string magic beyond this dict.
@@ -207,6 +233,10 @@ class DataConfig:
     erasing_p: Probability = 0.5  # random erasing probability (ref. [52])
     translate_p: Probability = 0.0  # random 2D translation (resize x1.125 + crop); official: 0.5
     color_jitter: bool = False  # optional colour jitter
+    # torchvision's learned / random augmentation policies on the PIL image, after the flip:
+    # AutoAugment (Cubuk et al. 2019, its ImageNet policy), RandAugment (Cubuk et al. 2020),
+    # TrivialAugmentWide (Mueller & Hutter 2021), AugMix (Hendrycks et al. 2020).
+    auto_augment: AutoAugment = "none"
     num_instances: Positive = 4  # K images per identity in a batch (paper: 4)
     batch_size: Positive = 64  # P*K (paper: 16 ids x 4)
     workers: Annotated[int, Range(ge=-1)] = -1  # DataLoader workers; -1 picks min(8, cpus - 1)
@@ -249,6 +279,20 @@ class LossConfig:
     # 2x of the authors' code with "relative" (benchmarks/svdo_magnitude.py measures it,
     # tests/losses check the band).
     of_paper_scale: Annotated[float, Range(ge=0.0)] = 128.0
+    # ArcFace's additive angular margin m (Deng et al., CVPR 2019): the target logit becomes
+    # s cos(theta + m); needs model.id_head "cosine"; 0 = off. Their value: 0.5.
+    arc_margin: Annotated[float, Range(ge=0.0, lt=1.5)] = 0.0
+    # Center loss (Wen et al., ECCV 2016): beta_center * 1/2 mean_i ||f_i - c_{y_i}||^2 on the
+    # triplet features (before BNNeck); centers move by their update rule with rate
+    # center_alpha (no gradient). 0 = off; Luo et al. 2019 use 5e-4.
+    beta_center: Annotated[float, Range(ge=0.0)] = 0.0
+    center_alpha: Annotated[float, Range(gt=0.0, le=1.0)] = 0.5
+    # beta_OF / beta_OW over step 2 (from their start epochs to the last epoch), a factor of
+    # the beta: "constant" (the paper), "ramp_up" (0 -> 1, linear), "ramp_down" (1 -> 0,
+    # linear), "cosine_down" (half a cosine 1 -> 0). On small data a regularizer that is
+    # strong while the network fits and fades later (or the reverse) can help.
+    of_schedule: OrthoSchedule = "constant"
+    ow_schedule: OrthoSchedule = "constant"
 
 
 @dataclass(frozen=True)
@@ -347,6 +391,12 @@ def _check_config(cfg: Config) -> None:
     if list(m) != sorted(set(m)):
         raise ConfigError(
             f"optim.milestones: must be increasing, got {list(m)}", "optim.milestones"
+        )
+    if cfg.loss.arc_margin > 0 and cfg.model.id_head != "cosine":
+        raise ConfigError(
+            "loss.arc_margin: the angular margin needs model.id_head: cosine "
+            f"(got {cfg.model.id_head!r})",
+            "loss.arc_margin",
         )
     if cfg.train.frozen_epochs + cfg.train.epochs == 0:
         raise ConfigError(

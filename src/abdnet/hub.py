@@ -1,5 +1,8 @@
 """Model weights from anywhere: local paths, verified URL downloads, the Hugging Face Hub.
 
+One concept, a weights spec resolved to a local file (its three kinds of source, the URL
+cache's rules); it runs past 450 lines because the rules below are written out in full.
+
 :func:`resolve_source` turns a weights *spec* into a local path:
 
 - ``PATH`` (or ``file://PATH``): returned as given (``~`` expanded); the caller decides whether
@@ -19,13 +22,15 @@ loader the format (``.safetensors``, ``.pth.tar``). Beside each file, ``<file>.j
 the URL, the file's SHA-256 and size, the server's ``ETag`` / ``Last-Modified`` and when it was
 downloaded.
 
-- A download streams into a hidden temporary file in the entry folder; the file is renamed to
-  its final name only after the whole body arrived (as many bytes as ``Content-Length`` said)
-  and, for a pinned URL, its SHA-256 matched. A wrong hash raises :class:`ChecksumError`
-  naming the URL, the expected and the actual hash, and nothing is cached. An interrupted
-  download (connection lost, process killed) leaves no file under the final name; leftovers
-  of killed downloads are removed by the next download of the entry. (A server that sends
-  no ``Content-Length`` and closes the connection early cannot be told from a complete
+- Downloads are ``pooch.retrieve`` calls (requests underneath, streamed, with a timeout and
+  a progress bar), made into the entry's ``.incoming`` folder: pooch writes a temporary file
+  there and renames it to the file's name only after the whole body arrived (urllib3 checks
+  it against ``Content-Length``) and, for a pinned URL, its SHA-256 matched; the finished
+  file is then renamed into the entry. A wrong hash raises :class:`ChecksumError` naming the
+  URL, the expected and the actual hash, and nothing is cached. An interrupted download
+  (connection lost, process killed) leaves no file under the final name; leftovers of killed
+  downloads are removed by the next download of the entry. (A server that sends no
+  ``Content-Length`` and closes the connection early cannot be told from a complete
   transfer: pin such URLs.)
 - One process at a time works on an entry (``files.FolderLock``); a second process asking for
   the same URL waits, then finds the finished file.
@@ -33,8 +38,9 @@ downloaded.
   contacting the server (it is re-hashed on every use, so a corrupted cache file is noticed
   and downloaded again).
 - **Unpinned URLs** mean "whatever the server serves now": each use revalidates the cached
-  copy with a conditional request (``If-None-Match`` / ``If-Modified-Since``); ``304 Not
-  Modified`` keeps the cached file, a new body replaces it (atomically; the new SHA-256 is
+  copy with a conditional request (the pooch download sends ``If-None-Match`` /
+  ``If-Modified-Since`` from the record; a ``304 Not Modified`` answer stops it before
+  anything is written) and keeps the cached file, a new body replaces it (atomically; the new SHA-256 is
   logged so that it can be pinned). The cached file is checked against the SHA-256 recorded
   when it was downloaded before it is trusted.
 - Offline (``ABDNET_OFFLINE=1`` or the ``offline`` argument): the server is never contacted; a
@@ -42,8 +48,8 @@ downloaded.
   connection, timeout, an HTTP error, a dropped connection), a cached file is used with a
   warning; without one the error names the URL and the failure.
 
-Only the standard library talks HTTP here; ``huggingface_hub`` is imported when an ``hf://``
-spec is resolved. This module imports only :mod:`abdnet.files` of abdnet.
+``pooch`` is imported when a URL is downloaded, ``huggingface_hub`` when an ``hf://`` spec
+is resolved. This module imports only :mod:`abdnet.files` of abdnet.
 """
 
 from __future__ import annotations
@@ -52,27 +58,22 @@ import contextlib
 import datetime as _dt
 import email.utils
 import hashlib
-import http.client
 import importlib.metadata
 import json
 import logging
 import os
 import re
+import shutil
 import sys
-import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from abdnet.files import (
-    FileLockedError,
-    FolderLock,
-    atomic_file,
-    atomic_write,
-    remove_stale_temporaries,
-)
+from abdnet.files import FolderLock, atomic_write
+from abdnet.layout import MODEL_FILE
 
 __all__ = [
     "CACHE_ENV",
@@ -94,7 +95,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "ABDNET_CACHE"
 OFFLINE_ENV = "ABDNET_OFFLINE"
-HF_DEFAULT_FILE = "model.safetensors"  # what ``abdnet export hf`` writes and hf:// loads
+HF_DEFAULT_FILE = MODEL_FILE  # what ``abdnet export hf`` writes and hf:// loads
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0  # per socket operation (connect, each read): a stalled server fails
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -281,6 +282,11 @@ class _Entry:
         folder = root / "downloads" / name
         return cls(folder, folder / source.filename, folder / f"{source.filename}.json")
 
+    @property
+    def staging(self) -> Path:
+        """Where pooch downloads to; the finished file is renamed from there to ``file``."""
+        return self.folder / ".incoming"
+
     def record(self) -> dict[str, object]:
         try:
             record = json.loads(self.record_file.read_text(encoding="utf-8"))
@@ -321,23 +327,18 @@ def download_url(
         source = parsed
     offline = is_offline(offline)
     entry = _Entry.of(source, cache_root(cache_dir))
-    with _locked(entry, source):
-        if entry.verified(source.sha256):
-            if source.sha256 or offline:
-                log.debug("%s: cached at %s", source, entry.file)
-                return entry.file
-            cached = True
-        else:
-            cached = False
+    with FolderLock(entry.folder, timeout=None, what=f"cache entry of {source.url}"):
+        cached = entry.verified(source.sha256)
+        if cached and (source.sha256 or offline):
+            log.debug("%s: cached at %s", source, entry.file)
+            return entry.file
         if offline:
             raise SourceError(
                 f"{source}: offline ({OFFLINE_ENV} is set) and not in the cache "
                 f"({entry.folder}); run once with network access or unset {OFFLINE_ENV}"
             )
-        remove_stale_temporaries(entry.folder, entry.file.name)
-        validators = entry.record() if cached else {}
         try:
-            changed = _fetch(source, entry, validators, progress)
+            record = _fetch(source, entry, entry.record() if cached else {}, progress)
         except _FetchError as exc:
             if cached:
                 log.warning(
@@ -351,29 +352,16 @@ def download_url(
             raise SourceError(f"{source}: download failed and not in the cache: {exc}") from None
         finally:
             _remove_if_empty(entry.folder)
-        if changed and not source.sha256:
+        if record is None:
+            log.debug("%s: not modified, cached copy is current", source.url)
+        elif not source.sha256:
             log.info(
                 "downloaded %s (unpinned); pin it with %s#sha256=%s",
                 source.url,
                 source.url,
-                entry.record().get("sha256"),
+                record["sha256"],
             )
         return entry.file
-
-
-@contextlib.contextmanager
-def _locked(entry: _Entry, source: UrlSource) -> Iterator[None]:
-    lock = FolderLock(entry.folder, timeout=0, what=f"cache entry of {source.url}")
-    try:
-        lock.acquire()
-    except FileLockedError:
-        log.info("waiting for another process downloading %s", source.url)
-        lock = FolderLock(entry.folder, timeout=None, what=f"cache entry of {source.url}")
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -388,89 +376,121 @@ def _version() -> str:
         return "0"
 
 
-def _user_agent() -> str:
-    return f"abdnet/{_version()} python-urllib"
+class _NotModified(Exception):
+    """The server answered ``304 Not Modified`` to a conditional request."""
 
 
-def _request(source: UrlSource, validators: dict[str, object]) -> urllib.request.Request:
-    headers = {"User-Agent": _user_agent(), "Accept-Encoding": "identity"}
-    if validators.get("etag"):
-        headers["If-None-Match"] = str(validators["etag"])
-    if validators.get("last_modified"):
-        headers["If-Modified-Since"] = str(validators["last_modified"])
-    return urllib.request.Request(source.url, headers=headers)
+class _Download:
+    """A pooch downloader: ``pooch.HTTPDownloader`` (requests, streamed, with a timeout and
+    a progress bar) sending the cached copy's validators; it stops at ``304 Not Modified``,
+    keeps the response headers for the record, and counts and hashes what it writes."""
+
+    def __init__(self, validators: dict[str, object], progress: bool | None) -> None:
+        import pooch
+
+        headers = {"User-Agent": f"abdnet/{_version()} pooch", "Accept-Encoding": "identity"}
+        if validators.get("etag"):
+            headers["If-None-Match"] = str(validators["etag"])
+        if validators.get("last_modified"):
+            headers["If-Modified-Since"] = str(validators["last_modified"])
+        self.headers: Mapping[str, str] | None = None  # of the 2xx response (case-blind keys)
+        self.received = 0
+        self.digest = hashlib.sha256()
+        self._http = pooch.HTTPDownloader(
+            progressbar=sys.stderr.isatty() if progress is None else progress,
+            chunk_size=_CHUNK,
+            timeout=_TIMEOUT_S,
+            headers=headers,
+            hooks={"response": self._on_response},
+        )
+
+    def _on_response(self, response: Any, *args: object, **kwargs: object) -> None:
+        if response.status_code == 304:
+            response.close()
+            raise _NotModified
+        if response.ok:
+            self.headers = response.headers
+
+    def __call__(self, url: str, output_file: str, pooch: object) -> None:
+        with open(output_file, "wb") as self._out:
+            self._http(url, self, pooch)  # pooch writes through write() below
+
+    def write(self, chunk: bytes) -> int:
+        self.received += len(chunk)
+        self.digest.update(chunk)
+        return self._out.write(chunk)
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def _fetch(
     source: UrlSource, entry: _Entry, validators: dict[str, object], progress: bool | None
-) -> bool:
-    """Download ``source`` into ``entry``; False when the server says the copy is current."""
+) -> dict[str, object] | None:
+    """Download ``source`` into ``entry`` with pooch and record it; None when the server says
+    the cached copy is current (it is left as it is)."""
+    import pooch
+    import requests
+
+    download = _Download(validators, progress)
+    known_hash = f"sha256:{source.sha256}" if source.sha256 else None
+    shutil.rmtree(entry.staging, ignore_errors=True)  # leftovers of a killed download
     try:
-        response = urllib.request.urlopen(_request(source, validators), timeout=_TIMEOUT_S)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 304 and validators:
-            log.debug("%s: not modified, cached copy is current", source.url)
-            return False
-        raise _FetchError(f"HTTP {exc.code} {exc.reason}") from None
-    except (OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _FetchError(f"cannot reach the server: {reason}") from None
-    with response:
-        length_header = response.headers.get("Content-Length")
-        total = int(length_header) if length_header and length_header.isdigit() else None
-        entry.folder.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        received = 0
-        with (
-            atomic_file(entry.file) as tmp,
-            open(tmp, "wb") as out,
-            _bar(total, entry.file.name, progress) as bar,
-        ):
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except (OSError, http.client.HTTPException) as exc:
-                    raise _FetchError(
-                        f"connection lost after {received} of {total or '?'} bytes "
-                        f"({type(exc).__name__}: {exc})"
-                    ) from None
-                if not chunk:
-                    break
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-            out.flush()
-            if total is not None and received != total:
-                raise _FetchError(f"connection lost after {received} of {total} bytes")
-            actual = digest.hexdigest()
-            if source.sha256 and actual != source.sha256:
-                raise ChecksumError(source.url, source.sha256, actual)
-        record = {
-            "url": source.url,
-            "sha256": actual,
-            "size": received,
-            "etag": response.headers.get("ETag"),
-            "last_modified": response.headers.get("Last-Modified"),
-            "downloaded": email.utils.format_datetime(_dt.datetime.now(_dt.timezone.utc)),
-        }
+        with _quiet(pooch.get_logger()):
+            staged = pooch.retrieve(
+                source.url,
+                known_hash=known_hash,
+                fname=entry.file.name,
+                path=entry.staging,
+                downloader=download,
+            )
+        os.replace(staged, entry.file)
+    except _NotModified:
+        return None
+    except ValueError:  # pooch: the SHA-256 differs from the pin; it deleted the download
+        if source.sha256 is None:
+            raise
+        raise ChecksumError(source.url, source.sha256, download.digest.hexdigest()) from None
+    except requests.HTTPError as exc:
+        response = exc.response
+        raise _FetchError(
+            f"HTTP {response.status_code} {response.reason}" if response is not None else str(exc)
+        ) from None
+    except requests.RequestException as exc:
+        if download.headers is None:
+            reason = exc.args[0] if exc.args else exc
+            raise _FetchError(f"cannot reach the server: {reason}") from None
+        length = download.headers.get("Content-Length", "")
+        raise _FetchError(
+            f"connection lost after {download.received} of {length or '?'} bytes "
+            f"({type(exc).__name__})"
+        ) from None
+    finally:
+        shutil.rmtree(entry.staging, ignore_errors=True)
+    headers = download.headers or {}
+    record: dict[str, object] = {
+        "url": source.url,
+        "sha256": download.digest.hexdigest(),
+        "size": download.received,
+        "etag": headers.get("ETag"),
+        "last_modified": headers.get("Last-Modified"),
+        "downloaded": email.utils.format_datetime(_dt.datetime.now(_dt.timezone.utc)),
+    }
     atomic_write(entry.record_file, json.dumps(record, indent=2) + "\n")
-    return True
+    return record
 
 
-def _bar(total: int | None, name: str, progress: bool | None):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        desc=name,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        file=sys.stderr,
-        disable=None if progress is None else not progress,
-        leave=False,
-    )
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """Hold ``logger`` at WARNING for the block. pooch's logger is its own (not under the
+    root logger) and prints its INFO lines to stderr; this module logs the same events in
+    abdnet's terms (and names the ``#sha256=`` pin rather than pooch's ``known_hash``)."""
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 # ---------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ __all__ = [
     "MODEL_FILE",
     "STATE_FILE",
     "META_FILE",
+    "LAST",
+    "BEST",
     "OFFICIAL_SUFFIXES",
     "RunLayout",
     "resolve_checkpoint",
@@ -50,6 +52,9 @@ CHECKPOINTS_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+# The checkpoints a run keeps (RUN/checkpoints/<name>): the latest epoch and the best one.
+LAST = "last"
+BEST = "best"
 # Files written by the authors' code (torch.save of a dict with a state dict).
 OFFICIAL_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar")
 
@@ -87,11 +92,11 @@ class RunLayout:
     def checkpoints(self) -> Path:
         return self.root / CHECKPOINTS_DIR
 
-    def checkpoint(self, name: str = "last") -> Path:
+    def checkpoint(self, name: str = LAST) -> Path:
         """``RUN/checkpoints/<name>``: a link to the current complete checkpoint folder."""
         return self.checkpoints / name
 
-    def model_file(self, name: str = "last") -> Path:
+    def model_file(self, name: str = LAST) -> Path:
         return self.checkpoint(name) / MODEL_FILE
 
 
@@ -113,14 +118,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
             f"a checkpoint folder or a run folder"
         )
     run = RunLayout(p)
-    candidates = [p / MODEL_FILE, run.model_file("best"), run.model_file("last")]
+    candidates = [p / MODEL_FILE, run.model_file(BEST), run.model_file(LAST)]
     for c in candidates:
         if c.is_file():
             return c
-    if run.checkpoint("last").is_symlink():
+    if run.checkpoint(LAST).is_symlink():
         raise ValueError(
             f"{p}: checkpoints/last points to a missing folder "
-            f"({run.checkpoint('last').readlink()}); the run's weights are gone"
+            f"({run.checkpoint(LAST).readlink()}); the run's weights are gone"
         )
     raise ValueError(
         f"{p}: not a checkpoint: none of {', '.join(str(c.relative_to(p)) for c in candidates)} "

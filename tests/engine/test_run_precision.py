@@ -4,7 +4,7 @@ import torch
 
 from abdnet.config import Config, config_from_dict
 from abdnet.engine import precision as P
-from abdnet.engine import trainer as T
+from abdnet.engine import run_folder as R
 from abdnet.engine.distributed import DistContext
 from abdnet.layout import RunLayout
 
@@ -24,8 +24,8 @@ def test_resume_reuses_the_precision_auto_chose(tmp_path, monkeypatch):
     def fake(device, requested="auto", **kw):  # "auto" decides by a (noisy) measurement
         return real(device, "bf16" if requested == "auto" else requested)
 
-    monkeypatch.setattr(T, "choose_precision", fake)
-    first = T._run_precision(
+    monkeypatch.setattr(R, "choose_precision", fake)
+    first = R.run_precision(
         cfg, RunLayout(tmp_path), torch.device("cpu"), DistContext(), resume=False
     )
     assert first.name == "bf16"
@@ -33,13 +33,13 @@ def test_resume_reuses_the_precision_auto_chose(tmp_path, monkeypatch):
     def fake_later(device, requested="auto", **kw):  # the measurement now says otherwise
         return real(device, "fp32" if requested == "auto" else requested)
 
-    monkeypatch.setattr(T, "choose_precision", fake_later)
-    resumed = T._run_precision(
+    monkeypatch.setattr(R, "choose_precision", fake_later)
+    resumed = R.run_precision(
         cfg, RunLayout(tmp_path), torch.device("cpu"), DistContext(), resume=True
     )
     assert resumed.name == "bf16"
     (tmp_path / "other").mkdir()
-    fresh = T._run_precision(
-        cfg, RunLayout(tmp_path / "other"), torch.device("cpu"), DistContext(), False
+    fresh = R.run_precision(
+        cfg, RunLayout(tmp_path / "other"), torch.device("cpu"), DistContext(), resume=False
     )
     assert fresh.name == "fp32"

@@ -84,7 +84,7 @@ def test_refuses_and_writes_nothing_when_int8_loses_map(
     trained_run, calibration_root, tmp_path, monkeypatch
 ):
     # The real INT8 evaluation, then 5 points taken off its mAP: the export must refuse.
-    real = quantize_mod.evaluate_embedder
+    real = quantize_mod.evaluate_backend
     seen = {}
 
     def int8_loses(embedder, *args, **kwargs):
@@ -94,7 +94,7 @@ def test_refuses_and_writes_nothing_when_int8_loses_map(
         seen[embedder.path.name] = report.mAP
         return report
 
-    monkeypatch.setattr(quantize_mod, "evaluate_embedder", int8_loses)
+    monkeypatch.setattr(quantize_mod, "evaluate_backend", int8_loses)
     out = tmp_path / "bad.onnx"
     with pytest.raises(
         QuantizationAccuracyError, match=r"bad.onnx refused.*> --max-map-drop 1"

@@ -1,9 +1,15 @@
 """abdnet gallery add|search|delete|info, abdnet calibrate, and the verification numbers of
-abdnet eval, end to end on a tiny model and synthetic crops."""
+abdnet eval, end to end on a tiny model and synthetic crops; gallery commands on a Milvus Lite
+file and on the Milvus server, and on Milvus Lite's server mode."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,24 +26,29 @@ from abdnet.retrieval import FeatureExtractor, collect_images, parse_name
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_gallery_commands(tmp_path, tiny_checkpoint, synth_root, capsys):
-    g = str(tmp_path / "g.db")
+def test_gallery_commands(gallery_target, tmp_path, tiny_checkpoint, synth_root, capsys):
+    g = gallery_target.args()  # a Milvus Lite file, or a collection on the Milvus server
     images = str(synth_root / "bounding_box_test")
     n = len(collect_images([images]))
     ck = str(tiny_checkpoint)
-    assert main(["gallery", "add", "--gallery", g, "--checkpoint", ck, "--images", images,
+    assert main(["gallery", "add", *g, "--checkpoint", ck, "--images", images,
                  "--no-progress", "--batch-size", "16"]) == 0  # fmt: skip
-    assert f"added {n}, already enrolled 0; {n} entries" in capsys.readouterr().out
-    assert main(["gallery", "add", "--gallery", g, "--checkpoint", ck, "--images", images,
+    out = capsys.readouterr()
+    assert f"added {n}, already enrolled 0; {n} entries" in out.out  # rows counted once visible
+    assert "ERROR" not in out.err and "WARNING" not in out.err
+    assert main(["gallery", "add", *g, "--checkpoint", ck, "--images", images,
                  "--no-progress"]) == 0  # fmt: skip
     assert f"added 0, already enrolled {n}; {n} entries" in capsys.readouterr().out
 
-    assert main(["gallery", "info", "--gallery", g, "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
+    assert main(["gallery", "info", *g, "--json"]) == 0
+    out = capsys.readouterr()
+    info = json.loads(out.out)
+    assert "ERROR" not in out.err and "WARNING" not in out.err
+    assert info["backend"] == {"lite": "milvus-lite", "server": "milvus"}[gallery_target.kind]
     assert info["entries"] == n and info["crop_files"] == n and info["model"]["dim"] == 32
 
     query = collect_images([synth_root / "query"])[0]
-    assert main(["gallery", "search", "--gallery", g, "--checkpoint", ck, "--query", query,
+    assert main(["gallery", "search", *g, "--checkpoint", ck, "--query", query,
                  "-k", "5", "--json"]) == 0  # fmt: skip
     (ans,) = json.loads(capsys.readouterr().out)
     paths = collect_images([images])
@@ -46,7 +57,10 @@ def test_gallery_commands(tmp_path, tiny_checkpoint, synth_root, capsys):
     qcam = parse_name(query).camid
     d[[parse_name(p).camid == qcam for p in paths]] = np.inf
     order = np.argsort(d, kind="stable")[:5]
-    assert ans["camera"] == qcam
+    assert ans["camera"] == qcam + 1  # counted from 1, as the name's c<N>
+    assert f"_c{ans['camera']}" in query
+    assert all(r["camera"] != ans["camera"] for r in ans["results"])
+    assert [r["frame"] for r in ans["results"]] == [parse_name(paths[i]).frame for i in order]
     np.testing.assert_allclose([r["distance"] for r in ans["results"]], d[order], atol=1e-5)
     assert [r["source"] for r in ans["results"]][:1] == [paths[order[0]]]
 
@@ -61,32 +75,34 @@ def test_gallery_commands(tmp_path, tiny_checkpoint, synth_root, capsys):
         model=describe_extractor(ext),
     )
     save_threshold(tmp_path / "t.json", t)
-    assert main(["gallery", "search", "--gallery", g, "--checkpoint", ck, "--query", query,
+    assert main(["gallery", "search", *g, "--checkpoint", ck, "--query", query,
                  "-k", "5", "--json", "--threshold", str(tmp_path / "t.json")]) == 0  # fmt: skip
     (marked,) = json.loads(capsys.readouterr().out)
     assert [r["match"] for r in marked["results"]] == [True, True, True, False, False]
 
     victim = ans["results"][0]["id"]
-    assert main(["gallery", "delete", "--gallery", g, victim, "0123456789abcdef"]) == 1
+    assert main(["gallery", "delete", *g, victim, "0123456789abcdef"]) == 1
     out = capsys.readouterr()
     assert f"deleted {victim}" in out.out and "no entry 0123456789abcdef" in out.err
     assert f"{n - 1} entries" in out.out
 
 
-def test_gallery_refuses_another_model(tmp_path, tiny_checkpoint, synth_root, capsys):
-    g = str(tmp_path / "g.db")
+def test_gallery_refuses_another_model(
+    gallery_target, tmp_path, tiny_checkpoint, synth_root, capsys
+):
+    g = gallery_target.args()
     images = str(synth_root / "query")
-    assert main(["gallery", "add", "--gallery", g, "--checkpoint", str(tiny_checkpoint),
+    assert main(["gallery", "add", *g, "--checkpoint", str(tiny_checkpoint),
                  "--images", images, "--no-progress"]) == 0  # fmt: skip
     other = load_model(tiny_checkpoint)
     torch.manual_seed(1)
     model = build_model_from_config(other.config.model, 4)
     path = save_model(tmp_path / "other.safetensors", model, other.config)
     capsys.readouterr()
-    assert main(["gallery", "add", "--gallery", g, "--checkpoint", str(path),
+    assert main(["gallery", "add", *g, "--checkpoint", str(path),
                  "--images", images, "--no-progress"]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "other weights" in err and "g.db" in err
+    assert "other weights" in err and gallery_target.uri in err
 
 
 def test_a_flip_gallery_is_searched_with_flip(tmp_path, tiny_checkpoint, synth_root, capsys):
@@ -151,9 +167,110 @@ def test_eval_reports_verification(tiny_checkpoint, synth_root, capsys):
     assert "TAR@FAR=1e-02" in text and "EER" in text
 
 
-def test_serve_help_lists_the_security_options(capsys):
-    with pytest.raises(SystemExit):
+def _serve_args(*argv: str):
+    from abdnet.cli.main import build_parser
+
+    return build_parser(["serve"]).parse_args(
+        ["serve", "--gallery", "g.db", "--checkpoint", "run", *argv]
+    )
+
+
+def test_serve_options_parse_into_the_access_policy_and_limits(tmp_path, capsys):
+    from abdnet.cli.serve import access_policy, service_settings
+    from abdnet.service import AuthError, ServiceSettings
+
+    local, remote, key = "127.0.0.1", "192.168.0.5", "k" * 32
+
+    def status(check, host, auth=None):
+        try:
+            check(host, auth)
+        except AuthError as exc:
+            return exc.status
+        return 200
+
+    # defaults: writes disabled, reads from the local host only, the documented limits
+    args = _serve_args()
+    assert (args.host, args.port, args.threshold, args.threads) == ("127.0.0.1", 8000, None, None)
+    policy = access_policy(args)
+    assert policy.writes == "disabled" and policy.keys is None
+    assert status(policy.check_read, local) == 200 and status(policy.check_read, remote) == 403
+    assert status(policy.check_write, local) == 403
+    assert service_settings(args) == ServiceSettings(
+        max_upload_bytes=16 * 2**20,
+        max_image_pixels=4096 * 4096,
+        max_batch=32,
+        max_wait_ms=5.0,
+        min_crop_side=8,
+    )
+    # a key file: writes and remote reads need one of its keys
+    key_file = tmp_path / "keys"
+    key_file.write_text(f"# comment\n{key}\n")
+    key_file.chmod(0o600)
+    policy = access_policy(_serve_args("--api-key-file", str(key_file)))
+    assert policy.writes == "key" and policy.keys == [key]
+    assert status(policy.check_write, local) == 401
+    assert status(policy.check_write, remote, f"Bearer {key}") == 200
+    assert status(policy.check_read, remote) == 401
+    assert status(policy.check_read, remote, f"Bearer {key}") == 200
+    # --no-auth --public-read: anyone reads and writes
+    policy = access_policy(_serve_args("--no-auth", "--public-read"))
+    assert policy.writes == "open"
+    assert status(policy.check_write, remote) == status(policy.check_read, remote) == 200
+    settings = service_settings(
+        _serve_args("--max-upload-mb", "0.5", "--max-batch", "4", "--min-side", "20", "--port", "0")
+    )
+    assert (settings.max_upload_bytes, settings.max_batch, settings.min_crop_side) == (2**19, 4, 20)
+    # refused: a key file together with --no-auth (argparse), bad limits (naming the option)
+    with pytest.raises(SystemExit) as exc:
+        _serve_args("--api-key-file", str(key_file), "--no-auth")
+    assert exc.value.code == 2
+    assert "--no-auth: not allowed with argument --api-key-file" in capsys.readouterr().err
+    for argv, option in (
+        (("--port", "70000"), "--port"),
+        (("--max-batch", "0"), "--max-batch"),
+        (("--threads", "0"), "--threads"),
+    ):
+        with pytest.raises(ValueError, match=option):
+            service_settings(_serve_args(*argv))
+    with pytest.raises(ValueError, match=r"--api-key-file .*line 1: a key must be at least"):
+        key_file.write_text("short\n")
+        access_policy(_serve_args("--api-key-file", str(key_file)))
+    # the help text renders (a stray % in a help string would fail here)
+    with pytest.raises(SystemExit) as exc:
         main(["serve", "--help"])
-    text = capsys.readouterr().out
-    for opt in ("--api-key-file", "--no-auth", "--public-read", "--threshold", "--gallery"):
-        assert opt in text
+    assert exc.value.code == 0 and "--api-key-file" in capsys.readouterr().out
+
+
+def test_milvus_lite_server_mode_prints_no_error_line(tmp_path, tiny_checkpoint, synth_root, capfd):
+    """Milvus Lite's own gRPC server mode answers UNIMPLEMENTED to get_server_version:
+    ``gallery info`` reports no version instead of an error line."""
+    import milvus_lite
+
+    lib = Path(milvus_lite.__file__).parent / "lib"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, LD_LIBRARY_PATH=str(lib))
+    server = subprocess.Popen(
+        [str(lib / "milvus"), str(tmp_path / "lite.db"), f"127.0.0.1:{port}", "ERROR"],
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        g = ["--gallery", f"http://127.0.0.1:{port}", "--crops", str(tmp_path / "crops")]
+        images = collect_images([synth_root / "query"])[:3]
+        for _ in range(100):  # until it listens
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        assert main(["gallery", "add", *g, "--checkpoint", str(tiny_checkpoint),
+                     "--images", *images, "--no-progress"]) == 0  # fmt: skip
+        assert main(["gallery", "info", *g, "--json"]) == 0
+        out = capfd.readouterr()
+        info = json.loads(out.out[out.out.index("{") :])
+        assert info["entries"] == 3 and info["server_version"] is None
+        assert "ERROR" not in out.err and "UNIMPLEMENTED" not in out.err, out.err
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -3,21 +3,21 @@ idempotent, resumable."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from abdnet.gallery import (
     Gallery,
+    NameMetadata,
     describe_extractor,
     embed_files,
     enrol_files,
     name_metadata,
     pending_files,
 )
-from abdnet.gallery.enrol import _EPOCH
-from abdnet.retrieval import FeatureExtractor, ImageReadError, collect_images
+from abdnet.retrieval import FeatureExtractor, ImageReadError, collect_images, parse_name
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,17 +27,12 @@ def extractor(tiny_checkpoint):
     return FeatureExtractor(tiny_checkpoint, device="cpu")
 
 
-def test_name_metadata():
-    assert name_metadata("x/0002_c3s1_000451_03.jpg", 25.0) == (
-        2,
-        _EPOCH + timedelta(seconds=451 / 25),
-        2,
-    )
-    assert name_metadata("0001_c2_f0046182.jpg", 60.0)[:2] == (
-        1,
-        _EPOCH + timedelta(seconds=46182 / 60),
-    )
-    assert name_metadata("street.jpg", 25.0) == (None, None, None)
+def test_name_metadata_counts_cameras_as_the_names_do_and_keeps_frames():
+    # c3 is camera 3 (the data sets' camid is 2); a frame number is a frame, not a time
+    assert name_metadata("x/0002_c3s1_000451_03.jpg") == NameMetadata(camera=3, frame=451, pid=2)
+    assert parse_name("x/0002_c3s1_000451_03.jpg").camid == 2
+    assert name_metadata("0001_c2_f0046182.jpg") == NameMetadata(camera=2, frame=46182, pid=1)
+    assert name_metadata("street.jpg") == NameMetadata(None, None, None)
 
 
 def test_enrol_resume_and_idempotence(tmp_path, synth_root, extractor):
@@ -67,10 +62,14 @@ def test_enrol_resume_and_idempotence(tmp_path, synth_root, extractor):
         np.testing.assert_allclose([h[0].distance for h in hits], 0.0, atol=1e-5)
         for p, i in zip(paths[:5], ids[:5]):
             (e,) = g.get([i])
-            cam, when, pid = name_metadata(p, 25.0)
-            assert e.camera == cam and e.timestamp == when and e.source == p
+            named = parse_name(p)  # the name's "c<N>" and frame, read independently
+            assert (e.camera, e.frame) == (named.camid + 1, named.frame) and e.source == p
+            assert e.timestamp is None  # a frame number is no capture time
+            assert f"_c{e.camera}" in Path(p).name
+            as_json = e.to_dict()
+            assert as_json["timestamp"] is None and as_json["frame"] == named.frame
         labelled = [g.get([report.ids[p]])[0].label for p in paths[16:20]]
-        assert labelled == [str(name_metadata(p, 25.0)[2]) for p in paths[16:20]]
+        assert labelled == [str(parse_name(p).pid) for p in paths[16:20]]
 
 
 def test_bad_file_stops_or_is_skipped(tmp_path, synth_root, extractor):
@@ -83,6 +82,42 @@ def test_bad_file_stops_or_is_skipped(tmp_path, synth_root, extractor):
         report = enrol_files(g, extractor, [*good, str(bad)], skip_bad=True, camera=5)
         assert report.added == 3 and [f for f, _ in report.failed] == [str(bad)]
         assert {e.camera for e in g.page(limit=100).items} == {5}
+
+
+def test_crops_below_the_minimum_side_are_refused_naming_file_and_size(
+    tmp_path, synth_root, extractor, tiny_checkpoint, capsys
+):
+    from PIL import Image
+
+    from abdnet.cli.main import main
+    from abdnet.gallery import ImageTooSmall
+
+    good = collect_images([synth_root / "query"])[:2]
+    dot, sliver = tmp_path / "dot.png", tmp_path / "sliver.png"
+    Image.new("RGB", (1, 1)).save(dot)
+    Image.new("RGB", (5, 60)).save(sliver)
+    with Gallery.open(tmp_path / "g.db", model=describe_extractor(extractor), create=True) as g:
+        with pytest.raises(ImageTooSmall, match=r"dot.png: .*1x1 pixels, the minimum is 8 "):
+            enrol_files(g, extractor, [*good, str(dot)])
+        report = enrol_files(g, extractor, [*good, str(dot), str(sliver)], skip_bad=True)
+        assert report.added == 2 and [f for f, _ in report.failed] == [str(dot), str(sliver)]
+        assert "5x60 pixels" in report.failed[1][1]
+        # the minimum is a setting: 1 takes any image
+        report = enrol_files(g, extractor, [str(dot)], min_side=1)
+        assert report.added == 1 and g.size() == 3
+    # the command line: --min-side, and the error names the file and its size
+    g2 = str(tmp_path / "g2.db")
+    argv = ["gallery", "add", "--gallery", g2, "--checkpoint", str(tiny_checkpoint),
+            "--no-progress", "--images", str(dot)]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("abdnet gallery: error: ") and f"{dot}: " in err and "1x1 pixels" in err
+    assert main([*argv, "--min-side", "1"]) == 0
+    assert "added 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*argv, "--min-side", "0"])
+    assert "--min-side: expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_enrol_with_precomputed_embeddings(tmp_path, synth_root, extractor):

@@ -1,5 +1,5 @@
-"""The Milvus gallery (Milvus Lite on a temporary file): add, search, filters, paging,
-delete, persistence, model checks, one process at a time."""
+"""The Milvus gallery, each test on a Milvus Lite file and on a real Milvus server: add,
+search, filters, paging, delete, persistence, model checks; one process at a time (Lite)."""
 
 from __future__ import annotations
 
@@ -55,20 +55,22 @@ def _unit(n: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture
-def filled(tmp_path):
-    """40 entries: cameras 0..3, times T0 + i minutes for even i, labels p0..p4 for i % 3 == 0."""
+def filled(gallery_target):
+    """40 entries: cameras 1..4, times T0 + i minutes for even i, frames 100 i for i % 4 == 1,
+    labels p0..p4 for i % 3 == 0."""
     n = 40
     feats = _unit(n)
     enrol = [
         Enrolment(
             crop=_crop(i),
-            camera=i % 4,
+            camera=i % 4 + 1,
             timestamp=T0 + timedelta(minutes=i) if i % 2 == 0 else None,
+            frame=100 * i if i % 4 == 1 else None,
             label=f'p"{i % 5}' if i % 3 == 0 else None,
         )
         for i in range(n)
     ]
-    g = Gallery.open(tmp_path / "g.db", model=_model(), create=True)
+    g = gallery_target.open(model=_model(), create=True)
     added = g.add(enrol, feats)
     yield g, enrol, feats, [a.id for a in added]
     g.close()
@@ -112,29 +114,29 @@ def test_search_equals_brute_force_with_filters(filled):
 def test_mixed_filters_in_one_call(filled):
     g, enrol, feats, ids = filled
     q = _unit(4, seed=3)
-    filters = [SearchFilter(exclude_camera=c) for c in (0, 1, 0, None)]
+    filters = [SearchFilter(exclude_camera=c) for c in (1, 2, 1, None)]
     hits = g.search(q, 5, filters)
     for qi, f in enumerate(filters):
         single = g.search(q[qi : qi + 1], 5, [f])[0]
         assert [h.entry.id for h in hits[qi]] == [h.entry.id for h in single]
 
 
-def test_a_crowding_camera_falls_back_to_filtering_in_milvus(tmp_path):
-    # 60 entries of camera 0 right around the query, 10 of camera 1 far away: the shared
-    # unfiltered call (2k + 16 = 36 nearest) holds no camera-1 entry at all.
+def test_a_crowding_camera_falls_back_to_filtering_in_milvus(gallery_target):
+    # 60 entries of camera 1 right around the query, 10 of camera 2 far away: the shared
+    # unfiltered call (2k + 16 = 36 nearest) holds no camera-2 entry at all.
     q = _unit(1, seed=5)
     near = q + 0.05 * _unit(60, seed=6)
     far = -q + 0.05 * _unit(10, seed=7)
     feats = np.concatenate([near, far]).astype(np.float32)
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    cams = [0] * 60 + [1] * 10
-    with Gallery.open(tmp_path / "g.db", model=_model(), create=True) as g:
+    cams = [1] * 60 + [2] * 10
+    with gallery_target.open(model=_model(), create=True) as g:
         added = g.add([Enrolment(_crop(i), camera=c) for i, c in enumerate(cams)], feats)
         ids = [a.id for a in added]
         both = g.search(
-            np.concatenate([q, q]), 10, [SearchFilter(exclude_camera=0), SearchFilter()]
+            np.concatenate([q, q]), 10, [SearchFilter(exclude_camera=1), SearchFilter()]
         )
-        expect, _ = _brute(q[0], feats, np.array(cams) != 0, 10)
+        expect, _ = _brute(q[0], feats, np.array(cams) != 1, 10)
         assert [h.entry.id for h in both[0]] == [ids[i] for i in expect]
         expect_all, _ = _brute(q[0], feats, np.ones(70, bool), 10)
         assert [h.entry.id for h in both[1]] == [ids[i] for i in expect_all]
@@ -143,10 +145,13 @@ def test_a_crowding_camera_falls_back_to_filtering_in_milvus(tmp_path):
 def test_entries_round_trip(filled):
     g, enrol, _, ids = filled
     (e,) = g.get([ids[2]])
-    assert (e.camera, e.timestamp, e.label) == (2, T0 + timedelta(minutes=2), None)
+    assert (e.camera, e.timestamp, e.frame, e.label) == (3, T0 + timedelta(minutes=2), None, None)
     assert e.sha256 == enrol[2].crop.sha256 and e.source == "crop2.png"
     (e3,) = g.get([ids[3]])
     assert e3.timestamp is None and e3.label == 'p"3'
+    (e5,) = g.get([ids[5]])  # a frame and no time: the JSON shows the frame, no date
+    assert (e5.camera, e5.frame, e5.timestamp) == (2, 500, None)
+    assert e5.to_dict()["frame"] == 500 and e5.to_dict()["timestamp"] is None
     assert g.get(["0" * 16, "not-an-id"]) == []
     path = g.crop_path(e)
     assert path is not None and path.read_bytes() == enrol[2].crop.data
@@ -178,6 +183,7 @@ def test_paging_covers_everything_once(filled):
     assert sorted(seen) == sorted(ids)
     cam2 = g.page(camera=2, limit=100)
     assert cam2.total == 10 and {e.camera for e in cam2.items} == {2}
+    assert g.page(camera=0, limit=100).total == 0  # no camera 0: they count from 1
     assert g.page(label='p"0', limit=100).total == sum(e.label == 'p"0' for e in enrol)
     assert g.page(offset=40, limit=5).items == []
 
@@ -191,16 +197,19 @@ def test_delete_removes_entry_and_crop(filled):
     assert ids[0] not in [h.entry.id for h in hits]
 
 
-def test_reopen_keeps_entries_and_checks_the_model(tmp_path):
-    uri = tmp_path / "g.db"
-    with Gallery.open(uri, model=_model(), create=True) as g:
+def test_reopen_keeps_entries_and_checks_the_model(gallery_target, tmp_path):
+    with gallery_target.open(model=_model(), create=True) as g:
         g.add([Enrolment(crop=_crop(1))], _unit(1))
-    with Gallery.open(uri) as g:  # no model: read-only use
+    with gallery_target.open() as g:  # no model: read-only use
         assert g.size() == 1 and g.model == _model()
     with pytest.raises(ModelMismatchError, match="other weights"):
-        Gallery.open(uri, model=_model(fingerprint="a" * 64, weights="b" * 64))
+        gallery_target.open(model=_model(fingerprint="a" * 64, weights="b" * 64))
     with pytest.raises(ModelMismatchError, match="flip averaging on"):
-        Gallery.open(uri, model=_model(fingerprint="c" * 64, flip=True))
+        gallery_target.open(model=_model(fingerprint="c" * 64, flip=True))
+    if gallery_target.kind == "server":
+        with pytest.raises(GalleryError, match=f"{gallery_target.uri}: has no collection"):
+            Gallery.open(gallery_target.uri, collection="nothing_here")
+        return
     with pytest.raises(GalleryError, match="not found"):
         Gallery.open(tmp_path / "other.db")
     with pytest.raises(GalleryError, match="PATH.db|ending in .db"):
@@ -230,3 +239,23 @@ def test_index_choice_is_checked(tmp_path):
         Gallery.open(tmp_path / "g.db", model=_model(), create=True, index="hnsw")
     with pytest.raises(GalleryError, match="index 'ivf'"):
         Gallery.open(tmp_path / "h.db", model=_model(), create=True, index="ivf")
+
+
+def test_cameras_count_from_one(tmp_path):
+    with Gallery.open(tmp_path / "g.db", model=_model(), create=True) as g:
+        with pytest.raises(ValueError, match=r"crop0.png: camera must be >= 1 .*got 0"):
+            g.add([Enrolment(_crop(0), camera=0)], _unit(1))
+        assert g.size() == 0
+        (added,) = g.add([Enrolment(_crop(0), camera=1, frame=0)], _unit(1))
+        (e,) = g.get([added.id])
+        assert (e.camera, e.frame, e.timestamp) == (1, 0, None)
+
+
+def test_a_format_1_gallery_is_refused_with_what_to_do(tmp_path, monkeypatch):
+    import abdnet.gallery.gallery as gallery_module
+
+    monkeypatch.setattr(gallery_module, "_VERSION", 1)  # as an older abdnet wrote it
+    Gallery.open(tmp_path / "old.db", model=_model(), create=True).close()
+    monkeypatch.undo()
+    with pytest.raises(GalleryError, match=r"old.db: gallery format 1 .*enrol the crops again"):
+        Gallery.open(tmp_path / "old.db", model=_model())

@@ -11,18 +11,21 @@ from torch import nn
 
 from abdnet.models.backbones import BACKBONES, build_trunk
 
-# (backbone, stem channels, middle channels, deep channels, stem down-sampling)
+# (backbone, stem channels, middle channels, deep channels, stem down-sampling), from the
+# architectures' papers; test_every_registered_backbone_has_expected_shapes keeps it complete.
 EXPECTED = [
     ("resnet18", 64, 256, 512, 4),
     ("resnet34", 64, 256, 512, 4),
     ("resnet50", 256, 1024, 2048, 4),
+    ("resnet101", 256, 1024, 2048, 4),
+    ("resnet152", 256, 1024, 2048, 4),
     ("densenet121", 128, 1024, 1024, 8),
 ]
 
 
 @pytest.mark.parametrize(("name", "c2", "c4", "c5", "down"), EXPECTED)
 def test_trunk_shapes(name: str, c2: int, c4: int, c5: int, down: int) -> None:
-    last_stride = 1 if name in ("resnet50", "resnet34") else 2  # both strides, few builds
+    last_stride = 1 if name in ("resnet34", "resnet50", "resnet152") else 2  # both strides
     trunk = build_trunk(name, last_stride=last_stride)
     for piece in (trunk.stem, trunk.middle, trunk.deep):
         piece.eval()
@@ -160,7 +163,6 @@ def test_densenet_old_style_keys(tmp_path: Path) -> None:
     torch.testing.assert_close(trunk.middle[0].denselayer3.conv2.weight, want)
 
 
-def test_backbone_list() -> None:
-    assert sorted(BACKBONES) == sorted(
-        ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "densenet121"]
-    )
+def test_every_registered_backbone_has_expected_shapes() -> None:
+    # a backbone added to the registry must be added to EXPECTED (and so be tested above)
+    assert sorted(name for name, *_ in EXPECTED) == sorted(BACKBONES)

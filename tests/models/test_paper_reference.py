@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from abdnet.config import model_config
 from abdnet.models import ABDNet
 
 
@@ -128,8 +129,12 @@ def reference_forward(model: ABDNet, x: torch.Tensor) -> tuple[torch.Tensor, lis
 def tiny() -> ABDNet:
     torch.manual_seed(0)
     model = ABDNet(
-        3, backbone="resnet18", global_dim=6, attentive_dim=5, reduction_dim=8, pam_reduction=1
-    )
+        3,
+        model_config(
+            "paper", backbone="resnet18", global_dim=6, attentive_dim=5, reduction_dim=8,
+            pam_reduction=1,
+        ),
+    )  # fmt: skip
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -18,8 +18,6 @@ from abdnet.gallery import (
     Threshold,
     describe_extractor,
     enrol_files,
-    name_metadata,
-    parse_time,
 )
 from abdnet.retrieval import FeatureExtractor, collect_images, parse_name
 from abdnet.service import AccessPolicy, ServiceSettings, create_app
@@ -97,8 +95,9 @@ def test_search_top10_equals_brute_force(env):
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["threshold"] == t and body["far"] == 1e-3
-            qcam = parse_name(q).camid
-            assert body["camera"] == qcam  # parsed from the upload's Market-style name
+            qcam = parse_name(q).camid  # the data sets' 0-based index
+            # parsed from the upload's Market-style name, counted from 1 as the name does
+            assert body["camera"] == qcam + 1 and f"_c{body['camera']}" in Path(q).name
             qf = env["extractor"]([q])
             d = pairwise_distance(qf, gfeat).numpy()[0]
             d[gcams == qcam] = np.inf  # exclude_same_camera defaults to true
@@ -113,7 +112,11 @@ def test_search_top10_equals_brute_force(env):
             for x in got:
                 assert x["match"] == (x["distance"] <= t)
                 assert x["score"] == pytest.approx(1 - x["distance"] / 2, abs=1e-5)
-                assert x["camera"] != qcam
+                assert x["camera"] != qcam + 1
+                # the hit names the file it was enrolled from, and its frame (no invented time)
+                assert x["source"] in env["paths"] and x["timestamp"] is None
+                assert x["frame"] == parse_name(x["source"]).frame is not None
+                assert f"_c{x['camera']}" in Path(x["source"]).name
             assert [x["distance"] for x in got] == sorted(x["distance"] for x in got)
         # filters reach the gallery: same camera allowed, label filter, time window
         q = env["queries"][0]
@@ -121,17 +124,16 @@ def test_search_top10_equals_brute_force(env):
         assert len(same["results"]) == 5
         none = c.post("/search?k=5&label=nobody", files=_file(q)).json()
         assert none["results"] == []
+        # crops with a frame number and no capture time are outside every time window
         window = c.post(
-            "/search?k=40&exclude_same_camera=false&after=1970-01-01T00:00:01Z"
-            "&before=1970-01-01T00:00:02Z",
+            "/search?k=40&exclude_same_camera=false&after=1970-01-01T00:00:00Z",
             files=_file(q),
         ).json()["results"]
-        times = [parse_time(x["timestamp"]) for x in window]
-        lo, hi = parse_time("1970-01-01T00:00:01Z"), parse_time("1970-01-01T00:00:02Z")
-        assert times and all(lo <= t <= hi for t in times)
-        everything = c.post("/search?k=40&exclude_same_camera=false", files=_file(q)).json()
-        inside = [x for x in everything["results"] if lo <= parse_time(x["timestamp"]) <= hi]
-        assert [x["id"] for x in window] == [x["id"] for x in inside]
+        assert window == []
+        # a camera counts from 1
+        r = c.post("/search?k=5&camera=0", files=_file(q))
+        assert r.status_code == 400 and "'camera'" in r.json()["error"]
+        assert c.get("/gallery?camera=0").status_code == 400
 
 
 def test_enrol_browse_fetch_delete(env):
@@ -150,7 +152,15 @@ def test_enrol_browse_fetch_delete(env):
         again = c.post(
             "/gallery", files=_file_bytes(data), headers={"Authorization": f"Bearer {KEY}"}
         )
-        assert again.status_code == 201 and again.json() == {"ids": [new_id], "created": [False]}
+        # nothing created: 200 with the existing entry, as enrolled the first time
+        assert again.status_code == 200, again.text
+        assert again.json()["ids"] == [new_id] and again.json()["created"] == [False]
+        (existing,) = again.json()["entries"]
+        assert (existing["id"], existing["source"], existing["label"]) == (
+            new_id,
+            "new.png",
+            "alice",
+        )
         assert c.get("/healthz").json()["gallery_size"] == size0 + 1
         e = c.get(f"/gallery/{new_id}").json()
         assert (e["camera"], e["timestamp"], e["label"]) == (3, "2024-05-01T10:30:00.000Z", "alice")
@@ -302,12 +312,35 @@ def test_another_models_gallery_or_threshold_is_refused(env, tiny_checkpoint):
         )
 
 
-def test_camera_and_time_of_an_upload_come_from_its_name(env):
+def test_camera_and_frame_of_an_upload_come_from_its_name(env):
     q = env["queries"][1]
-    cam, when, _ = name_metadata(q, 25.0)
+    named = parse_name(q)
     with _client(env) as c:
         r = c.post("/gallery", files=_file(q), headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 201 and r.json()["created"] == [True]
         (i,) = r.json()["ids"]
         e = c.get(f"/gallery/{i}").json()
-        assert e["camera"] == cam and e["timestamp"].startswith(when.strftime("%Y-%m-%dT%H:%M:%S"))
+        # "0003_c2s1_..." is camera 2 and a frame number, no date
+        assert e["camera"] == named.camid + 1 and f"_c{e['camera']}" in Path(q).name
+        assert e["frame"] == named.frame and e["timestamp"] is None
+        assert r.json()["entries"][0] == e
         c.delete(f"/gallery/{i}", headers={"Authorization": f"Bearer {KEY}"})
+
+
+def test_too_small_images_are_refused_and_the_minimum_is_a_setting(env):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    dot = _png(size=(1, 1))
+    with _client(env) as c:
+        size0 = c.get("/healthz").json()["gallery_size"]
+        r = c.post("/gallery", files=_file_bytes(dot, name="dot.png"), headers=auth)
+        assert r.status_code == 422
+        assert "dot.png" in r.json()["error"] and "1x1 pixels" in r.json()["error"]
+        r = c.post("/search", files=_file_bytes(_png(size=(40, 7)), name="sliver.png"))
+        assert r.status_code == 422 and "sliver.png: " in r.json()["error"]
+        assert "40x7" in r.json()["error"] and "minimum is 8" in r.json()["error"]
+        assert c.get("/healthz").json()["gallery_size"] == size0
+        assert 'abdnet_images_total{outcome="too_small"} 2.0' in c.get("/metrics").text
+    with _client(env, min_crop_side=1) as c:
+        r = c.post("/gallery", files=_file_bytes(dot, name="dot.png"), headers=auth)
+        assert r.status_code == 201, r.text
+        c.delete(f"/gallery/{r.json()['ids'][0]}", headers=auth)

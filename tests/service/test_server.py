@@ -103,7 +103,7 @@ def test_acknowledged_enrolments_survive_sigkill(tmp_path, tiny_checkpoint):
                 r = c.post(
                     "/gallery",
                     files=[("image", (f"{i}.png", _png(i), "image/png"))],
-                    data={"camera": str(i % 2)},
+                    data={"camera": str(i % 2 + 1)},
                     headers=_auth(),
                 )
                 assert r.status_code == 201, r.text
@@ -193,6 +193,37 @@ def test_sixteen_concurrent_clients_lose_nothing(served):
     assert images > count  # concurrent requests were embedded together
 
 
+def test_enrolment_answers_201_only_when_created_and_refuses_tiny_crops(served):
+    server, _, paths = served
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        size0 = server.health()["gallery_size"]
+        crop = ("image", ("0077_c3s2_000250_01.png", _png(77), "image/png"))
+        first = c.post("/gallery", files=[crop], headers=_auth())
+        assert first.status_code == 201, first.text
+        again = c.post("/gallery", files=[crop], headers=_auth())
+        assert again.status_code == 200 and again.json()["created"] == [False]
+        assert again.json()["entries"] == first.json()["entries"]
+        (e,) = again.json()["entries"]
+        assert (e["camera"], e["frame"], e["source"]) == (3, 250, "0077_c3s2_000250_01.png")
+        # an already enrolled file of the gallery: 200 as well, its original entry back
+        known = paths[0]
+        r = c.post(
+            "/gallery",
+            files=[("image", ("renamed.jpg", Path(known).read_bytes(), "image/jpeg"))],
+            headers=_auth(),
+        )
+        assert r.status_code == 200 and r.json()["entries"][0]["source"] == known
+        dot = io.BytesIO()
+        Image.new("RGB", (1, 1)).save(dot, format="PNG")
+        r = c.post(
+            "/gallery", files=[("image", ("dot.png", dot.getvalue(), "image/png"))], headers=_auth()
+        )
+        assert r.status_code == 422 and "dot.png" in r.json()["error"]
+        assert "1x1 pixels" in r.json()["error"]
+        assert server.health()["gallery_size"] == size0 + 1
+        c.delete(f"/gallery/{e['id']}", headers=_auth())
+
+
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
@@ -261,15 +292,32 @@ def test_page_in_headless_chromium(served, tmp_path):
         assert shown == [r["id"] for r in api["results"]]
         text = driver.find_element(By.ID, "results").text
         assert "distance" in text and "uncalibrated" in text
+        # each result shows its frame and the file it was enrolled from, no date in 1970
+        assert all(Path(r["source"]).name in text for r in api["results"])
+        assert all(f"frame {r['frame']}" in text for r in api["results"] if r["frame"] is not None)
+        assert "1970" not in text
 
         # enrol through the page with the key, then find the new crop in the gallery list
         new = tmp_path / "0042_c2s1_000100_00.png"
         new.write_bytes(_png(42))
         driver.find_element(By.ID, "api-key").send_keys(KEY)
         driver.find_element(By.ID, "enrol-files").send_keys(str(new))
+        driver.find_element(By.ID, "enrol-label").send_keys("walk-in")
         driver.find_element(By.ID, "enrol-button").click()
         wait.until(lambda d: "enrolled 1 new" in d.find_element(By.ID, "enrol-message").text)
-        assert httpx.get(server.url + "/gallery?camera=1&limit=1000").json()["total"] >= 1
+        listed = httpx.get(server.url + "/gallery?camera=2&label=walk-in").json()["items"]
+        (entry,) = listed  # "_c2" is camera 2
+        assert (entry["source"], entry["frame"], entry["timestamp"]) == (new.name, 100, None)
+        # the page shows the camera, the frame and the file name, never a date in 1970
+        driver.find_element(By.ID, "browse-label").send_keys("walk-in")
+        driver.execute_script("document.getElementById('browse-form').requestSubmit()")
+        cards = "return [...document.querySelectorAll('#gallery .card')].map(c => c.innerText)"
+        wait.until(
+            lambda d: len(d.execute_script(cards)) == 1 and new.name in d.execute_script(cards)[0]
+        )
+        lines = driver.execute_script(cards)[0].splitlines()
+        assert "camera 2" in lines and "frame 100" in lines and new.name in lines, lines
+        assert "1970" not in text
     finally:
         driver.quit()
         shutil.rmtree(tmp_path / "profile", ignore_errors=True)

@@ -48,6 +48,37 @@ def _png_size(path):
         return im.size
 
 
+def _by_hand(run, data):
+    """Independently of abdnet.viz: the model's embeddings and logits of every test image by
+    a plain forward pass, the evaluation's distances, and the records by path."""
+    from abdnet.models.io import load_model
+
+    loaded = load_model(run)
+    model = loaded.model.eval()
+    ds = open_dataset(str(data))
+    gallery = [r for r in ds.gallery if r.pid >= 0]  # pid -1: junk, not in the gallery
+    transform = build_test_transform(loaded.config.data)
+    ev = loaded.config.eval
+    assert ev.metric == "euclidean" and not ev.flip
+
+    def forward(records):
+        with torch.no_grad():
+            out = [model(transform(ds.read_image(r))[None]) for r in records]
+        emb = torch.cat([o.embedding for o in out]).double()
+        if ev.normalize:
+            emb = torch.nn.functional.normalize(emb, dim=1)
+        return emb, [torch.stack([x[0] for x in o.logits]).sum(0) for o in out]
+
+    by_path = {r.path: r for r in [*ds.query, *ds.gallery]}
+    return by_path, gallery, forward
+
+
+def _brute_force_ranking(dist_row, q, gallery):
+    """Gallery indices by distance, same id + same camera left out (the protocol's junk)."""
+    order = np.argsort(dist_row, kind="stable")
+    return [int(i) for i in order if not (gallery[i].pid == q.pid and gallery[i].camid == q.camid)]
+
+
 @pytest.mark.parametrize("kind", ["attention", "correlation", "tsne", "ranks"])
 def test_each_kind_writes_png_and_json(setup, kind, capsys):
     root, data, runs = setup
@@ -73,13 +104,54 @@ def test_each_kind_writes_png_and_json(setup, kind, capsys):
     assert w >= 200 and h >= 200
     numbers = json.loads(out.with_suffix(".json").read_text())
     assert numbers["kind"] == kind and len(numbers["models"]) == 2
-    if kind == "ranks":
-        for m in numbers["models"]:
-            for q in m["queries"]:
-                ranked = [e for e in q["entries"] if e["rank"] is not None]
+    for run, m in zip(runs, numbers["models"]):
+        by_path, gallery, forward = _by_hand(run, data)
+        g_emb, _ = forward(gallery)
+        if kind == "ranks":
+            queries = [by_path[q["path"]] for q in numbers["queries"]]
+            q_emb, _ = forward(queries)
+            dist = torch.cdist(q_emb, g_emb).pow(2).numpy()
+            for i, (q, got) in enumerate(zip(queries, m["queries"])):
+                assert (got["pid"], got["camid"]) == (q.pid, q.camid)
+                ranked = [e for e in got["entries"] if e["rank"] is not None]
                 assert [e["rank"] for e in ranked] == list(range(1, len(ranked) + 1))
-                # same id + same camera is never ranked (the protocol's junk)
-                assert not any(e["pid"] == q["pid"] and e["camid"] == q["camid"] for e in ranked)
+                expected = _brute_force_ranking(dist[i], q, gallery)[: len(ranked)]
+                assert [e["index"] for e in ranked] == expected
+                for e in got["entries"]:
+                    assert e["distance"] == pytest.approx(dist[i, e["index"]], abs=1e-4)
+                    g = gallery[e["index"]]
+                    assert (e["pid"], e["camid"]) == (g.pid, g.camid)
+                    assert e["status"] == (
+                        "junk"
+                        if (g.pid, g.camid) == (q.pid, q.camid)
+                        else "match"
+                        if g.pid == q.pid
+                        else "wrong"
+                    )
+        elif kind == "attention":
+            queries = [by_path[q["path"]] for q in numbers["images"]]
+            q_emb, logits = forward(queries)
+            dist = torch.cdist(q_emb, g_emb).pow(2).numpy()
+            assert m["predicted_class"] == [int(x.argmax()) for x in logits]
+            for i, (q, top) in enumerate(zip(queries, m["top1"])):
+                best = _brute_force_ranking(dist[i], q, gallery)[0]
+                assert top["gallery"] == best and top["correct"] == (gallery[best].pid == q.pid)
+                assert top["distance"] == pytest.approx(dist[i, best], abs=1e-4)
+            for maps in (m["gradcam"], m["ram"], *m["raw"].values()):
+                maps = np.asarray(maps)
+                assert maps.shape[0] == len(queries) and maps.min() >= 0 and maps.max() <= 1
+        elif kind == "tsne":
+            records = [by_path[p] for p in numbers["images"]]
+            # every query and gallery image of the chosen identities, once
+            ids = set(numbers["ids"])
+            query_ids = {r.pid for r in open_dataset(str(data)).query if r.pid >= 0}
+            assert ids <= query_ids and len(ids) == min(10, len(query_ids))  # --ids: 10
+            assert sorted(numbers["images"]) == sorted(
+                p for p, r in by_path.items() if r.pid in ids
+            )
+            assert m["pids"] == [r.pid for r in records]
+            assert m["camids"] == [r.camid for r in records]
+            assert np.asarray(m["points"]).shape == (len(records), 2)
     capsys.readouterr()
 
 

@@ -67,6 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="(variant, seed) runs trained in parallel processes (default 1)",
     )
     p.add_argument(
+        "--cv",
+        type=int,
+        default=None,
+        metavar="K",
+        help="cross-validate each row over K identity folds of the data (abdnet cv; the same "
+        "folds for every row, OUT/<variant>/ an abdnet cv folder, OUT/cv_table.md with "
+        "paired differences) instead of training on its one train/test split; --seeds N "
+        "becomes N reshuffled K-fold repeats",
+    )
+    p.add_argument(
         "--list", action="store_true", help="print the variants and what each sets, then exit"
     )
 
@@ -103,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--seeds: expected a positive number, got {args.seeds}")
     if args.jobs < 1:
         raise ValueError(f"--jobs: expected a positive number, got {args.jobs}")
+    if args.cv is not None:
+        return _run_cv(base, args, [v.name for v in chosen])
     rows = run_ablation(base, args.out, [v.name for v in chosen], seeds=args.seeds, jobs=args.jobs)
     ref = reference_row(rows)
     several = any(r.n > 1 for r in rows)
@@ -124,4 +136,19 @@ def run(args: argparse.Namespace) -> int:
             f"{r.stats(TIME_NAME).mean:8.1f}   {last}"
         )
     print(f"wrote {args.out}/table.md, table.csv, table.png, runs.csv")
+    return 0
+
+
+def _run_cv(base, args: argparse.Namespace, names: list[str]) -> int:
+    from abdnet.crossval.table import run_ablation_cv
+
+    if args.cv < 2:
+        raise ValueError(f"--cv: expected at least 2 folds, got {args.cv}")
+    if args.jobs != 1:
+        raise ValueError("--jobs: not available with --cv (the folds train one after another)")
+    rows = run_ablation_cv(base, args.out, names, folds=args.cv, repeats=args.seeds)
+    for r in rows:
+        cells = "  ".join(f"{m} {r.stats(m).text()}" for m in ("mAP", "rank1", "mINP"))
+        print(f"{r.label:30s} {len(r.folds):2d} folds  {cells}")
+    print(f"wrote {args.out}/cv_table.md and an abdnet cv folder per variant")
     return 0

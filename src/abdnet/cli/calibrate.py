@@ -7,7 +7,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from abdnet.cli.extract import add_model_arguments, build_extractor, run_extraction
+from abdnet.cli.extract import add_model_arguments, build_extractor, progress_bar
 
 HELP = "choose the distance threshold for a false-accept rate on a labelled query/gallery set"
 
@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from abdnet.config import with_data_root
     from abdnet.data import build_dataset
-    from abdnet.evaluation import evaluate_verification
+    from abdnet.engine import verify_embedder
+    from abdnet.evaluation import is_junk
     from abdnet.files import check_output
     from abdnet.gallery import Threshold, describe_extractor, format_time, save_threshold
     from abdnet.viz import plot_roc
@@ -52,53 +53,24 @@ def run(args: argparse.Namespace) -> int:
     )
     extractor, info = build_extractor(args)
     model = describe_extractor(extractor, source=info["source"])
-    data_cfg = with_data_root(extractor.config.data, args.data)
-    dataset = build_dataset(data_cfg)
-    query = list(dataset.query)
-    gallery = [r for r in dataset.gallery if r.pid >= 0]  # -1: junk, as in evaluation
-    if not query or not gallery:
-        raise ValueError(f"--data {args.data}: no query or gallery images")
-
-    def embed(records, desc):
-        images = [dataset.read_image(r) for r in records]
-        if args.no_progress:
-            return extractor(images)
-        return run_extraction(extractor, images, skip_bad=False, desc=desc).features
-
-    qf, gf = embed(query, "query"), embed(gallery, "gallery")
+    dataset = build_dataset(with_data_root(extractor.config.data, args.data))
     fars = sorted({args.far, 1e-2, 1e-3}, reverse=True)
-    result = evaluate_verification(
-        qf,
-        gf,
-        [r.pid for r in query],
-        [r.pid for r in gallery],
-        [r.camid for r in query],
-        [r.camid for r in gallery],
-        fars=fars,
-        metric="euclidean",
-    )
-    point = result.at_far(args.far)
-    threshold = Threshold(
-        threshold=point.threshold,
+    total = len(dataset.query) + sum(not is_junk(r.pid) for r in dataset.gallery)
+    with progress_bar(total, "embed", show=not args.no_progress) as bar:
+        result = verify_embedder(extractor, dataset, fars=fars, progress=bar.update)
+    threshold = Threshold.from_verification(
+        result,
         far=args.far,
-        far_achieved=point.far,
-        tar=point.tar,
-        eer=result.eer,
         model=model,
-        num_genuine=result.num_genuine,
-        num_impostor=result.num_impostor,
         data=str(args.data),
         created=format_time(datetime.now(timezone.utc)) or "",
-        extra={
-            "operating_points": [p.to_dict() for p in result.points],
-            "eer_threshold": result.eer_threshold,
-        },
     )
     save_threshold(out, threshold)
     plot_roc(result, roc, title=f"verification ROC, {dataset.name}")
     print(
-        f"{dataset.name}: {len(query)} query x {len(gallery)} gallery images, "
-        f"{result.num_genuine} genuine / {result.num_impostor} impostor cross-camera pairs"
+        f"{dataset.name}: {len(dataset.query)} query x {total - len(dataset.query)} gallery "
+        f"images, {result.num_genuine} genuine / {result.num_impostor} impostor cross-camera "
+        f"pairs; distances: {model.space.rule}"
     )
     for p in result.points:
         print(

@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from abdnet.config import apply_overrides, config_from_dict
     from abdnet.data import build_dataset
     from abdnet.engine import choose_precision, evaluate_model, seed_everything, train
+    from abdnet.evaluation import RankResult
+    from abdnet.layout import RunLayout
     from abdnet.models import build_model_from_config
 
     t0 = time.perf_counter()
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_dict(apply_overrides(copy.deepcopy(DEMO_CONFIG), args.overrides))
     run_dir = out / "run"
     if run_dir.exists():
-        if not (run_dir / "config.yaml").is_file():
+        if not RunLayout(run_dir).config.is_file():
             raise ValueError(
                 f"--out {out}: {run_dir} exists and is not a run folder; not overwriting"
             )
@@ -109,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     after = result.test
     seconds = time.perf_counter() - t0
     metrics = {
-        "abdnet": {k: after[k] for k in ("mAP", "rank1", "rank5", "mINP")},
-        "untrained": {k: before.to_dict()[k] for k in ("mAP", "rank1", "rank5", "mINP")},
+        "abdnet": {k: after[k] for k in RankResult.METRIC_NAMES},
+        "untrained": before.metrics(),
         "seconds": round(seconds, 1),
         "train_seconds": round(result.seconds, 1),
         "precision": precision.name,
@@ -126,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(cfg, metrics: dict, dataset, result) -> str:
+    from abdnet.layout import RunLayout
+
     a, u = metrics["abdnet"], metrics["untrained"]
     s = cfg.data.synthetic
     lines = [
@@ -141,15 +145,13 @@ def _report(cfg, metrics: dict, dataset, result) -> str:
         f"Test split: {len(dataset.query)} queries, {len(dataset.gallery)} gallery images "
         "(unseen identities + distractors).",
         "",
-        "| model | mAP | rank-1 | rank-5 | mINP |",
-        "|---|---|---|---|---|",
-        f"| ABD-Net, trained | {100 * a['mAP']:.1f}% | {100 * a['rank1']:.1f}% | "
-        f"{100 * a['rank5']:.1f}% | {100 * a['mINP']:.1f}% |",
-        f"| same network, untrained | {100 * u['mAP']:.1f}% | {100 * u['rank1']:.1f}% | "
-        f"{100 * u['rank5']:.1f}% | {100 * u['mINP']:.1f}% |",
+        "| model | " + " | ".join(a) + " |",
+        "|---|" + "---|" * len(a),
+        "| ABD-Net, trained | " + " | ".join(f"{100 * v:.1f}%" for v in a.values()) + " |",
+        "| same network, untrained | " + " | ".join(f"{100 * u[k]:.1f}%" for k in a) + " |",
         "",
         f"Training took {metrics['train_seconds']:.0f} s, the whole demo {metrics['seconds']:.0f} s. "
-        f"Per-epoch losses: {result.run_dir / 'metrics.jsonl'}.",
+        f"Per-epoch losses: {RunLayout(result.run_dir).metrics}.",
         "",
     ]
     return "\n".join(lines)

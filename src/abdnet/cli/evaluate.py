@@ -47,6 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=None, help="images per forward pass"
     )
+    parser.add_argument(
+        "--threshold-out",
+        metavar="threshold.json",
+        help="also write the threshold for --far, as 'abdnet calibrate' does (same distance, "
+        "same file: 'abdnet serve --threshold' takes it)",
+    )
+    parser.add_argument(
+        "--far",
+        type=float,
+        default=1e-3,
+        help="target false-accept rate of --threshold-out (default 1e-3)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite --threshold-out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -54,18 +67,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from abdnet.config import replace_checked, with_data_root
     from abdnet.data import build_dataset
-    from abdnet.engine import choose_precision, evaluate_model, resolve_device
+    from abdnet.engine import choose_precision, evaluate_embedder, resolve_device
+    from abdnet.retrieval import FeatureExtractor
 
+    out = None
+    if args.threshold_out:
+        from abdnet.files import check_output
+
+        if not 0.0 < args.far < 1.0:
+            raise ValueError(f"--far must be in (0, 1), got {args.far}")
+        out = check_output(args.threshold_out, force=args.force, option="--threshold-out")
     if args.onnx:
         from abdnet.export import OnnxEmbedder
 
-        embedder = OnnxEmbedder(args.onnx)
-        cfg = embedder.config
+        source: object = OnnxEmbedder(args.onnx)
+        cfg = source.config  # type: ignore[attr-defined]
     else:
         from abdnet.models import load_model
 
-        loaded = load_model(args.checkpoint)
-        cfg = loaded.config
+        source = load_model(args.checkpoint)
+        cfg = source.config  # type: ignore[attr-defined]
     data_cfg = cfg.data
     if args.data:
         data_cfg = with_data_root(data_cfg, args.data)
@@ -83,41 +104,47 @@ def run(args: argparse.Namespace) -> int:
     if args.precision:
         changes["precision"] = args.precision
     eval_cfg = replace_checked(cfg.eval, "eval", **changes)
+    if out is not None and args.far not in eval_cfg.verification_fars:
+        eval_cfg = replace_checked(
+            eval_cfg, "eval", verification_fars=(*eval_cfg.verification_fars, args.far)
+        )
+    if args.onnx:
+        quantized = "quantization" in source.metadata  # type: ignore[attr-defined]
+        precision_name = "int8" if quantized else "fp32"
+        precision_reason = f"ONNX model {args.onnx}, run as exported"
+        # A graph exported with flip already averages; flipping again outside would be wrong.
+        flip = eval_cfg.flip and not source.flip  # type: ignore[attr-defined]
+        extractor = FeatureExtractor(
+            source, device="cpu", batch_size=eval_cfg.batch_size, flip=flip,
+            flip_mode=eval_cfg.flip_mode, config=cfg,
+        )  # fmt: skip
+    else:
+        device = resolve_device(args.device)
+        precision = choose_precision(device, eval_cfg.precision)
+        precision_name, precision_reason = precision.name, precision.reason
+        extractor = FeatureExtractor(
+            source, device=device, batch_size=eval_cfg.batch_size, flip=eval_cfg.flip,
+            flip_mode=eval_cfg.flip_mode, precision=precision.name,
+        )  # fmt: skip
     dataset = build_dataset(data_cfg)
     bar = None
     if not (args.no_progress or args.json):
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(dataset.query) + len(dataset.gallery), desc="extract", leave=False)
-    progress = bar.update if bar is not None else None
     try:
-        if args.onnx:
-            from abdnet.export import evaluate_embedder
-
-            result = evaluate_embedder(
-                embedder, dataset, eval_cfg, data_cfg=data_cfg, progress=progress
-            )
-            quantized = "quantization" in embedder.metadata
-            precision_name = "int8" if quantized else "fp32"
-            precision_reason = f"ONNX model {args.onnx}, run as exported"
-        else:
-            device = resolve_device(args.device)
-            precision = choose_precision(device, eval_cfg.precision)
-            result = evaluate_model(
-                loaded.model.to(device).eval(),
-                dataset,
-                eval_cfg,
-                data_cfg,
-                device,
-                precision=precision,
-                progress=progress,
-            )
-            precision_name, precision_reason = precision.name, precision.reason
+        result = evaluate_embedder(
+            extractor, dataset, eval_cfg, progress=bar.update if bar is not None else None
+        )
     finally:
         if bar is not None:
             bar.close()
+    space = extractor.space
     d = result.to_dict()
     d["precision"] = precision_name
+    d["distance"] = space.distance_name
+    if out is not None:
+        _write_threshold(args, out, result, extractor, dataset_root=str(data_cfg.root))
     if args.json:
         print(json.dumps(d))
         return 0
@@ -129,13 +156,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"  rank-{k:<2} {100 * d[f'rank{k}']:6.2f}%")
     if result.verification is not None:
         v = result.verification
+        print(f"  verification distances: {space.rule}, as 'abdnet calibrate' and 'serve'")
         for p in v.points:
             print(
-                f"  TAR@FAR={p.far_target:.0e} {100 * p.tar:6.2f}%  (distance <= {p.threshold:.4f})"
+                f"  TAR@FAR={p.far_target:.0e} {100 * p.tar:6.2f}%  (threshold {p.threshold:.6f})"
             )
         print(
             f"  EER    {100 * v.eer:6.2f}%  ({v.num_genuine} genuine / {v.num_impostor} impostor cross-camera pairs)"
         )
     if d["num_query_skipped"]:
         print(f"  ({d['num_query_skipped']} queries without a valid gallery match skipped)")
+    if out is not None:
+        print(f"wrote {out}")
     return 0
+
+
+def _write_threshold(args, out, result, extractor, *, dataset_root: str) -> None:
+    """``threshold.json`` for ``--far`` from the ROC just computed, as calibrate writes it."""
+    from datetime import datetime, timezone
+
+    from abdnet.gallery import Threshold, describe_extractor, format_time, save_threshold
+
+    if result.verification is None:
+        raise ValueError(
+            "--threshold-out: no verification ROC (no genuine or no impostor cross-camera pair)"
+        )
+    source = str(args.onnx or args.checkpoint)
+    threshold = Threshold.from_verification(
+        result.verification,
+        far=args.far,
+        model=describe_extractor(extractor, source=source),
+        data=str(args.data or dataset_root),
+        created=format_time(datetime.now(timezone.utc)) or "",
+    )
+    save_threshold(out, threshold)

@@ -8,8 +8,23 @@ import sys
 from typing import Any
 
 from abdnet.cli.extract import add_model_arguments, build_extractor, progress_bar
+from abdnet.cli.options import int_at_least
 
 HELP = "enrol crops into a persistent gallery (Milvus Lite file or Milvus server), search, delete"
+
+
+def add_min_side_option(parser: argparse.ArgumentParser) -> None:
+    """--min-side: the least width and height of a crop that is enrolled."""
+    from abdnet.gallery import DEFAULT_MIN_SIDE  # imports torch: not at the top level
+
+    parser.add_argument(
+        "--min-side",
+        type=int_at_least(1),
+        default=DEFAULT_MIN_SIDE,
+        metavar="PX",
+        help=f"refuse crops less than PX pixels wide or high (default {DEFAULT_MIN_SIDE}; "
+        "1 accepts any image)",
+    )
 
 
 def add_gallery_arguments(parser: argparse.ArgumentParser, *, creating: bool = False) -> None:
@@ -95,6 +110,8 @@ def _stored_model(args: argparse.Namespace):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from abdnet.gallery.records import FIRST_CAMERA  # imports torch: not at the top level
+
     sub = parser.add_subparsers(dest="gallery_command", metavar="{add,search,delete,info}")
     sub.required = True
 
@@ -103,9 +120,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="enrol image files (skips crops already enrolled; an interrupted run resumes)",
         description="Embed image files and add them to the gallery (created on first use). "
         "A crop already enrolled (same bytes) is skipped, so running the same command again "
-        "after an interruption continues where it stopped. Camera and time come from "
-        "--camera / --timestamp or, when not given, from Market/Duke-style file names "
-        "(0002_c1s1_000451_03.jpg: camera 0, frame 451).",
+        "after an interruption continues where it stopped. Cameras are numbered from 1, as "
+        "Market/Duke-style names write them. The camera comes from --camera or, when not "
+        "given, from Market/Duke-style file names (0002_c1s1_000451_03.jpg: camera 1, frame "
+        "451); the frame number a name carries is kept as the entry's frame (never turned "
+        "into a date); the capture time is --timestamp, or none.",
         epilog="Scale out with torchrun: 'torchrun --nproc_per_node N -m abdnet.cli.main "
         "gallery add ...' gives the same gallery as one process. Rank 0 opens the gallery and "
         "lists the images not enrolled yet, every process embeds a contiguous share of them, "
@@ -116,7 +135,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument(
         "--images", nargs="+", required=True, metavar="DIR|FILE", help="image files and/or folders"
     )
-    a.add_argument("--camera", type=int, help="camera id of every image (default: from the names)")
+    a.add_argument(
+        "--camera",
+        type=int_at_least(FIRST_CAMERA),
+        help="camera number of every image, from 1 (default: from the names, c1 -> 1)",
+    )
     a.add_argument("--timestamp", metavar="ISO8601", help="capture time of every image")
     a.add_argument("--label", help="label of every image (a track, a person's name)")
     a.add_argument(
@@ -124,13 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="label each image with the identity in its Market/Duke-style name",
     )
+    add_min_side_option(a)
     a.add_argument(
-        "--fps",
-        type=float,
-        default=25.0,
-        help="frame rate turning frame numbers in names into times (default 25)",
+        "--skip-bad",
+        action="store_true",
+        help="skip (and list) unreadable images and those below --min-side",
     )
-    a.add_argument("--skip-bad", action="store_true", help="skip (and list) unreadable images")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser(
@@ -144,7 +166,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--query", nargs="+", required=True, metavar="IMG", help="query images")
     s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     s.add_argument(
-        "--camera", type=int, help="the queries' camera (default: from Market/Duke-style names)"
+        "--camera",
+        type=int_at_least(FIRST_CAMERA),
+        help="the queries' camera, from 1 (default: from Market/Duke-style names, c1 -> 1)",
     )
     s.add_argument(
         "--same-camera",
@@ -183,8 +207,6 @@ def _add(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.camera is not None and args.camera < 0:
-        raise ValueError(f"--camera must be >= 0, got {args.camera}")
     when = parse_time(args.timestamp, "--timestamp") if args.timestamp else None
     paths = collect_images(args.images)
     if not paths:
@@ -194,9 +216,9 @@ def _add(args: argparse.Namespace) -> int:
         timestamp=when,
         label=args.label,
         label_from_pid=args.label_from_name,
-        fps=args.fps,
         batch_size=args.batch_size,
         skip_bad=args.skip_bad,
+        min_side=args.min_side,
     )
     # under torchrun: join the process group (gloo on the CPU), each rank embeds its share
     ctx, device = init_distributed(
@@ -287,8 +309,8 @@ def _add_sharded(args: argparse.Namespace, paths: list[str], options: dict[str, 
 
 def _search(args: argparse.Namespace) -> int:
     from abdnet.cli.extract import run_extraction
-    from abdnet.gallery import SearchFilter, load_threshold, parse_time
-    from abdnet.retrieval import collect_images, parse_name
+    from abdnet.gallery import SearchFilter, load_threshold, name_metadata, parse_time
+    from abdnet.retrieval import collect_images
 
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
@@ -307,10 +329,7 @@ def _search(args: argparse.Namespace) -> int:
         filters = []
         cameras = []
         for q in queries:
-            cam = args.camera
-            if cam is None:
-                labels = parse_name(q)
-                cam = labels.camid if labels is not None else None
+            cam = args.camera if args.camera is not None else name_metadata(q).camera
             cameras.append(cam)
             filters.append(
                 SearchFilter(
@@ -339,10 +358,9 @@ def _search(args: argparse.Namespace) -> int:
         )
         for r in ans["results"]:
             mark = "" if r["match"] is None else ("  match" if r["match"] else "  -")
-            cam = "?" if r["camera"] is None else r["camera"]
             print(
                 f"  {r['rank']:3d}  {r['distance']:.6f}  {r['score']:+.4f}  {r['id']}  "
-                f"cam {cam}  {r['timestamp'] or '-'}  {r['label'] or ''}{mark}  {r['source']}"
+                f"{describe_place(r)}  {r['label'] or ''}{mark}  {r['source']}"
             )
     return 0
 
@@ -389,3 +407,11 @@ def _info(args: argparse.Namespace) -> int:
     if info.get("server_version"):
         print(f"  server    {info['server_version']}")
     return 0
+
+
+def describe_place(entry: dict[str, Any]) -> str:
+    """``cam 3  2024-05-01T12:30:00.000Z  frame 451`` for an entry's JSON: camera (or ``?``),
+    the capture time (or ``-``) and the frame number when known."""
+    cam = "?" if entry["camera"] is None else entry["camera"]
+    frame = "" if entry["frame"] is None else f"  frame {entry['frame']}"
+    return f"cam {cam}  {entry['timestamp'] or '-'}{frame}"

@@ -1,18 +1,21 @@
 """The ``abdnet`` command: one entry point, one module per sub-command.
 
 Each sub-command module defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``. Modules are imported lazily so that ``abdnet --help`` stays fast and a
-command's heavy imports (faiss, onnxruntime, matplotlib) load only when it runs.
+``run(args) -> int``; a module imports only the standard library and light abdnet modules at
+its top level. ``abdnet --help`` (or no command) reads each module's ``HELP`` and calls no
+``add_arguments``; a named command gets the full parser of that command only. So the top-level
+help and ``--version`` load no PyTorch, and a command's heavy imports (torch, faiss,
+onnxruntime, matplotlib) load only when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 import traceback
 
+from abdnet.cli.logs import configure_logging
 from abdnet.files import FileLockedError
 
 # sub-command -> module under abdnet.cli
@@ -26,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "search": "search",
     "export": "export",
     "ablate": "ablate",
+    "cv": "cv",
     "viz": "viz",
     "calibrate": "calibrate",
     "gallery": "gallery",
@@ -39,6 +43,12 @@ def _load(name: str):
 
 
 def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``abdnet`` parser with the full sub-parsers of ``commands``.
+
+    ``commands=None`` builds every command's full parser (slow: some commands' options are
+    read from torch-importing modules); ``main`` passes the one command it was given, or an
+    empty list for the top level, where each command is listed with its ``HELP`` line only.
+    """
     parser = argparse.ArgumentParser(
         prog="abdnet",
         description="ABD-Net person re-identification: train, evaluate, search, serve, export, visualize.",
@@ -46,18 +56,23 @@ def build_parser(commands: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug logging; tracebacks of errors"
     )
+    parser.add_argument("--version", action="version", version=f"abdnet {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in commands if commands is not None else list(COMMANDS):
-        try:
-            module = _load(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == f"abdnet.cli.{COMMANDS[name]}":
-                continue  # sub-command not built yet
-            raise
+    full = set(COMMANDS) if commands is None else set(commands)
+    for name in COMMANDS:
+        module = _load(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        if name in full:
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
+
+
+def version() -> str:
+    """abdnet's version, from the installed package's metadata (``pyproject.toml``)."""
+    from abdnet import __version__
+
+    return __version__
 
 
 # Failures a user causes and can fix: bad input (ValueError: ConfigError, DatasetError,
@@ -82,13 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Build only the requested sub-command's parser when one is named: keeps start-up fast.
     first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser([first] if first in COMMANDS else None)
+    parser = build_parser([first] if first in COMMANDS else [])
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    configure_logging(verbose=args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from abdnet.cli.extract import add_model_arguments
-from abdnet.cli.gallery import add_gallery_arguments, open_gallery_for_model
+from abdnet.cli.gallery import add_gallery_arguments, add_min_side_option, open_gallery_for_model
+
+if TYPE_CHECKING:
+    from abdnet.service import AccessPolicy, ServiceSettings
 
 HELP = "serve a gallery over HTTP: enrol, search, verify, browse, and a web page"
 
@@ -62,12 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=4096 * 4096,
         help="pixel limit per image; larger images are refused (default 4096*4096)",
     )
-    parser.add_argument(
-        "--fps",
-        type=float,
-        default=25.0,
-        help="frame rate turning frame numbers in upload names into times (default 25)",
-    )
+    add_min_side_option(parser)
     parser.add_argument(
         "--threads",
         type=int,
@@ -78,37 +77,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from abdnet.gallery import load_threshold
-    from abdnet.service import AccessPolicy, ServiceSettings, create_app, load_api_keys
+def service_settings(args: argparse.Namespace) -> ServiceSettings:
+    """The service limits the options ask for; a bad --port, --max-batch, --max-wait-ms,
+    --max-upload-mb or --threads is a ValueError naming it."""
+    from abdnet.service import ServiceSettings
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
     if args.max_batch < 1 or args.max_wait_ms < 0 or args.max_upload_mb <= 0:
         raise ValueError("--max-batch must be >= 1, --max-wait-ms >= 0, --max-upload-mb > 0")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    return ServiceSettings(
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_image_pixels=args.max_image_pixels,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        min_crop_side=args.min_side,
+    )
+
+
+def access_policy(args: argparse.Namespace) -> AccessPolicy:
+    """Who may read and write: --api-key-file (its keys are read), --no-auth, --public-read."""
+    from abdnet.service import AccessPolicy, load_api_keys
+
+    keys = load_api_keys(args.api_key_file) if args.api_key_file else None
+    return AccessPolicy(keys=keys, no_auth=args.no_auth, public_read=args.public_read)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from abdnet.gallery import load_threshold
+    from abdnet.service import create_app
+
+    settings = service_settings(args)
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
-    keys = load_api_keys(args.api_key_file) if args.api_key_file else None
-    policy = AccessPolicy(keys=keys, no_auth=args.no_auth, public_read=args.public_read)
+    policy = access_policy(args)
     gallery, extractor, model = open_gallery_for_model(args, create=True)
     try:
         threshold = None
         if args.threshold:
             threshold = load_threshold(args.threshold)
             threshold.model.check_same(model, f"--threshold {args.threshold}")
-        settings = ServiceSettings(
-            max_upload_bytes=int(args.max_upload_mb * 2**20),
-            max_image_pixels=args.max_image_pixels,
-            max_batch=args.max_batch,
-            max_wait_ms=args.max_wait_ms,
-            fps=args.fps,
-        )
         app = create_app(
             extractor=extractor,
             gallery=gallery,

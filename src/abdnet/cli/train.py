@@ -35,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set optim.lr=1e-4 (repeatable)",
     )
     parser.add_argument(
+        "--trick",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="apply a named re-ID training trick (repeatable, before --set; see abdnet cv "
+        "--trick list)",
+    )
+    parser.add_argument(
         "--max-epochs",
         type=positive_int,
         default=None,
@@ -56,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     if args.resume:
-        if args.config or args.data or args.overrides or args.out or args.force:
+        if args.config or args.data or args.overrides or args.trick or args.out or args.force:
             raise ValueError(
                 "--resume RUN takes its config from RUN/config.yaml; "
-                "do not combine it with --config/--data/--set/--out/--force"
+                "do not combine it with --config/--data/--set/--trick/--out/--force"
             )
         result = train(
             None, args.resume, resume=True, progress=progress, max_epochs=args.max_epochs
@@ -67,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.config or not args.out:
             raise ValueError("--config C and --out RUN are required (or --resume RUN)")
-        cfg = load_config(args.config, args.overrides)
+        from abdnet.tricks import trick_overrides
+
+        cfg = load_config(args.config, [*trick_overrides(args.trick), *args.overrides])
         if args.data:
             # the data set changes, the input size/augmentation of the config stay
             data = with_data_root(cfg.data, args.data)

@@ -7,9 +7,7 @@ from .images import (
     ImageCheck,
     ImageInput,
     ImageReadError,
-    NameLabels,
     check_image_file,
-    parse_name,
     read_image,
     upscale_warning,
 )
@@ -20,6 +18,7 @@ from .loader import (
     caching_reader,
     resolve_workers,
 )
+from .names import NameLabels, parse_name
 from .parsers import (
     DATASET_NAMES,
     build_dataset,
@@ -31,6 +30,7 @@ from .parsers import (
     parse_market1501,
     parse_msmt17,
 )
+from .person import Appearance, PersonBox, PersonLayer, make_appearance, render_person
 from .sampler import RandomIdentitySampler
 from .synthetic import SYNTHETIC_MARKER, SyntheticReID, write_synthetic
 from .transforms import (
@@ -42,6 +42,11 @@ from .transforms import (
 )
 
 __all__ = [
+    "Appearance",
+    "PersonBox",
+    "PersonLayer",
+    "make_appearance",
+    "render_person",
     "IMAGE_EXTENSIONS",
     "MAX_UPSCALE",
     "ImageCheck",

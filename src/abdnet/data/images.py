@@ -1,11 +1,10 @@
 """Reading person crops: one function for every input abdnet accepts, the cheap check of an
-image file a data set runs when it is loaded, and the file names and suffixes that mark
-images."""
+image file a data set runs when it is loaded, and the suffixes that mark images (the
+Market/Duke file names: ``abdnet.data.names``)."""
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,6 @@ __all__ = [
     "ImageReadError",
     "check_image_file",
     "read_image",
-    "NameLabels",
-    "parse_name",
     "upscale_warning",
 ]
 
@@ -30,13 +27,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 # One image: a file path, a PIL image or an (H, W, 3) uint8 array.
 ImageInput = str | Path | Image.Image | np.ndarray
-
-# Market-1501 "0002_c1s1_000451_03.jpg" and DukeMTMC-reID "0001_c2_f0046182.jpg" both start
-# with "<pid>_c<camera>"; cameras are numbered from 1 in the names, from 0 in abdnet.
-_REID_NAME = re.compile(r"^(-?\d+)_c(\d+)")
-# The frame number that follows: Market "_c1s1_000451_" (camera, sequence, frame), Duke
-# "_c2_f0046182".
-_FRAME = re.compile(r"^-?\d+_c\d+(?:s\d+_(\d+)_|_f(\d+))")
 
 
 # An image that the transform must enlarge more than this many times in height or width to
@@ -81,26 +71,6 @@ def read_image(item: ImageInput) -> Image.Image:
         f"unsupported image input of type {type(item).__name__}: expected a path, a PIL "
         f"image or an (H, W, 3) uint8 numpy array"
     )
-
-
-@dataclass(frozen=True)
-class NameLabels:
-    """What a Market/Duke-style file name says about the crop."""
-
-    pid: int
-    camid: int  # 0-based: the name's "c1" is camera 0
-    frame: int | None  # video frame number, when the name carries one
-
-
-def parse_name(path: str | Path) -> NameLabels | None:
-    """pid, camera and frame of a Market-1501 / DukeMTMC-reID file name; None for any other."""
-    name = Path(path).name
-    m = _REID_NAME.match(name)
-    if m is None:
-        return None
-    f = _FRAME.match(name)
-    frame = int(f.group(1) or f.group(2)) if f else None
-    return NameLabels(pid=int(m.group(1)), camid=int(m.group(2)) - 1, frame=frame)
 
 
 @dataclass(frozen=True)

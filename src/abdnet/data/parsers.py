@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from abdnet.config import DataConfig, DatasetName, SyntheticConfig, choices
+from abdnet.evaluation import JUNK_PID
 
 from .dataset import DatasetError, ImageRecord, ReIDDataset, make_dataset
 from .images import IMAGE_EXTENSIONS
+from .names import DUKE_EXAMPLE, DUKE_STEM, MARKET_EXAMPLE, MARKET_STEM
 from .synthetic import SYNTHETIC_MARKER, SyntheticReID
 
 __all__ = [
@@ -53,8 +55,6 @@ log = logging.getLogger(__name__)
 # The named layouts (``data.name``; "auto" detects one of them).
 DATASET_NAMES = tuple(n for n in choices(DatasetName) if n != "auto")
 
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+$")
-_DUKE_NAME = re.compile(r"^(-?\d+)_c(\d+)_f\d+$")
 _MARKET_FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
 
 
@@ -91,8 +91,8 @@ def _parse_market_style(
                 raise DatasetError(
                     f"{path}: file name does not match the {name} pattern (e.g. {example})"
                 )
-            pid, cam = int(m.group(1)), int(m.group(2))
-            if pid == -1:
+            pid, cam = int(m.group("pid")), int(m.group("cam"))
+            if pid == JUNK_PID:
                 junk += 1
                 continue
             if pid < 0 or cam < 1:
@@ -126,9 +126,7 @@ def parse_market1501(
     input_size: tuple[int, int] | None = None,
 ) -> ReIDDataset:
     """Market-1501 (Zheng et al. 2015) folder layout."""
-    return _parse_market_style(
-        Path(root), name, _MARKET_NAME, "0002_c1s1_000451_03.jpg", skip_bad, input_size
-    )
+    return _parse_market_style(Path(root), name, MARKET_STEM, MARKET_EXAMPLE, skip_bad, input_size)
 
 
 def parse_dukemtmc(
@@ -139,9 +137,7 @@ def parse_dukemtmc(
     input_size: tuple[int, int] | None = None,
 ) -> ReIDDataset:
     """DukeMTMC-reID (Zheng et al. 2017) folder layout."""
-    return _parse_market_style(
-        Path(root), name, _DUKE_NAME, "0001_c2_f0046182.jpg", skip_bad, input_size
-    )
+    return _parse_market_style(Path(root), name, DUKE_STEM, DUKE_EXAMPLE, skip_bad, input_size)
 
 
 def _msmt_camid(path: Path, where: str) -> int:
@@ -223,7 +219,7 @@ def parse_folder(
             if not re.fullmatch(r"-?\d+", pid_dir.name):
                 raise DatasetError(f"{pid_dir}: identity folder name must be an integer pid")
             pid = int(pid_dir.name)
-            if pid < -1:
+            if pid < JUNK_PID:
                 raise DatasetError(f"{pid_dir}: pid must be >= -1 (-1 = junk), got {pid}")
             for path in _images_in(pid_dir):
                 m = re.match(r"^(\d+)_", path.name)
@@ -231,7 +227,7 @@ def parse_folder(
                     raise DatasetError(
                         f"{path}: file name must start with '<camid>_' (e.g. 0_0001.jpg)"
                     )
-                if pid != -1:
+                if pid != JUNK_PID:
                     records.append(ImageRecord(str(path), pid, int(m.group(1))))
         splits[split] = records
     return make_dataset(
@@ -274,9 +270,9 @@ def parse_csv(
                 raise DatasetError(f"{where}: split must be train, query or gallery, got {split!r}")
             if not row["path"]:
                 raise DatasetError(f"{where}: empty path")
-            if pid < -1 or camid < 0:
+            if pid < JUNK_PID or camid < 0:
                 raise DatasetError(f"{where}: pid must be >= -1 and camid >= 0, got {pid}, {camid}")
-            if pid == -1:
+            if pid == JUNK_PID:
                 continue
             image = Path(row["path"])
             image = image if image.is_absolute() else path.parent / image
@@ -307,7 +303,7 @@ def _detect_here(root: Path) -> str | None:
         if (root / SYNTHETIC_MARKER).is_file():
             return "synthetic"
         stem = _first_image_stem(root / "bounding_box_train") or ""
-        if _DUKE_NAME.match(stem) or "duke" in root.name.lower():
+        if DUKE_STEM.match(stem) or "duke" in root.name.lower():
             return "dukemtmcreid"
         return "market1501"
     if (root / "list_query.txt").is_file() and (root / "list_gallery.txt").is_file():

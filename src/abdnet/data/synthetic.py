@@ -19,6 +19,9 @@ over the cameras; a test identity gets ``per_id`` gallery images and one query p
 The gallery also holds ``ids - ids//2`` distractors (pid 0, people seen once). File names
 follow Market-1501 (``0007_c2s1_000123_00.jpg``), so ``write_synthetic`` output is read by
 the Market-1501 parser and auto-detected as ``synthetic`` (marker file).
+
+The person (appearance and rendering) is ``abdnet.data.person``; this module draws the
+scene, the passer-by and the occluder around it and applies the camera.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -37,6 +41,7 @@ from abdnet.config import SyntheticConfig
 from abdnet.files import atomic_write, check_output
 
 from .dataset import ImageRecord, ReIDDataset, make_dataset
+from .person import Appearance, PersonBox, make_appearance, render_person
 
 # The file `abdnet synth` writes at the root of a set; layout detection looks for it.
 SYNTHETIC_MARKER = "ABDNET_SYNTHETIC.json"
@@ -45,76 +50,8 @@ __all__ = ["SyntheticReID", "write_synthetic"]
 
 log = logging.getLogger(__name__)
 
-# Named clothing colours (RGB in [0, 1]); identities draw from them with a small jitter so
-# that colour is a strong but not unique cue, as in real data.
-_PALETTE = np.array(
-    [
-        (0.80, 0.10, 0.10),  # red
-        (0.50, 0.05, 0.08),  # dark red
-        (0.95, 0.50, 0.10),  # orange
-        (0.95, 0.85, 0.20),  # yellow
-        (0.15, 0.60, 0.20),  # green
-        (0.10, 0.30, 0.15),  # dark green
-        (0.10, 0.55, 0.55),  # teal
-        (0.45, 0.70, 0.95),  # light blue
-        (0.15, 0.30, 0.80),  # blue
-        (0.08, 0.10, 0.30),  # navy
-        (0.45, 0.20, 0.60),  # purple
-        (0.95, 0.55, 0.70),  # pink
-        (0.92, 0.92, 0.90),  # white
-        (0.70, 0.70, 0.70),  # light grey
-        (0.45, 0.45, 0.45),  # grey
-        (0.08, 0.08, 0.08),  # black
-        (0.45, 0.28, 0.12),  # brown
-        (0.85, 0.75, 0.55),  # beige
-    ],
-    dtype=np.float32,
-)
-_SKIN = np.array(
-    [
-        (0.96, 0.80, 0.69),
-        (0.88, 0.67, 0.52),
-        (0.76, 0.55, 0.40),
-        (0.55, 0.38, 0.26),
-        (0.36, 0.24, 0.16),
-    ],
-    dtype=np.float32,
-)
-_HAIR = np.array(
-    [
-        (0.05, 0.04, 0.03),
-        (0.25, 0.15, 0.08),
-        (0.55, 0.40, 0.20),
-        (0.85, 0.75, 0.45),
-        (0.6, 0.6, 0.6),
-        (0.5, 0.2, 0.1),
-    ],
-    dtype=np.float32,
-)
-
 # split codes used in the per-image random streams
 _TRAIN, _QUERY, _GALLERY, _DISTRACTOR = 10, 11, 12, 13
-
-
-@dataclass(frozen=True)
-class _Identity:
-    upper: np.ndarray  # (3,) main colour of the upper garment
-    upper2: np.ndarray  # (3,) second colour (stripes, shirt under a jacket, print)
-    upper_pattern: int  # 0 solid, 1 h-stripes, 2 v-stripes, 3 checks, 4 open jacket, 5 chest print
-    period: float  # stripe period in body-height units
-    short_sleeves: bool
-    lower: np.ndarray  # (3,)
-    lower_cut: int  # 0 trousers, 1 shorts, 2 skirt
-    shoes: np.ndarray
-    skin: np.ndarray
-    hair: np.ndarray
-    long_hair: bool
-    hat: np.ndarray | None
-    bag: int  # 0 none, 1 backpack, 2 shoulder bag
-    bag_colour: np.ndarray
-    bag_side: int  # +1 / -1: which hip the shoulder bag hangs on (front view)
-    height: float  # fraction of the image height
-    build: float  # width multiplier
 
 
 @dataclass(frozen=True)
@@ -131,37 +68,6 @@ class _Camera:
     scale: float
     occlusion: float  # probability of a foreground occluder
     background: np.ndarray  # (2H, 2W, 3) texture; each image crops it at a random offset
-
-
-def _colour(rng: np.random.Generator, palette: np.ndarray, jitter: float = 0.05) -> np.ndarray:
-    c = palette[rng.integers(len(palette))] + rng.uniform(-jitter, jitter, 3)
-    return np.clip(c, 0.0, 1.0).astype(np.float32)
-
-
-def _make_identity(rng: np.random.Generator) -> _Identity:
-    upper = _colour(rng, _PALETTE)
-    upper2 = _colour(rng, _PALETTE)
-    while np.abs(upper2 - upper).sum() < 0.6:  # the second colour must be visibly different
-        upper2 = _colour(rng, _PALETTE)
-    return _Identity(
-        upper=upper,
-        upper2=upper2,
-        upper_pattern=int(rng.choice(6, p=[0.3, 0.16, 0.12, 0.12, 0.15, 0.15])),
-        period=float(rng.uniform(0.035, 0.07)),
-        short_sleeves=bool(rng.random() < 0.35),
-        lower=_colour(rng, _PALETTE),
-        lower_cut=int(rng.choice(3, p=[0.6, 0.2, 0.2])),
-        shoes=_colour(rng, _PALETTE[[12, 14, 15, 16]]),
-        skin=_colour(rng, _SKIN, 0.03),
-        hair=_colour(rng, _HAIR, 0.03),
-        long_hair=bool(rng.random() < 0.35),
-        hat=_colour(rng, _PALETTE) if rng.random() < 0.2 else None,
-        bag=int(rng.choice(3, p=[0.45, 0.3, 0.25])),
-        bag_colour=_colour(rng, _PALETTE),
-        bag_side=int(rng.choice([-1, 1])),
-        height=float(rng.uniform(0.78, 0.93)),
-        build=float(rng.uniform(0.85, 1.2)),
-    )
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
@@ -225,8 +131,13 @@ def _make_camera(rng: np.random.Generator, height: int, width: int) -> _Camera:
     )
 
 
-def _box(u: np.ndarray, v: np.ndarray, u0: float, u1: float, v0: float, v1: float) -> np.ndarray:
-    return (u >= u0) & (u < u1) & (v >= v0) & (v < v1)
+class ImageSpec(NamedTuple):
+    """What one image of the set shows; its random stream is drawn from these four."""
+
+    code: int  # split code (_TRAIN, _QUERY, _GALLERY, _DISTRACTOR)
+    pid: int  # identity; 0 = a distractor
+    cam: int  # camera, 0-based
+    k: int  # image number of the identity in its split (which distractor, for pid 0)
 
 
 class SyntheticReID:
@@ -257,7 +168,7 @@ class SyntheticReID:
         self.config = cfg
         self.num_train_ids = cfg.ids // 2
         self.identities = {
-            pid: _make_identity(np.random.default_rng([cfg.seed, 1, pid]))
+            pid: make_appearance(np.random.default_rng([cfg.seed, 1, pid]))
             for pid in range(1, cfg.ids + 1)
         }
         self.cameras = [
@@ -266,8 +177,7 @@ class SyntheticReID:
         ]
         yy, xx = np.mgrid[0 : cfg.height, 0 : cfg.width].astype(np.float32)
         self._yy, self._xx = yy + 0.5, xx + 0.5  # pixel centres
-        # path -> (split code, pid, camera, image number); pid 0 = distractor (number = which)
-        self._specs: dict[str, tuple[int, int, int, int]] = {}
+        self._specs: dict[str, ImageSpec] = {}
         self.train: list[ImageRecord] = []
         self.query: list[ImageRecord] = []
         self.gallery: list[ImageRecord] = []
@@ -279,7 +189,7 @@ class SyntheticReID:
     ) -> None:
         frame = len(self._specs) + 1
         path = f"{folder}/{pid:04d}_c{cam + 1}s1_{frame:06d}_{k:02d}.jpg"
-        self._specs[path] = (code, pid, cam, k)
+        self._specs[path] = ImageSpec(code, pid, cam, k)
         out.append(ImageRecord(path, pid, cam))
 
     def _build_records(self) -> None:
@@ -323,7 +233,7 @@ class SyntheticReID:
         """``(H, W, 3)`` uint8 image: identity ``pid`` (0: distractor ``k``) seen by camera ``cam``."""
         cfg = self.config
         if pid == 0:
-            person = _make_identity(np.random.default_rng([cfg.seed, 3, k]))
+            person = make_appearance(np.random.default_rng([cfg.seed, 3, k]))
         else:
             person = self.identities[pid]
         rng = np.random.default_rng([cfg.seed, code, pid, cam, k])
@@ -331,162 +241,85 @@ class SyntheticReID:
 
 
 def _render(
-    p: _Identity, cam: _Camera, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray
+    p: Appearance, cam: _Camera, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray
 ) -> np.ndarray:
+    """One image: scene, passer-by, the person, an occluder, then the camera's response.
+
+    The steps draw from ``rng`` in this order, so the same stream gives the same image."""
     h, w = yy.shape
-    # --- background: a random crop of the camera's scene texture
+    img = _scene_crop(cam, rng, h, w)
+    _paint_passer_by(img, rng, yy, xx)
+    box, view = _place_person(p, cam, rng, h, w)
+    layer = render_person(p, box=box, view=view, yy=yy, xx=xx, rng=rng)
+    img[layer.mask] = layer.colour[layer.mask]
+    _paint_occluder(img, cam, rng, yy, xx)
+    return _camera_response(img, cam, rng)
+
+
+def _scene_crop(cam: _Camera, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random (h, w) crop of the camera's scene texture, its brightness jittered."""
     bh, bw = cam.background.shape[:2]
     oy, ox = int(rng.integers(bh - h + 1)), int(rng.integers(bw - w + 1))
     img = cam.background[oy : oy + h, ox : ox + w].copy()
     img *= rng.uniform(0.85, 1.15)
+    return img
 
-    # --- passer-by behind the person, at an image edge
-    if rng.random() < 0.2:
-        other = _make_identity(rng)
-        pw_ = rng.uniform(0.12, 0.3) * w
-        left = rng.random() < 0.5
-        x_lo, x_hi = (0, pw_) if left else (w - pw_, w)
-        top = rng.uniform(0.05, 0.3) * h
-        mid = top + rng.uniform(0.35, 0.45) * h
-        band = (xx >= x_lo) & (xx < x_hi) & (yy >= top)
-        img[band & (yy < mid)] = other.upper
-        img[band & (yy >= mid)] = other.lower
 
-    # --- person box in image coordinates; u, v in [0, 1] inside it
+def _paint_passer_by(
+    img: np.ndarray, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray
+) -> None:
+    """Sometimes another person behind, cut by an image edge (upper and lower colours)."""
+    if rng.random() >= 0.2:
+        return
+    other = make_appearance(rng)
+    h, w = yy.shape
+    pw_ = rng.uniform(0.12, 0.3) * w
+    left = rng.random() < 0.5
+    x_lo, x_hi = (0, pw_) if left else (w - pw_, w)
+    top = rng.uniform(0.05, 0.3) * h
+    mid = top + rng.uniform(0.35, 0.45) * h
+    band = (xx >= x_lo) & (xx < x_hi) & (yy >= top)
+    img[band & (yy < mid)] = other.upper
+    img[band & (yy >= mid)] = other.lower
+
+
+class _Placement(NamedTuple):
+    box: PersonBox
+    view: int  # FRONT, BACK, SIDE_LEFT, SIDE_RIGHT (abdnet.data.person)
+
+
+def _place_person(
+    p: Appearance, cam: _Camera, rng: np.random.Generator, h: int, w: int
+) -> _Placement:
+    """The person's box (height from the person and the camera's scale, near the bottom
+    centre) and the view, drawn from the camera's view distribution."""
     ph = min(0.98, p.height * cam.scale * rng.uniform(0.92, 1.06)) * h
     pw = ph * 0.55 * p.build
     x0 = (w - pw) / 2 + rng.uniform(-0.08, 0.08) * w
     y0 = h - ph - rng.uniform(0.0, 0.04) * h
-    view = int(
-        rng.choice(4, p=cam.views)
-    )  # 0 front, 1 back, 2 side facing left, 3 side facing right
-    u = (xx - x0) / pw
-    v = (yy - y0) / ph
-    mirror = view == 2 or (view == 1)  # back view: the person's left/right swap in the image
-    if mirror:
-        u = 1.0 - u
-    side = view >= 2
-    stride = rng.uniform(0.0, 0.22)  # walking: legs apart
-    c = np.abs(u - 0.5)
+    view = int(rng.choice(4, p=cam.views))
+    return _Placement(PersonBox(x0=x0, y0=y0, width=pw, height=ph), view)
 
-    # body parts (boolean masks over the image)
-    if side:
-        torso = (c < 0.14) & (v >= 0.16) & (v < 0.54)
-        arm = (np.abs(u - 0.5 - rng.uniform(-0.04, 0.04)) < 0.055) & (v >= 0.18) & (v < 0.50)
-        leg_a = (np.abs(u - 0.5 + stride * (v - 0.53)) < 0.075) & (v >= 0.53) & (v < 0.94)
-        leg_b = (np.abs(u - 0.5 - stride * (v - 0.53)) < 0.075) & (v >= 0.53) & (v < 0.94)
-        head = ((u - 0.5) / 0.12) ** 2 + ((v - 0.085) / 0.075) ** 2 < 1
+
+def _paint_occluder(
+    img: np.ndarray, cam: _Camera, rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray
+) -> None:
+    """Sometimes a foreground occluder (car, bench, railing, another person's shoulder)."""
+    if rng.random() >= cam.occlusion:
+        return
+    h, w = yy.shape
+    col = rng.uniform(0.05, 0.95, 3).astype(np.float32)
+    if rng.random() < 0.6:
+        occ = yy >= h * rng.uniform(0.6, 0.85)
     else:
-        shoulder = 0.17 + 0.03 * np.clip((v - 0.16) / 0.04, 0, 1)
-        torso = (c < shoulder) & (v >= 0.16) & (v < 0.54)
-        swing = rng.uniform(-0.03, 0.03)
-        arm = (c >= 0.19) & (c < 0.28) & (v >= 0.17 + swing) & (v < 0.50 + swing)
-        leg_a = (np.abs(u - 0.40 + stride * 0.5 * (v - 0.53)) < 0.085) & (v >= 0.53) & (v < 0.94)
-        leg_b = (np.abs(u - 0.60 - stride * 0.5 * (v - 0.53)) < 0.085) & (v >= 0.53) & (v < 0.94)
-        head = ((u - 0.5) / 0.14) ** 2 + ((v - 0.085) / 0.075) ** 2 < 1
-    legs = leg_a | leg_b
-    shoes = legs & (v >= 0.90)
-    neck = (c < 0.05) & (v >= 0.14) & (v < 0.17)
+        occ_w = rng.uniform(0.15, 0.3) * w
+        occ = xx < occ_w if rng.random() < 0.5 else xx >= w - occ_w
+    img[occ] = col * rng.uniform(0.7, 1.0)
 
-    # lower garment
-    person = np.zeros_like(img)
-    mask = np.zeros(img.shape[:2], dtype=bool)
 
-    def paint(region: np.ndarray, colour: np.ndarray) -> None:
-        person[region] = colour  # later parts are drawn over earlier ones
-        mask[region] = True
-
-    if p.lower_cut == 0:
-        paint(legs, p.lower)
-    elif p.lower_cut == 1:
-        paint(legs & (v >= 0.70), p.skin)
-        paint(legs & (v < 0.70), p.lower)
-    else:
-        paint(legs, p.skin)
-        skirt = (c < 0.17 + 0.25 * (v - 0.53)) & (v >= 0.52) & (v < 0.76)
-        paint(skirt, p.lower)
-    paint(shoes, p.shoes)
-
-    # upper garment with its pattern (pattern coordinates follow the body, not the image)
-    upper = torso | arm
-    pat = p.upper_pattern
-    top = np.empty_like(img)
-    top[:] = p.upper
-    if pat == 1 or pat == 3:
-        stripes = (np.floor((v - 0.16) / p.period) % 2) == 1
-    if pat == 2 or pat == 3:
-        vstripes = (np.floor(u / (p.period * 1.6)) % 2) == 1
-    if pat == 1:
-        top[stripes] = p.upper2
-    elif pat == 2:
-        top[vstripes] = p.upper2
-    elif pat == 3:
-        top[stripes ^ vstripes] = p.upper2
-    elif pat == 4 and view == 0:  # open jacket: the shirt shows only from the front
-        top[c < 0.07] = p.upper2
-    elif pat == 5 and view == 0:  # chest print
-        top[_box(u, v, 0.38, 0.62, 0.23, 0.35)] = p.upper2
-    person[upper] = top[upper]
-    mask |= upper
-    if p.short_sleeves:
-        paint(arm & (v >= 0.30), p.skin)
-    paint((arm & (v >= 0.49)) | neck, p.skin)  # hands
-
-    # bag
-    if p.bag == 1:  # backpack
-        if view == 1:
-            paint(_box(u, v, 0.30, 0.70, 0.19, 0.44), p.bag_colour)
-        elif view == 0:
-            paint((c >= 0.10) & (c < 0.14) & (v >= 0.16) & (v < 0.36), p.bag_colour)
-        else:
-            paint(_box(u, v, 0.21, 0.37, 0.19, 0.44), p.bag_colour)  # behind (person faces +u)
-    elif p.bag == 2:  # shoulder bag on one hip, strap across the chest
-        hip_side = p.bag_side * (-1 if mirror else 1)
-        bx = 0.72 if hip_side > 0 else 0.14
-        if not side or hip_side > 0:
-            paint(_box(u, v, bx, bx + 0.16, 0.42, 0.56), p.bag_colour)
-        if not side:
-            # strap from the opposite shoulder to the bag: distance to a line in (u, v)
-            ua, va, ub, vb = (0.30, 0.17, 0.78, 0.44) if hip_side > 0 else (0.70, 0.17, 0.22, 0.44)
-            d = np.abs((vb - va) * (u - ua) - (ub - ua) * (v - va)) / np.hypot(vb - va, ub - ua)
-            paint((d < 0.018) & (v >= 0.17) & (v < 0.44) & torso, p.bag_colour)
-
-    # head, hair, hat
-    if view == 1:
-        paint(head, p.hair)
-        if p.long_hair:
-            paint((c < 0.12) & (v >= 0.1) & (v < 0.25), p.hair)
-    else:
-        paint(head, p.skin)
-        if side:
-            paint(head & ((u < 0.5) | (v < 0.04)), p.hair)  # back of the head (faces +u)
-            if p.long_hair:
-                paint(_box(u, v, 0.37, 0.5, 0.08, 0.24), p.hair)
-        else:
-            paint(head & (v < 0.045), p.hair)
-            if p.long_hair:
-                paint(head & (c > 0.09), p.hair)
-                paint((c >= 0.1) & (c < 0.15) & (v >= 0.08) & (v < 0.22), p.hair)
-    if p.hat is not None:
-        paint(head & (v < 0.05), p.hat)
-        paint((c < 0.17) & (v >= 0.04) & (v < 0.06), p.hat)
-
-    # shading: light from one side, darker at the body's edges
-    light = 0.8 + 0.35 * np.clip(1.0 - np.abs(u - 0.5 - rng.uniform(-0.3, 0.3)) * 1.6, 0, 1)
-    img[mask] = person[mask] * light[mask][:, None]
-
-    # --- foreground occluder (car, bench, railing, another person's shoulder)
-    if rng.random() < cam.occlusion:
-        col = rng.uniform(0.05, 0.95, 3).astype(np.float32)
-        if rng.random() < 0.6:
-            top_ = h * rng.uniform(0.6, 0.85)
-            occ = yy >= top_
-        else:
-            occ_w = rng.uniform(0.15, 0.3) * w
-            occ = xx < occ_w if rng.random() < 0.5 else xx >= w - occ_w
-        img[occ] = col * rng.uniform(0.7, 1.0)
-
-    # --- camera: colour cast, gain, gamma, haze
+def _camera_response(img: np.ndarray, cam: _Camera, rng: np.random.Generator) -> np.ndarray:
+    """The camera's colour cast, gain, gamma, haze, resolution loss, blur and noise; uint8."""
+    h, w = img.shape[:2]
     img = np.clip(img * cam.cast * (cam.gain * rng.uniform(0.85, 1.15)), 0, 1)
     img = img**cam.gamma
     img = img * (1 - cam.haze) + cam.haze * cam.haze_colour

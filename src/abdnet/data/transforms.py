@@ -3,7 +3,8 @@
 Training (section 4.2 of the paper): resize to ``height x width``, optional random 2D
 translation (the official code: resize x1.125 then a random crop, with probability
 ``translate_p``), random horizontal flip, optional colour jitter, normalization, random
-erasing (Zhong et al., ref. [52]). Test: resize + normalization only.
+erasing (Zhong et al., ref. [52]). Test: resize + normalization only. Optional (off by
+default): one of torchvision's augmentation policies after the flip (``auto_augment``).
 
 Two more colour augmentations, off by default, for cameras whose colour rendering differs
 (white balance, saturation): per-channel gains (``channel_gain``) and random grey images
@@ -26,6 +27,7 @@ __all__ = [
     "RandomChannelGain",
     "RandomErasing",
     "RandomTranslate",
+    "auto_augment_policy",
     "build_train_transform",
     "build_test_transform",
 ]
@@ -135,6 +137,22 @@ def _normalize(cfg: DataConfig) -> nn.Module:
     return v2.Normalize(list(cfg.mean), list(cfg.std))
 
 
+def auto_augment_policy(name: str) -> nn.Module:
+    """torchvision's policy ``data.auto_augment`` names (on the uint8 PIL image): AutoAugment
+    with its ImageNet policy (Cubuk et al., CVPR 2019), RandAugment (Cubuk et al., CVPRW
+    2020), TrivialAugmentWide (Mueller and Hutter, ICCV 2021) or AugMix (Hendrycks et al.,
+    ICLR 2020), each with torchvision's defaults."""
+    policies = {
+        "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET),
+        "randaugment": v2.RandAugment,
+        "trivialaugment": v2.TrivialAugmentWide,
+        "augmix": v2.AugMix,
+    }
+    if name not in policies:
+        raise ValueError(f"data.auto_augment: unknown policy {name!r}; expected {sorted(policies)}")
+    return policies[name]()
+
+
 def build_train_transform(cfg: DataConfig) -> v2.Compose:
     """Training augmentation of ``cfg`` (see the module docstring); PIL -> ``(3, H, W)``."""
     _check(cfg)
@@ -145,6 +163,8 @@ def build_train_transform(cfg: DataConfig) -> v2.Compose:
         steps.append(v2.Resize((cfg.height, cfg.width), antialias=True))
     if cfg.flip_p > 0:
         steps.append(v2.RandomHorizontalFlip(cfg.flip_p))
+    if cfg.auto_augment != "none":
+        steps.append(auto_augment_policy(cfg.auto_augment))
     if cfg.color_jitter:
         brightness, contrast, saturation, hue = cfg.color_jitter_strength
         steps.append(v2.ColorJitter(brightness, contrast, saturation, hue))

@@ -1,5 +1,6 @@
 """Training engine: two-step schedule, mixed precision, DDP, run state and atomic
-checkpoints, the feature-extraction loop and model evaluation."""
+checkpoints, the Embedder and its embedding space, the feature-extraction loop and model
+evaluation."""
 
 from abdnet.engine.checkpoint import (
     Checkpoint,
@@ -17,14 +18,16 @@ from abdnet.engine.distributed import (
     shard,
     wrap_ddp,
 )
-from abdnet.engine.evaluate import evaluate_model
-from abdnet.engine.inference import (
+from abdnet.engine.embedder import (
     Embedder,
-    device_of,
-    embed_batch,
-    extract_features,
-    extract_records,
+    EmbedInput,
+    Extraction,
+    FrameBox,
+    ModelEmbedder,
+    crop_frame,
 )
+from abdnet.engine.evaluate import evaluate_embedder, evaluate_model, verify_embedder
+from abdnet.engine.inference import Runner, device_of, embed_batch, extract_features
 from abdnet.engine.precision import (
     Precision,
     choose_precision,
@@ -34,6 +37,7 @@ from abdnet.engine.precision import (
     resolve_device,
 )
 from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
+from abdnet.engine.space import EmbeddingSpace, SpaceMismatchError
 from abdnet.engine.state import TrainState, capture_rng_state, restore_rng_state, unwrap_model
 from abdnet.engine.trainer import TrainResult, build_optimizer, seed_everything, train, train_step
 
@@ -44,12 +48,21 @@ __all__ = [
     "TrainState",
     "build_optimizer",
     "seed_everything",
+    "evaluate_embedder",
     "evaluate_model",
+    "verify_embedder",
+    "EmbedInput",
     "Embedder",
+    "EmbeddingSpace",
+    "Extraction",
+    "FrameBox",
+    "ModelEmbedder",
+    "Runner",
+    "SpaceMismatchError",
+    "crop_frame",
     "device_of",
     "embed_batch",
     "extract_features",
-    "extract_records",
     "Checkpoint",
     "save_checkpoint",
     "load_checkpoint",

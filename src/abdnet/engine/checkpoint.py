@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from abdnet.config import Config
 from abdnet.engine.state import TrainState, unwrap_model
 from abdnet.files import atomic_directory
-from abdnet.layout import META_FILE, MODEL_FILE, STATE_FILE, RunLayout
+from abdnet.layout import LAST, META_FILE, MODEL_FILE, STATE_FILE, RunLayout
 from abdnet.models import save_model
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "restore_checkpoint"]
@@ -73,7 +73,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     p = Path(path)
     run = RunLayout(p)
     if run.checkpoints.is_dir():
-        p = run.checkpoint("last")
+        p = run.checkpoint(LAST)
     if p.is_symlink() and not p.exists():
         raise FileNotFoundError(
             f"{p}: the link points to a missing folder ({p.readlink()}); the checkpoint is gone"

@@ -1,11 +1,14 @@
-"""Query/gallery evaluation of a model: features through the one extraction loop, then
-CMC / mAP / mINP through the evaluation package's evaluator.
+"""Query/gallery evaluation of an :class:`~abdnet.engine.Embedder`: CMC / mAP / mINP through
+the evaluation package's evaluator, and the verification ROC in the embedder's space.
 
-Features come from the test transform (resize + normalize), optionally averaged with the
-horizontally mirrored image (``eval.flip``), optionally L2-normalized; the metric, k-reciprocal
-re-ranking and average query expansion are ``eval``'s. Evaluation runs in ``eval.precision``
-(fp32 by default) whatever precision training used, so a run's recorded metrics and
-``abdnet eval`` of its checkpoint agree.
+Ranking follows ``eval`` (``metric``, ``normalize``, re-ranking, query expansion) on the
+network's raw embeddings: with ``eval.normalize: false`` (the official protocol) the
+squared Euclidean distance of raw embeddings ranks, whatever space the embedder declares.
+The verification numbers, TAR at ``eval.verification_fars`` with their thresholds and the
+EER, are distances of the **embedder's space** (:class:`~abdnet.engine.EmbeddingSpace`): the
+thresholds ``abdnet eval`` prints are those ``abdnet calibrate`` writes and ``abdnet serve``
+accepts. Evaluation runs in ``eval.precision`` (fp32 by default) whatever precision
+training used, so a run's recorded metrics and ``abdnet eval`` of its checkpoint agree.
 """
 
 from __future__ import annotations
@@ -13,22 +16,140 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+from PIL import Image
 
-from abdnet.config import DataConfig, EvalConfig
-from abdnet.data import ImageRecord, ReIDDataset, build_test_transform
-from abdnet.engine.inference import Embedder, extract_records
+from abdnet.config import Config, DataConfig, EvalConfig
+from abdnet.data import ImageRecord, ReIDDataset
+from abdnet.engine.embedder import Embedder, ModelEmbedder
+from abdnet.engine.inference import Runner
 from abdnet.engine.precision import Precision, choose_precision
-from abdnet.evaluation import RankEvaluator, RankResult
+from abdnet.evaluation import (
+    RankEvaluator,
+    RankResult,
+    VerificationResult,
+    evaluate_verification,
+    is_junk,
+)
 
-__all__ = ["evaluate_model"]
+__all__ = ["evaluate_embedder", "evaluate_model", "verify_embedder"]
 
 log = logging.getLogger(__name__)
 
 
+class _RecordImages(Sequence[Any]):
+    """The images of data-set records, read when the embedder reaches them."""
+
+    def __init__(self, dataset: ReIDDataset, records: Sequence[ImageRecord]) -> None:
+        self._dataset, self._records = dataset, records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, i: int) -> Image.Image:  # type: ignore[override]
+        return self._dataset.read_image(self._records[i])
+
+
+def _split(
+    dataset: ReIDDataset,
+    query: Sequence[ImageRecord] | None,
+    gallery: Sequence[ImageRecord] | None,
+) -> tuple[list[ImageRecord], list[ImageRecord], int]:
+    """The query records, then the query + ranked gallery records (pid -1: junk, never
+    ranked), and how many gallery records were left out."""
+    query = list(dataset.query if query is None else query)
+    gallery = list(dataset.gallery if gallery is None else gallery)
+    if not query or all(is_junk(r.pid) for r in gallery):
+        raise ValueError(
+            f"data set {dataset.name}: nothing to evaluate "
+            f"({len(query)} query, {len(gallery)} gallery images)"
+        )
+    ranked = [r for r in gallery if not is_junk(r.pid)]
+    return query, query + ranked, len(gallery) - len(ranked)
+
+
+def evaluate_embedder(
+    embedder: Embedder,
+    dataset: ReIDDataset,
+    eval_cfg: EvalConfig,
+    *,
+    query: Sequence[ImageRecord] | None = None,
+    gallery: Sequence[ImageRecord] | None = None,
+    progress: Callable[[int], None] | None = None,
+    verification: bool = True,
+) -> RankResult:
+    """CMC/mAP/mINP of ``embedder`` on ``dataset``'s query/gallery (or the given records),
+    ranked as ``eval_cfg`` says, and TAR at ``eval_cfg.verification_fars`` and the EER in
+    ``embedder.space`` unless ``verification=False``. ``progress(n)`` is called after each
+    batch of ``n`` images."""
+    query, records, left_out = _split(dataset, query, gallery)
+    ext = embedder.embed(_RecordImages(dataset, records), progress=progress, keep_raw=True)
+    pids, camids = [r.pid for r in records], [r.camid for r in records]
+    evaluator = RankEvaluator(
+        len(query),
+        metric=eval_cfg.metric,
+        normalize=eval_cfg.normalize,
+        max_rank=eval_cfg.max_rank,
+        rerank=eval_cfg.rerank,
+        aqe=eval_cfg.aqe,
+    )
+    evaluator.process(ext.raw if ext.raw is not None else ext.features, pids, camids)
+    result = evaluator.evaluate()
+    roc = None
+    if verification and eval_cfg.verification_fars:
+        try:
+            fars = eval_cfg.verification_fars
+            roc = _verification(embedder, ext.features, records, len(query), fars)
+        except ValueError as exc:  # no genuine or no impostor cross-camera pair
+            log.warning("no verification metrics: %s", exc)
+    return dataclasses.replace(result, verification=roc, num_gallery_skipped=left_out)
+
+
+def verify_embedder(
+    embedder: Embedder,
+    dataset: ReIDDataset,
+    *,
+    fars: Sequence[float],
+    query: Sequence[ImageRecord] | None = None,
+    gallery: Sequence[ImageRecord] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerificationResult:
+    """The verification ROC (TAR at each of ``fars`` with its threshold, EER) of the
+    cross-camera query/gallery pairs, in ``embedder.space``: what ``abdnet calibrate``
+    writes, and the numbers :func:`evaluate_embedder` reports. Raises ``ValueError`` when
+    there is no genuine or no impostor pair."""
+    query, records, _ = _split(dataset, query, gallery)
+    ext = embedder.embed(_RecordImages(dataset, records), progress=progress)
+    return _verification(embedder, ext.features, records, len(query), fars)
+
+
+def _verification(
+    embedder: Embedder,
+    features: torch.Tensor,
+    records: list[ImageRecord],
+    num_query: int,
+    fars: Sequence[float],
+) -> VerificationResult:
+    """The ROC of the plain distances of the embedder's space: re-ranking and query expansion
+    change rankings, not the pair distances a threshold is set on."""
+    n = num_query
+    pids, camids = [r.pid for r in records], [r.camid for r in records]
+    return evaluate_verification(
+        features[:n],
+        features[n:],
+        pids[:n],
+        pids[n:],
+        camids[:n],
+        camids[n:],
+        fars=fars,
+        metric=embedder.space.metric,
+    )
+
+
 def evaluate_model(
-    model: Embedder,
+    model: Runner,
     dataset: ReIDDataset,
     eval_cfg: EvalConfig,
     data_cfg: DataConfig,
@@ -40,45 +161,29 @@ def evaluate_model(
     progress: Callable[[int], None] | None = None,
     verification: bool = True,
 ) -> RankResult:
-    """CMC/mAP/mINP of ``model`` on ``dataset``'s query/gallery (or the given records), and
-    TAR at ``eval_cfg.verification_fars`` and the EER unless ``verification=False``.
-
-    ``precision`` defaults to ``eval_cfg.precision``. ``progress(n)`` is called after each
-    batch of ``n`` images.
-    """
+    """:func:`evaluate_embedder` of a network (or backend) embedded as ``eval_cfg`` says
+    (flip averaging, batch size) with the test transform of ``data_cfg``, into the space of
+    unit vectors every gallery, index and threshold uses. ``precision`` defaults to
+    ``eval_cfg.precision``."""
     device = torch.device(device)
-    query = list(dataset.query if query is None else query)
-    gallery = list(dataset.gallery if gallery is None else gallery)
-    if not query or not any(r.pid >= 0 for r in gallery):
-        raise ValueError(
-            f"data set {dataset.name}: nothing to evaluate "
-            f"({len(query)} query, {len(gallery)} gallery images)"
-        )
     if precision is None:
         precision = choose_precision(device, eval_cfg.precision)
     log.info("evaluating in %s (%s)", precision.name, precision.reason)
-    records = query + [r for r in gallery if r.pid >= 0]  # pid -1: junk, never ranked
-    feats = extract_records(
+    embedder = ModelEmbedder(
         model,
-        records,
-        dataset.read_image,
-        build_test_transform(data_cfg),
-        batch_size=eval_cfg.batch_size,
+        config=Config(data=data_cfg, eval=eval_cfg),
         device=device,
-        precision=precision,
+        batch_size=eval_cfg.batch_size,
         flip=eval_cfg.flip,
         flip_mode=eval_cfg.flip_mode,
+        precision=precision,
+    )
+    return evaluate_embedder(
+        embedder,
+        dataset,
+        eval_cfg,
+        query=query,
+        gallery=gallery,
         progress=progress,
+        verification=verification,
     )
-    evaluator = RankEvaluator(
-        len(query),
-        metric=eval_cfg.metric,
-        normalize=eval_cfg.normalize,
-        max_rank=eval_cfg.max_rank,
-        rerank=eval_cfg.rerank,
-        aqe=eval_cfg.aqe,
-        verification_fars=eval_cfg.verification_fars if verification else (),
-    )
-    evaluator.process(feats, [r.pid for r in records], [r.camid for r in records])
-    result = evaluator.evaluate()
-    return dataclasses.replace(result, num_gallery_skipped=len(gallery) - result.num_gallery)

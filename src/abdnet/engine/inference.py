@@ -1,39 +1,41 @@
-"""Feature extraction: the one loop that turns batches of images into embeddings.
+"""Feature extraction: the one loop that turns transformed batches into raw embeddings.
 
-Training-time validation, ``abdnet eval``, the retrieval ``FeatureExtractor``, the ablation,
-the figures and the service all embed images through :func:`extract_features`:
+:class:`abdnet.engine.ModelEmbedder` (the one :class:`~abdnet.engine.Embedder`, behind
+training-time validation, ``abdnet eval``, retrieval, the gallery, the figures and the
+service) runs its batches through :func:`extract_features`, and the automatic backend
+choice times candidate runners with it:
 
 - the model runs in eval mode under ``torch.no_grad`` (its training flag is restored
   afterwards), in the given precision (fp32 unless another one is asked for), optionally in
   channels_last memory format;
 - ``flip=True`` averages each embedding with its horizontal mirror's (``flip_mode`` "raw" as
-  the official code, or "normalized");
-- ``normalize=True`` L2-normalizes the result.
+  the official code, or "normalized").
 
-``embed`` is an abdnet network (its ``ModelOutput.embedding`` is used) or any callable
-mapping a ``(B, 3, H, W)`` float tensor to ``(B, D)`` embeddings (the ONNX Runtime backend,
-for instance).
+The embeddings are raw: moving them into an embedding space (L2 normalisation) is the
+space's rule (:func:`abdnet.engine.space.project`).
+
+A :data:`Runner` is an abdnet network (its ``ModelOutput.embedding`` is used) or any
+callable mapping a ``(B, 3, H, W)`` float tensor to ``(B, D)`` embeddings (the ONNX Runtime
+backend, for instance).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from abdnet.config import FlipMode, PrecisionName
-from abdnet.data import ImageRecord, build_test_loader
 from abdnet.engine.precision import Precision, choose_precision
 from abdnet.evaluation import flip_average
 
-__all__ = ["Embedder", "device_of", "embed_batch", "extract_features", "extract_records"]
+__all__ = ["Runner", "device_of", "embed_batch", "extract_features"]
 
 # An abdnet network, or a callable (B, 3, H, W) -> (B, D) (tensor or array).
-Embedder = nn.Module | Callable[[torch.Tensor], Any]
+Runner = nn.Module | Callable[[torch.Tensor], Any]
 
 
 def _precision(device: torch.device, precision: Precision | PrecisionName | None) -> Precision:
@@ -42,7 +44,7 @@ def _precision(device: torch.device, precision: Precision | PrecisionName | None
     return choose_precision(device, precision or "fp32")
 
 
-def device_of(embed: Embedder) -> torch.device:
+def device_of(embed: Runner) -> torch.device:
     """The device of a network's parameters (CPU for a parameter-free model or a callable)."""
     if isinstance(embed, nn.Module):
         p = next(embed.parameters(), None)
@@ -52,7 +54,7 @@ def device_of(embed: Embedder) -> torch.device:
 
 
 def embed_batch(
-    embed: Embedder,
+    embed: Runner,
     images: torch.Tensor,
     *,
     precision: Precision,
@@ -78,14 +80,13 @@ def embed_batch(
 
 
 def extract_features(
-    embed: Embedder,
+    embed: Runner,
     batches: Iterable[torch.Tensor],
     *,
     device: torch.device | str | None = None,
     precision: Precision | PrecisionName | None = None,
     flip: bool = False,
     flip_mode: FlipMode = "raw",
-    normalize: bool = False,
     channels_last: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
@@ -114,8 +115,6 @@ def extract_features(
                     flip_mode=flip_mode,
                     channels_last=channels_last,
                 )
-                if normalize:
-                    f = F.normalize(f, dim=1)
                 feats.append(f.cpu())
                 if progress is not None:
                     progress(images.shape[0])
@@ -125,19 +124,3 @@ def extract_features(
     if not feats:
         return torch.zeros(0, 0)
     return torch.cat(feats)  # (N, D)
-
-
-def extract_records(
-    embed: Embedder,
-    records: Sequence[ImageRecord],
-    reader: Callable[[ImageRecord], Any],
-    transform: Callable[[Any], torch.Tensor],
-    *,
-    batch_size: int = 128,
-    workers: int = 0,
-    **kwargs: Any,
-) -> torch.Tensor:
-    """:func:`extract_features` of data-set records read by ``reader`` (e.g.
-    ``ReIDDataset.read_image``) through ``transform`` (the model's test transform)."""
-    loader = build_test_loader(records, reader, transform, batch_size=batch_size, workers=workers)
-    return extract_features(embed, (batch[0] for batch in loader), **kwargs)

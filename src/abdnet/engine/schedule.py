@@ -14,6 +14,9 @@ Epochs are counted globally from 0: epochs ``0 .. frozen_epochs-1`` are step 1, 
   ``(e + 1) / (warmup_epochs + 1)`` (e = step-2 epoch): a linear ramp that spares a network
   trained from scratch the full learning rate on its random weights. The rate is constant
   within an epoch.
+* O.F. / O.W. strength: ``loss.of_schedule`` / ``loss.ow_schedule`` multiply beta_OF /
+  beta_OW by a per-epoch factor (:meth:`TransferSchedule.ortho_factor`), from the term's
+  start epoch to the last epoch.
 
 "Frozen" (documented choice, as the official code does): frozen parameters get
 ``requires_grad=False`` and every module whose own parameters are all frozen is put in eval
@@ -48,6 +51,8 @@ class EpochPlan:
     use_of: bool
     use_ow: bool
     reset_optimizer: bool  # build a fresh optimizer before this epoch (step boundary)
+    of_factor: float = 1.0  # multiplies beta_OF (loss.of_schedule)
+    ow_factor: float = 1.0  # multiplies beta_OW (loss.ow_schedule)
 
 
 class TransferSchedule:
@@ -77,6 +82,21 @@ class TransferSchedule:
             lr *= (stage_epoch + 1) / (o.warmup_epochs + 1)
         return lr
 
+    def ortho_factor(self, kind: str, stage_epoch: int, start: int) -> float:
+        """The factor of beta_OF / beta_OW at ``stage_epoch`` for a term on from ``start``
+        to the last step-2 epoch: "constant" 1; "ramp_up" (k + 1) / n; "ramp_down"
+        1 - k / n; "cosine_down" (1 + cos(pi k / n)) / 2 (k = stage_epoch - start, n = the
+        term's number of epochs)."""
+        n = max(1, self.train.epochs - start)
+        k = min(max(stage_epoch - start, 0), n - 1)
+        if kind == "ramp_up":
+            return (k + 1) / n
+        if kind == "ramp_down":
+            return 1.0 - k / n
+        if kind == "cosine_down":
+            return 0.5 * (1.0 + math.cos(math.pi * k / n))
+        return 1.0
+
     def plan(self, epoch: int) -> EpochPlan:
         if not 0 <= epoch < self.total_epochs:
             raise IndexError(f"epoch {epoch} outside 0..{self.total_epochs - 1}")
@@ -97,6 +117,12 @@ class TransferSchedule:
                 and self.train.frozen_epochs > 0
                 and not frozen
                 and stage_epoch == 0
+            ),
+            of_factor=self.ortho_factor(
+                self.loss.of_schedule, stage_epoch, self.train.of_start_epoch
+            ),
+            ow_factor=self.ortho_factor(
+                self.loss.ow_schedule, stage_epoch, self.train.ow_start_epoch
             ),
         )
 

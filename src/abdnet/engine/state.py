@@ -81,6 +81,8 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     best_metric: float = -math.inf  # best validation mAP so far
     best_epoch: int | None = None  # the epoch (1-based) that reached it
+    # the loss, when it has state of its own (the center loss's centers)
+    objective: nn.Module | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the weights; captures the random generators now."""
@@ -92,7 +94,11 @@ class TrainState:
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
             "rng": capture_rng_state(),
+            **({"objective": self.objective.state_dict()} if self._objective_state() else {}),
         }
+
+    def _objective_state(self) -> bool:
+        return self.objective is not None and len(self.objective.state_dict()) > 0
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` captured (the random generators included)."""
@@ -103,3 +109,7 @@ class TrainState:
         self.best_metric = float(state["best_metric"])
         self.best_epoch = state["best_epoch"]
         restore_rng_state(state["rng"])
+        if self._objective_state():
+            if "objective" not in state:
+                raise ValueError("checkpoint: has no loss state (center-loss centers) to resume")
+            self.objective.load_state_dict(state["objective"])

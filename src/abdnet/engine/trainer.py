@@ -18,19 +18,17 @@ Safety: the run folder is locked while a process trains into it (a second traini
 same folder is refused); everything is checked (config, data set, batches) before the folder
 is created; a folder holding another run is refused unless ``force``; ``resume`` refuses a
 run whose ``checkpoints/last`` is missing its target instead of starting over. Only rank 0
-writes.
+writes. That policy is :mod:`abdnet.engine.run_folder`; the epochs' records and their log
+are :mod:`abdnet.engine.metrics_log`, the run's data :mod:`abdnet.engine.train_data`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import math
 import os
 import random
-import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,30 +39,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from abdnet.config import Config, OptimConfig, dump_config, load_config
-from abdnet.data import (
-    ImageRecord,
-    ReIDDataset,
-    build_dataset,
-    build_train_loader,
-    caching_reader,
-    split_validation,
-)
+from abdnet.config import Config, OptimConfig
 from abdnet.engine import distributed as D
 from abdnet.engine.checkpoint import restore_checkpoint, save_checkpoint
 from abdnet.engine.evaluate import evaluate_model
-from abdnet.engine.precision import Precision, choose_precision, resolve_device
+from abdnet.engine.metrics_log import EpochRecord, MetricsLog
+from abdnet.engine.precision import Precision, resolve_device
+from abdnet.engine.run_folder import (
+    check_resumable,
+    device_of,
+    run_config,
+    run_precision,
+    start_run_folder,
+)
 from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
 from abdnet.engine.state import TrainState, unwrap_model
-from abdnet.files import FolderLock, atomic_write, check_output
-from abdnet.layout import (
-    CHECKPOINTS_DIR,
-    CONFIG_FILE,
-    METRICS_FILE,
-    PRECISION_FILE,
-    SKIPPED_FILE,
-    RunLayout,
-)
+from abdnet.engine.train_data import TrainData
+from abdnet.files import FolderLock
+from abdnet.layout import BEST, LAST, RunLayout
 from abdnet.losses import LossTerms, build_objective
 from abdnet.models import build_model_from_config, svd_restraint_, weight_decay_groups
 
@@ -72,7 +64,6 @@ __all__ = ["TrainResult", "train", "train_step", "build_optimizer", "seed_everyt
 
 log = logging.getLogger(__name__)
 
-_METRIC_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
 _LOSS_KEYS = ("total", "xent", "triplet", "of", "ow")
 
 
@@ -140,6 +131,8 @@ def train_step(
         use_of=plan.use_of,
         use_ow=plan.use_ow,
         use_triplet=plan.use_triplet,
+        of_factor=plan.of_factor,
+        ow_factor=plan.ow_factor,
     )
     scaler.scale(terms.total).backward()
     if grad_clip > 0:
@@ -170,70 +163,113 @@ def train(
     """
     t_start = time.perf_counter()
     run = RunLayout(out_dir)
-    ctx, device = D.init_distributed(resolve_device(_device_of(cfg, run, resume)))
+    ctx, device = D.init_distributed(resolve_device(device_of(cfg, run, resume=resume)))
     lock = FolderLock(run.root, what=f"run folder {run.root}") if ctx.is_main else None
     try:
         with lock or contextlib.nullcontext():
-            cfg = _run_config(cfg, run, resume, force)
-            return _train(cfg, run, ctx, device, resume, progress, max_epochs, t_start)
+            cfg = run_config(cfg, run, resume=resume, force=force)
+            session = _Session.prepare(cfg, run, ctx, device, resume=resume, progress=progress)
+            trained = session.train(resume=resume, max_epochs=max_epochs)
     finally:
         D.cleanup(ctx)
-
-
-def _train(
-    cfg: Config,
-    run: RunLayout,
-    ctx: D.DistContext,
-    device: torch.device,
-    resume: bool,
-    progress: bool,
-    max_epochs: int | None,
-    t_start: float,
-) -> TrainResult:
-    # 1. Everything that can fail on bad input, before anything is written.
-    schedule = TransferSchedule(cfg.train, cfg.optim, cfg.loss)
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    data = _TrainData.build(cfg, ctx)
-    model = build_model_from_config(cfg.model, data.num_classes).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    objective = build_objective(cfg, data.num_classes).to(device)
-    if resume and run.checkpoint("last").is_symlink() and not run.checkpoint("last").exists():
-        raise FileNotFoundError(
-            f"--resume {run.root}: checkpoints/last points to a missing folder "
-            f"({run.checkpoint('last').readlink()}); refusing to start over and overwrite the "
-            "run's history"
-        )
-
-    # 2. The run folder.
-    if ctx.is_main and not resume:
-        _clear_run(run)  # a run --force replaces; _run_config refused one otherwise
-        run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write(run.config, dump_config(cfg))
-    if ctx.is_main and data.dataset.skipped:
-        atomic_write(run.skipped, "".join(f"{p}\t{why}\n" for p, why in data.dataset.skipped))
-    precision = _run_precision(cfg, run, device, ctx, resume)
-    log.info("device %s, precision %s (%s)", device, precision.name, precision.reason)
-
-    # 3. The state, fresh or from the last checkpoint.
-    state = TrainState(model, build_optimizer(cfg.optim, model), precision.grad_scaler())
-    if resume and run.checkpoint("last").exists():
-        restore_checkpoint(run.checkpoint("last"), state)
-        log.info("resuming %s after epoch %d", run.root, state.epoch)
-    elif resume:
-        log.warning("%s: no checkpoint yet, starting from the first epoch", run.root)
-    metrics = _MetricsLog(run, ctx.is_main, state.epoch)
-
-    # 4. The epochs.
-    end_epoch = (
-        schedule.total_epochs if max_epochs is None else min(schedule.total_epochs, max_epochs)
+    history = trained.history
+    return TrainResult(
+        run_dir=run.root,
+        epochs=trained.end_epoch,
+        best_epoch=trained.state.best_epoch,
+        final=history[-1].to_json() if history else {},
+        test=next((r.test for r in reversed(history) if r.test is not None), None),
+        seconds=time.perf_counter() - t_start,
+        history=[r.to_json() for r in history],
     )
-    history: list[dict[str, Any]] = []
-    test_metrics: dict[str, float] | None = None
-    wrapped, wrapped_stage = None, 0
-    try:
+
+
+@dataclass
+class _Trained:
+    """What ``_Session.train`` did: this call's epochs, the final state, the last epoch."""
+
+    history: list[EpochRecord]
+    state: TrainState
+    end_epoch: int
+
+
+@dataclass
+class _Session:
+    """One call of ``train``: what it trains (config, data, model, loss) and where."""
+
+    cfg: Config
+    run: RunLayout
+    ctx: D.DistContext
+    device: torch.device
+    schedule: TransferSchedule
+    data: TrainData
+    model: nn.Module
+    objective: nn.Module
+    progress: bool
+
+    @classmethod
+    def prepare(
+        cls,
+        cfg: Config,
+        run: RunLayout,
+        ctx: D.DistContext,
+        device: torch.device,
+        *,
+        resume: bool,
+        progress: bool,
+    ) -> _Session:
+        """Everything that can fail on bad input, before anything is written."""
+        schedule = TransferSchedule(cfg.train, cfg.optim, cfg.loss)
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        data = TrainData.build(cfg, ctx)
+        model = build_model_from_config(cfg.model, data.num_classes).to(device)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        objective = build_objective(
+            cfg, data.num_classes, feature_dim=getattr(model, "feature_dim", None)
+        ).to(device)
+        check_resumable(run, resume=resume)
+        return cls(
+            cfg=cfg, run=run, ctx=ctx, device=device, schedule=schedule, data=data,
+            model=model, objective=objective, progress=progress,
+        )  # fmt: skip
+
+    def train(self, *, resume: bool, max_epochs: int | None) -> _Trained:
+        """The run folder, the state (fresh or from the last checkpoint), then the epochs."""
+        cfg, run, ctx = self.cfg, self.run, self.ctx
+        start_run_folder(
+            run, cfg, resume=resume, is_main=ctx.is_main, skipped=self.data.dataset.skipped
+        )
+        precision = run_precision(cfg, run, self.device, ctx, resume=resume)
+        log.info("device %s, precision %s (%s)", self.device, precision.name, precision.reason)
+        state = TrainState(
+            self.model,
+            build_optimizer(cfg.optim, self.model),
+            precision.grad_scaler(),
+            objective=self.objective,
+        )
+        if resume and run.checkpoint(LAST).exists():
+            restore_checkpoint(run.checkpoint(LAST), state)
+            log.info("resuming %s after epoch %d", run.root, state.epoch)
+        elif resume:
+            log.warning("%s: no checkpoint yet, starting from the first epoch", run.root)
+        total = self.schedule.total_epochs
+        end_epoch = total if max_epochs is None else min(total, max_epochs)
+        metrics = MetricsLog(run, enabled=ctx.is_main, resume_epoch=state.epoch)
+        try:
+            history = self._epochs(state, precision, metrics, end_epoch)
+        finally:
+            metrics.close()
+        return _Trained(history=history, state=state, end_epoch=end_epoch)
+
+    def _epochs(
+        self, state: TrainState, precision: Precision, metrics: MetricsLog, end_epoch: int
+    ) -> list[EpochRecord]:
+        cfg, ctx, model = self.cfg, self.ctx, self.model
+        history: list[EpochRecord] = []
+        wrapped, wrapped_stage = None, 0
         for epoch in range(state.epoch, end_epoch):
-            plan = schedule.plan(epoch)
+            plan = self.schedule.plan(epoch)
             if plan.reset_optimizer:
                 state.optimizer = build_optimizer(cfg.optim, model)
                 state.scaler = precision.grad_scaler()
@@ -243,67 +279,61 @@ def _train(
                 svd_restraint_(model)
             if wrapped is None or wrapped_stage != plan.stage:
                 # DDP is rebuilt when the set of trainable parameters changes
-                wrapped = D.wrap_ddp(model, ctx, device)
+                wrapped = D.wrap_ddp(model, ctx, self.device)
                 if cfg.train.compile:
                     wrapped = torch.compile(wrapped)
                 wrapped_stage = plan.stage
 
-            loader = data.loader(cfg, epoch, ctx, device)
+            loader = self.data.loader(cfg, epoch, ctx, self.device)
             record = _train_epoch(
-                wrapped, loader, cfg=cfg, objective=objective, state=state, precision=precision,
-                plan=plan, ctx=ctx, device=device, progress=progress,
+                wrapped, loader, cfg=cfg, objective=self.objective, state=state,
+                precision=precision, plan=plan, ctx=ctx, device=self.device,
+                progress=self.progress,
             )  # fmt: skip
             state.epoch = epoch + 1
-            state.step += record["steps"]
-            record["step"] = state.step
+            state.step += record.steps
+            record.step = state.step
 
-            last = state.epoch == schedule.total_epochs
             do_ckpt = state.epoch == end_epoch or state.epoch % cfg.train.checkpoint_every == 0
-            do_test = last or (cfg.train.eval_every > 0 and state.epoch % cfg.train.eval_every == 0)
-            improved = False
-            if ctx.is_main and data.val_query and do_ckpt:
-                val = evaluate_model(
-                    model,
-                    data.dataset,
-                    cfg.eval,
-                    cfg.data,
-                    device,
-                    query=data.val_query,
-                    gallery=data.val_gallery,
-                    verification=False,  # ranking metrics choose the model
-                )
-                record["val"] = _metrics(val.to_dict())
-                if val.mAP > state.best_metric:
-                    state.best_metric, state.best_epoch, improved = val.mAP, state.epoch, True
-            if ctx.is_main and do_test:
-                test = evaluate_model(
-                    model, data.dataset, cfg.eval, cfg.data, device, verification=False
-                )
-                test_metrics = record["test"] = _metrics(test.to_dict())
+            improved = self._evaluate(state, record, do_ckpt=do_ckpt)
             metrics.write(record)
             history.append(record)
             if ctx.is_main and (do_ckpt or improved):
-                meta = {
-                    k: record[k]
-                    for k in ("epoch", "stage", "lr", "loss", "val", "test")
-                    if k in record
-                }
+                meta = record.checkpoint_meta()
                 if do_ckpt:
-                    save_checkpoint(run.root, "last", state, cfg, meta)
+                    save_checkpoint(self.run.root, LAST, state, cfg, meta)
                 if improved:
-                    save_checkpoint(run.root, "best", state, cfg, meta)
+                    save_checkpoint(self.run.root, BEST, state, cfg, meta)
             D.barrier(ctx)
-    finally:
-        metrics.close()
-    return TrainResult(
-        run_dir=run.root,
-        epochs=end_epoch,
-        best_epoch=state.best_epoch,
-        final=history[-1] if history else {},
-        test=test_metrics,
-        seconds=time.perf_counter() - t_start,
-        history=history,
-    )
+        return history
+
+    def _evaluate(self, state: TrainState, record: EpochRecord, *, do_ckpt: bool) -> bool:
+        """Validation (when a checkpoint is written) and test (every ``eval_every`` epochs
+        and at the end) metrics into ``record``; True when validation mAP improved."""
+        cfg = self.cfg
+        last = state.epoch == self.schedule.total_epochs
+        do_test = last or (cfg.train.eval_every > 0 and state.epoch % cfg.train.eval_every == 0)
+        improved = False
+        if self.ctx.is_main and self.data.val_query and do_ckpt:
+            val = evaluate_model(
+                self.model,
+                self.data.dataset,
+                cfg.eval,
+                cfg.data,
+                self.device,
+                query=self.data.val_query,
+                gallery=self.data.val_gallery,
+                verification=False,  # ranking metrics choose the model
+            )
+            record.val = val.metrics()
+            if val.mAP > state.best_metric:
+                state.best_metric, state.best_epoch, improved = val.mAP, state.epoch, True
+        if self.ctx.is_main and do_test:
+            test = evaluate_model(
+                self.model, self.data.dataset, cfg.eval, cfg.data, self.device, verification=False
+            )
+            record.test = test.metrics()
+        return improved
 
 
 def _train_epoch(
@@ -318,8 +348,8 @@ def _train_epoch(
     ctx: D.DistContext,
     device: torch.device,
     progress: bool,
-) -> dict[str, Any]:
-    """One epoch of steps; returns its metrics.jsonl record (losses averaged over steps)."""
+) -> EpochRecord:
+    """One epoch of steps; returns its record (losses averaged over steps)."""
     sums = dict.fromkeys(_LOSS_KEYS, 0.0)
     steps = images_seen = 0
     bar: Any = loader
@@ -371,17 +401,19 @@ def _train_epoch(
     if ctx.enabled:
         mean = D.all_reduce_mean(torch.tensor(list(loss.values()), dtype=torch.float64), ctx)
         loss = dict(zip(loss, mean.tolist()))
-    record = {
-        "epoch": plan.epoch + 1,
-        "stage": plan.stage,
-        "lr": plan.lr,
-        "loss": loss,
-        "steps": steps,
-        "images_per_s": images_seen / max(seconds, 1e-9),
-        "seconds": seconds,
-        "use_of": plan.use_of,
-        "use_ow": plan.use_ow,
-    }
+    record = EpochRecord(
+        epoch=plan.epoch + 1,
+        stage=plan.stage,
+        lr=plan.lr,
+        of_factor=plan.of_factor,
+        ow_factor=plan.ow_factor,
+        loss=loss,
+        steps=steps,
+        images_per_s=images_seen / max(seconds, 1e-9),
+        seconds=seconds,
+        use_of=plan.use_of,
+        use_ow=plan.use_ow,
+    )
     log.info(
         "epoch %d (step %d): loss %.4f  xent %.4f  triplet %.4f  of %.3g  ow %.3g  %.1f img/s",
         plan.epoch + 1,
@@ -391,168 +423,6 @@ def _train_epoch(
         loss["triplet"],
         loss["of"],
         loss["ow"],
-        record["images_per_s"],
+        record.images_per_s,
     )
-    return record  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------
-# pieces of a run
-
-
-@dataclass
-class _TrainData:
-    """The data set, its training records (validation identities removed) and the
-    validation query/gallery carved from the training identities."""
-
-    dataset: ReIDDataset
-    train: list[ImageRecord]
-    num_classes: int
-    val_query: list[ImageRecord]
-    val_gallery: list[ImageRecord]
-    reader: Any  # record -> PIL image (cached for small sets)
-
-    @classmethod
-    def build(cls, cfg: Config, ctx: D.DistContext) -> _TrainData:
-        dataset = build_dataset(cfg.data)
-        if cfg.data.val_fraction > 0:
-            train, vq, vg = split_validation(dataset, cfg.data.val_fraction, cfg.train.seed)
-        else:
-            train, vq, vg = list(dataset.train), [], []
-        if not train:
-            raise ValueError(f"data set {dataset.name}: no training images")
-        reader = caching_reader(dataset.read_image, len(train))
-        data = cls(dataset, list(train), max(r.pid for r in train) + 1, list(vq), list(vg), reader)
-        if len(data.loader(cfg, 0, ctx, torch.device("cpu"))) == 0:
-            raise ValueError(
-                f"data.batch_size {cfg.data.batch_size} / data.num_instances "
-                f"{cfg.data.num_instances}: no complete batch can be drawn from the "
-                f"{len(train)} training images of {len({r.pid for r in train})} identities"
-            )
-        return data
-
-    def loader(self, cfg: Config, epoch: int, ctx: D.DistContext, device: torch.device):
-        return build_train_loader(
-            self.train,
-            self.reader,
-            cfg.data,
-            seed=cfg.train.seed,
-            epoch=epoch,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            pin_memory=device.type == "cuda",
-        )
-
-
-def _device_of(cfg: Config | None, run: RunLayout, resume: bool) -> str:
-    if cfg is not None:
-        return cfg.train.device
-    if resume and run.config.is_file():
-        return load_config(run.config).train.device
-    return "auto"
-
-
-def _run_config(cfg: Config | None, run: RunLayout, resume: bool, force: bool) -> Config:
-    """The run's config: the given one, or (resume) the one saved in the run folder."""
-    if resume:
-        if not run.config.is_file():
-            raise FileNotFoundError(f"--resume {run.root}: no {run.config.name} (not a run folder)")
-        saved = load_config(run.config)
-        if cfg is not None and cfg != saved:
-            raise ValueError(
-                f"--resume {run.root}: the given config differs from the run's "
-                f"{run.config.name}; resume with the run's own config"
-            )
-        return saved
-    if cfg is None:
-        raise ValueError("train: a config is needed unless resuming")
-    # the files of a run; anything else in the folder (a scheduler's log) is not ours
-    check_output(
-        run.root,
-        force=force,
-        folder=True,
-        members=(CONFIG_FILE, CHECKPOINTS_DIR, METRICS_FILE, PRECISION_FILE, SKIPPED_FILE),
-        hint=f"use --resume {run.root} to continue it, another folder",
-    )
-    return cfg
-
-
-def _clear_run(run: RunLayout) -> None:
-    """Remove the files of a run ``--force`` replaces (after every check has passed)."""
-    for p in (run.config, run.metrics, run.precision, run.skipped):
-        p.unlink(missing_ok=True)
-    shutil.rmtree(run.checkpoints, ignore_errors=True)
-    shutil.rmtree(run.tb, ignore_errors=True)
-
-
-def _run_precision(
-    cfg: Config, run: RunLayout, device: torch.device, ctx: D.DistContext, resume: bool
-) -> Precision:
-    """The run's precision, fixed once: "auto" may measure, and a resumed run or another
-    rank must not decide differently (the weights would no longer be reproducible)."""
-    if resume and run.precision.is_file():
-        saved = json.loads(run.precision.read_text())["precision"]
-        return choose_precision(device, saved)
-    chosen = choose_precision(device, cfg.train.precision) if ctx.is_main else None
-    choice = [chosen.name if chosen else None, chosen.reason if chosen else None]
-    if ctx.enabled:
-        torch.distributed.broadcast_object_list(choice, src=0)
-    precision = dataclasses.replace(choose_precision(device, choice[0]), reason=choice[1])
-    if ctx.is_main:
-        atomic_write(
-            run.precision,
-            json.dumps({"precision": precision.name, "requested": cfg.train.precision}),
-        )
-    return precision
-
-
-def _metrics(d: dict[str, Any]) -> dict[str, float]:
-    return {k: float(d[k]) for k in _METRIC_KEYS}
-
-
-class _MetricsLog:
-    """``metrics.jsonl`` + TensorBoard scalars (rank 0 only)."""
-
-    def __init__(self, run: RunLayout, enabled: bool, resume_epoch: int) -> None:
-        self.enabled = enabled
-        self.path = run.metrics
-        self.writer = None
-        if not enabled:
-            return
-        if self.path.exists():
-            # a killed run may have logged epochs after its last checkpoint: drop them
-            keep = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["epoch"] <= resume_epoch
-            ]
-            atomic_write(self.path, "".join(line + "\n" for line in keep))
-        from torch.utils.tensorboard import SummaryWriter  # lazy: heavy (tensorboard)
-
-        self.writer = SummaryWriter(str(run.tb), purge_step=resume_epoch + 1)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-        if self.writer is not None:
-            for key, value in _flatten(record).items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, record["epoch"])
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}/{k}" if prefix else k
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
+    return record

@@ -7,6 +7,7 @@ Imports nothing else of abdnet.
 from abdnet.evaluation.distance import METRICS, pairwise_distance
 from abdnet.evaluation.evaluator import RankEvaluator
 from abdnet.evaluation.flip import FLIP_MODES, flip_average
+from abdnet.evaluation.labels import JUNK_PID, is_junk
 from abdnet.evaluation.query_expansion import average_query_expansion
 from abdnet.evaluation.rank import RankResult, evaluate_features, evaluate_rank
 from abdnet.evaluation.rerank import k_reciprocal_rerank
@@ -18,6 +19,8 @@ from abdnet.evaluation.verification import (
 
 __all__ = [
     "METRICS",
+    "JUNK_PID",
+    "is_junk",
     "RankResult",
     "RankEvaluator",
     "evaluate_rank",

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from abdnet.evaluation.distance import ArrayLike, as_features
+from abdnet.evaluation.labels import is_junk
 from abdnet.evaluation.rank import RankResult, evaluate_features
 from abdnet.evaluation.verification import evaluate_verification
 
@@ -82,7 +83,7 @@ class RankEvaluator:
             )
         if self.normalize:
             feats = torch.nn.functional.normalize(feats, dim=1)
-        keep = n_q + np.flatnonzero(pids[n_q:] >= 0)
+        keep = n_q + np.flatnonzero(~is_junk(pids[n_q:]))
         if len(keep) == 0:
             raise ValueError("evaluate: every gallery item has pid -1 (junk): nothing to rank")
         # (query features, gallery features, query pids, gallery pids, query cams, gallery cams)

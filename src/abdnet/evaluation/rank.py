@@ -33,6 +33,9 @@ Ties (a match and a kept non-match at exactly the same float32 distance), two or
   The two orders move a match by at most the size of its tie group.
 
 Distances are compared in float32, as torchreid's compiled ``evaluate_cy`` casts them.
+
+One concept in one file (over 450 lines): the Market-1501 ranking metrics, their exact
+fast paths and the torchreid fallback they are checked against.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
@@ -74,6 +77,10 @@ class RankResult:
     ``cmc[k - 1]`` is the rank-k accuracy; ``num_query_used`` queries had a valid match and
     were averaged, ``num_query_skipped`` had none.
     """
+
+    # The ranking metrics, by name: the one list of them (tables, logs, model cards); the
+    # first keys of ``to_dict()``.
+    METRIC_NAMES: ClassVar[tuple[str, ...]] = ("rank1", "rank5", "rank10", "mAP", "mINP")
 
     cmc: np.ndarray  # (max_rank,) float64
     mAP: float
@@ -113,14 +120,14 @@ class RankResult:
     def num_query(self) -> int:
         return self.num_query_used + self.num_query_skipped
 
+    def metrics(self) -> dict[str, float]:
+        """The ranking metrics by name, in the order of ``METRIC_NAMES``."""
+        return {k: float(getattr(self, k)) for k in self.METRIC_NAMES}
+
     def to_dict(self) -> dict[str, float | int]:
         """The metrics and counts as a flat JSON-ready dict (the CMC curve left out)."""
         return {
-            "mAP": float(self.mAP),
-            "mINP": float(self.mINP),
-            "rank1": self.rank1,
-            "rank5": self.rank5,
-            "rank10": self.rank10,
+            **self.metrics(),
             "num_query": self.num_query,
             "num_query_used": self.num_query_used,
             "num_query_skipped": self.num_query_skipped,

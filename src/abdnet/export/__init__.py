@@ -14,7 +14,7 @@ from abdnet.export.backend import (
     choose_backend,
     select_backend,
 )
-from abdnet.export.evaluate import evaluate_embedder
+from abdnet.export.evaluate import evaluate_backend
 from abdnet.export.hf import CARD_FILENAME, CONFIG_FILENAME, HfExportResult, RunMetrics, export_hf
 from abdnet.export.onnx import (
     ONNX_FORMAT_VERSION,
@@ -46,7 +46,7 @@ __all__ = [
     "OpenVinoEmbedder",
     "QuantizationAccuracyError",
     "QuantizeResult",
-    "evaluate_embedder",
+    "evaluate_backend",
     "quantize_int8",
     "quantize_onnx_file",
     "CONFIG_FILENAME",

@@ -48,7 +48,7 @@ from torch import nn
 
 from abdnet.config import BackendName, Config, PrecisionName, choices
 from abdnet.engine import (
-    Embedder,
+    Runner,
     choose_precision,
     cpu_identity,
     extract_features,
@@ -85,7 +85,7 @@ class Backend:
     """How a network runs: what :func:`abdnet.engine.extract_features` is given."""
 
     name: str  # "torch fp32", "torch bf16+cl", "onnxruntime fp32", "openvino bf16", ...
-    embed: Embedder  # the network, or a callable (B, 3, H, W) -> (B, D) raw embedding
+    embed: Runner  # the network, or a callable (B, 3, H, W) -> (B, D) raw embedding
     precision: PrecisionName = "fp32"  # autocast of a PyTorch network
     channels_last: bool = False  # feed a PyTorch network channels_last batches
 

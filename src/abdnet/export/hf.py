@@ -31,17 +31,18 @@ import torch
 import yaml
 
 from abdnet.config import Config, dump_config
+from abdnet.evaluation import RankResult
 from abdnet.files import atomic_directory, check_output
-from abdnet.layout import META_FILE, METRICS_FILE, MODEL_FILE, PRECISION_FILE
+from abdnet.layout import CONFIG_FILE, META_FILE, METRICS_FILE, MODEL_FILE, PRECISION_FILE
 from abdnet.models.io import LoadedModel, load_model, save_model
 
 __all__ = ["CONFIG_FILENAME", "CARD_FILENAME", "RunMetrics", "HfExportResult", "export_hf"]
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILENAME = "config.yaml"
+CONFIG_FILENAME = CONFIG_FILE  # the run folder's name for its config: the same file
 CARD_FILENAME = "README.md"
-_METRIC_NAMES = ("mAP", "rank1", "rank5", "rank10", "mINP")
+_METRIC_NAMES = RankResult.METRIC_NAMES
 
 
 @dataclass
@@ -326,8 +327,8 @@ def model_card(
         "",
         *_recipe(cfg, metrics),
         "",
-        "The full configuration is `config.yaml` (also stored in the metadata of "
-        "`model.safetensors`); `abdnet train --config config.yaml` repeats the run.",
+        f"The full configuration is `{CONFIG_FILENAME}` (also stored in the metadata of "
+        f"`{MODEL_FILE}`); `abdnet train --config {CONFIG_FILENAME}` repeats the run.",
         "",
         "## Evaluation",
         "",

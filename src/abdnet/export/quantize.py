@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from abdnet.data import ReIDDataset, build_test_transform, open_dataset
-from abdnet.export.evaluate import evaluate_embedder
+from abdnet.export.evaluate import evaluate_backend
 from abdnet.export.onnx import OnnxEmbedder, export_onnx, read_onnx_metadata
 from abdnet.files import atomic_file
 from abdnet.models.io import LoadedModel, load_model
@@ -231,8 +231,8 @@ def quantize_int8(
         )  # (b, 3, H, W) each, read lazily
         quantize_onnx_file(fp32_path, int8_path, batches)
         fp32, int8 = OnnxEmbedder(fp32_path), OnnxEmbedder(int8_path)
-        report_fp32 = evaluate_embedder(fp32, dataset, config.eval, progress=progress)
-        report_int8 = evaluate_embedder(int8, dataset, config.eval, progress=progress)
+        report_fp32 = evaluate_backend(fp32, dataset, config.eval, progress=progress)
+        report_int8 = evaluate_backend(int8, dataset, config.eval, progress=progress)
         result = QuantizeResult(
             path=out,
             map_fp32=report_fp32.mAP,

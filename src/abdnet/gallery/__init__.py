@@ -6,6 +6,7 @@ pymilvus is imported only when a gallery is opened.
 from abdnet.gallery.enrol import (
     EmbeddedFiles,
     EnrolReport,
+    NameMetadata,
     embed_files,
     enrol_files,
     enrol_sharded,
@@ -23,10 +24,12 @@ from abdnet.gallery.gallery import (
 )
 from abdnet.gallery.images import (
     DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_SIDE,
     IMAGE_FORMATS,
     MIME_TYPES,
     CropImage,
     ImageTooLarge,
+    ImageTooSmall,
     UnsupportedImageType,
     decode_crop,
     read_crop,
@@ -34,6 +37,7 @@ from abdnet.gallery.images import (
 )
 from abdnet.gallery.model import ModelInfo, ModelMismatchError, describe_extractor
 from abdnet.gallery.records import (
+    FIRST_CAMERA,
     LABEL_MAX,
     Added,
     Enrolment,
@@ -41,7 +45,6 @@ from abdnet.gallery.records import (
     Hit,
     Page,
     SearchFilter,
-    distance_from_score,
     format_time,
     parse_time,
 )
@@ -52,6 +55,7 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "INDEX_TYPES",
     "MAX_RESULTS",
+    "FIRST_CAMERA",
     "LABEL_MAX",
     "Added",
     "Enrolment",
@@ -62,15 +66,16 @@ __all__ = [
     "Page",
     "SearchFilter",
     "default_crop_folder",
-    "distance_from_score",
     "format_time",
     "is_embedded",
     "parse_time",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MIN_SIDE",
     "IMAGE_FORMATS",
     "MIME_TYPES",
     "CropImage",
     "ImageTooLarge",
+    "ImageTooSmall",
     "UnsupportedImageType",
     "decode_crop",
     "read_crop",
@@ -82,6 +87,7 @@ __all__ = [
     "StoreStats",
     "EmbeddedFiles",
     "EnrolReport",
+    "NameMetadata",
     "embed_files",
     "enrol_files",
     "enrol_sharded",

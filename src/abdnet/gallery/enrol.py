@@ -4,10 +4,11 @@ Crops are committed in groups (crops synced, rows written), and a crop already i
 gallery is recognised by its sha256 before it is embedded: an interrupted run resumes after
 its last commit when started again with the same arguments.
 
-Camera and time come from the arguments or, when not given, from Market/Duke-style file
-names (``0002_c1s1_000451_03.jpg``: camera 0, frame 451; ``0001_c2_f0046182.jpg``: camera 1,
-frame 46182). A frame number is a position in the video, not a date: it becomes a time on
-the video's own clock, ``frame / fps`` seconds after 1970-01-01T00:00:00Z.
+Camera and time come from the arguments; a camera not given, and the frame, come from
+Market/Duke-style file names (``0002_c1s1_000451_03.jpg``: camera 1, frame 451;
+``0001_c2_f0046182.jpg``: camera 2, frame 46182). Cameras are numbered from 1, as the names
+write them. A frame number is a position in a video, not a time: it is stored as the
+entry's frame, and the entry has a capture time only when one is given.
 
 Under ``torchrun`` (:func:`enrol_sharded`) only rank 0 opens the gallery (a Milvus Lite file
 serves one process). Rank 0 reads the bytes of every file and keeps those whose sha256 is not
@@ -26,21 +27,35 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from abdnet.engine import DistContext, broadcast_object, failed_ranks, gather_objects, shard
+from abdnet.engine import (
+    DistContext,
+    Embedder,
+    broadcast_object,
+    failed_ranks,
+    gather_objects,
+    shard,
+)
 from abdnet.gallery.gallery import Gallery
-from abdnet.gallery.images import DEFAULT_MAX_PIXELS, CropImage, read_crop, sha256_hex
+from abdnet.gallery.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_SIDE,
+    CropImage,
+    read_crop,
+    sha256_hex,
+)
 from abdnet.gallery.records import Enrolment
 from abdnet.retrieval import ImageReadError, ShardFailedError, parse_name
 
 __all__ = [
     "EmbeddedFiles",
     "EnrolReport",
+    "NameMetadata",
     "embed_files",
     "enrol_files",
     "enrol_sharded",
@@ -49,8 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -73,40 +86,50 @@ class EmbeddedFiles:
         return dict(zip(self.sha256, self.features))
 
 
-def name_metadata(path: str | Path, fps: float) -> tuple[int | None, datetime | None, int | None]:
-    """``(camera, time, pid)`` a Market/Duke-style file name carries; Nones otherwise."""
+@dataclass(frozen=True)
+class NameMetadata:
+    """What a Market/Duke-style crop name carries; all None for any other name."""
+
+    camera: int | None = None  # from 1, as the name writes it (c1 -> 1)
+    frame: int | None = None  # frame number in the video
+    pid: int | None = None  # identity
+
+
+def name_metadata(path: str | Path) -> NameMetadata:
+    """Camera (numbered from 1), frame and identity of a Market/Duke-style file name."""
     labels = parse_name(path)
     if labels is None:
-        return None, None, None
-    when = None
-    if labels.frame is not None:
-        when = _EPOCH + timedelta(seconds=labels.frame / fps)
-    return labels.camid, when, labels.pid
+        return NameMetadata()
+    # parse_name gives the data sets' 0-based camera index; the gallery counts from 1
+    return NameMetadata(camera=labels.camid + 1, frame=labels.frame, pid=labels.pid)
 
 
 def enrol_files(
     gallery: Gallery,
-    extractor: Any,
+    extractor: Embedder | None,
     paths: Sequence[str | Path],
     *,
     camera: int | None = None,
     timestamp: datetime | None = None,
     label: str | None = None,
     label_from_pid: bool = False,
-    fps: float = 25.0,
     batch_size: int = 64,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
     commit_every: int = 512,
     progress: Callable[[int], None] | None = None,
     embeddings: Mapping[str, np.ndarray] | None = None,
 ) -> EnrolReport:
-    """Add image files to ``gallery`` with embeddings from ``extractor`` (FeatureExtractor).
+    """Add image files to ``gallery`` with embeddings from ``extractor`` (the gallery model's
+    :class:`~abdnet.engine.Embedder`, e.g. a FeatureExtractor).
 
-    ``camera`` / ``timestamp`` / ``label`` apply to every file; without them camera and time
-    are parsed from Market/Duke-style names. ``label_from_pid`` labels each crop with the
-    identity its name carries. An unreadable file raises ImageReadError naming it (what was
-    committed stays enrolled) unless ``skip_bad``, which lists it in the report instead.
+    ``camera`` (from 1) / ``timestamp`` / ``label`` apply to every file; without ``camera``
+    the camera, and always the frame, are parsed from Market/Duke-style names
+    (:func:`name_metadata`). ``label_from_pid`` labels each crop with the
+    identity its name carries. An unreadable file, or one less than ``min_side`` pixels wide or
+    high (:class:`ImageTooSmall`), raises ImageReadError naming it (what was committed stays
+    enrolled) unless ``skip_bad``, which lists it in the report instead.
     Embeddings are computed ``batch_size`` images at a time and committed (crops synced, rows
     written) every ``commit_every`` images: a commit costs a file-system sync.
 
@@ -116,12 +139,12 @@ def enrol_files(
     """
     if embeddings is None and extractor is None:
         raise ValueError("enrol_files: an extractor or precomputed embeddings are needed")
+    if extractor is not None:
+        gallery.model.space.check_same(extractor.space, f"gallery {gallery.uri}")
     if batch_size < 1 or commit_every < 1:
         raise ValueError(
             f"batch_size and commit_every must be >= 1, got {batch_size}, {commit_every}"
         )
-    if fps <= 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
     report = EnrolReport()
     pending: list[tuple[Enrolment, np.ndarray]] = []
 
@@ -139,7 +162,7 @@ def enrol_files(
 
     for start in range(0, len(paths), batch_size):
         batch = [str(p) for p in paths[start : start + batch_size]]
-        crops = _read_crops(batch, skip_bad, max_pixels, report.failed)
+        crops = _read_crops(batch, skip_bad, (max_pixels, min_side), report.failed)
         known = gallery.find([c.sha256 for c in crops])
         todo = []
         for c in crops:
@@ -150,17 +173,18 @@ def enrol_files(
                 todo.append(c)
         if todo:
             if embeddings is None:
-                features = extractor([c.image for c in todo]).numpy()  # (b, D), L2-normalized
+                features = extractor([c.image for c in todo]).numpy()  # (b, D), the space's
             else:
                 features = np.stack([_precomputed(embeddings, c) for c in todo])
             for c, f in zip(todo, features):
-                cam, when, pid = name_metadata(c.name, fps)
-                lab = str(pid) if label_from_pid and pid is not None else label
+                named = name_metadata(c.name)
+                pid = named.pid
                 enrolment = Enrolment(
                     crop=c,
-                    camera=camera if camera is not None else cam,
-                    timestamp=timestamp if timestamp is not None else when,
-                    label=lab,
+                    camera=camera if camera is not None else named.camera,
+                    timestamp=timestamp,
+                    frame=named.frame,
+                    label=str(pid) if label_from_pid and pid is not None else label,
                 )
                 pending.append((enrolment, f))
         if len(pending) >= commit_every:
@@ -172,14 +196,17 @@ def enrol_files(
 
 
 def _read_crops(
-    paths: Sequence[str], skip_bad: bool, max_pixels: int, failed: list[tuple[str, str]]
+    paths: Sequence[str],
+    skip_bad: bool,
+    limits: tuple[int, int],
+    failed: list[tuple[str, str]],
 ) -> list[CropImage]:
     """The crops of ``paths`` that can be read; with ``skip_bad`` the others are logged and
     listed in ``failed``, without it the first raises ImageReadError naming its file."""
     crops = []
     for p in paths:
         try:
-            crops.append(read_crop(p, max_pixels=max_pixels))
+            crops.append(read_crop(p, max_pixels=limits[0], min_side=limits[1]))
         except ImageReadError as exc:
             if not skip_bad:
                 raise
@@ -200,12 +227,13 @@ def _precomputed(embeddings: Mapping[str, np.ndarray], crop: CropImage) -> np.nd
 
 
 def embed_files(
-    extractor: Any,
+    extractor: Embedder,
     paths: Sequence[str | Path],
     *,
     batch_size: int = 64,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
     progress: Callable[[int], None] | None = None,
 ) -> EmbeddedFiles:
     """Embeddings of image files, read and embedded as :func:`enrol_files` does.
@@ -219,7 +247,7 @@ def embed_files(
     features: list[np.ndarray] = []
     for start in range(0, len(paths), batch_size):
         batch = [str(p) for p in paths[start : start + batch_size]]
-        crops = _read_crops(batch, skip_bad, max_pixels, out.failed)
+        crops = _read_crops(batch, skip_bad, (max_pixels, min_side), out.failed)
         if crops:
             features.append(extractor([c.image for c in crops]).numpy())
             out.sha256 += [c.sha256 for c in crops]
@@ -255,13 +283,14 @@ def pending_files(gallery: Gallery, paths: Sequence[str | Path], chunk: int = 10
 
 def enrol_sharded(
     gallery: Gallery | None,
-    extractor: Any,
+    extractor: Embedder,
     paths: Sequence[str | Path],
     ctx: DistContext,
     *,
     batch_size: int = 64,
     skip_bad: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
     progress: Callable[[int], None] | None = None,
     **options: Any,
 ) -> EnrolReport | None:
@@ -308,6 +337,7 @@ def enrol_sharded(
             batch_size=batch_size,
             skip_bad=skip_bad,
             max_pixels=max_pixels,
+            min_side=min_side,
             progress=progress,
         )
     except Exception as exc:  # reported to the other ranks below, then raised here
@@ -334,6 +364,7 @@ def enrol_sharded(
         batch_size=batch_size,
         skip_bad=skip_bad,
         max_pixels=max_pixels,
+        min_side=min_side,
         embeddings=embeddings,
         **options,
     )

@@ -11,9 +11,10 @@ One collection (default ``abdnet_gallery``), one row per crop:
 field         type          meaning
 ============  ============  ==========================================================
 id            VARCHAR(16)   first 16 hex digits of the sha256 of the crop's bytes
-embedding     FLOAT_VECTOR  L2-normalized embedding (searched by inner product)
-camera        INT64         camera id, -1 when unknown
+embedding     FLOAT_VECTOR  L2-normalized embedding (searched by the space's Milvus metric)
+camera        INT64         camera number from 1 (c1 in Market names), -1 when unknown
 timestamp     INT64         capture time, ms since 1970-01-01 UTC; -2**62 when unknown
+frame         INT64         frame number in the crop's video, -1 when unknown
 label         VARCHAR(256)  optional label (track, person name); "" when none
 sha256        VARCHAR(64)   sha256 of the crop's bytes
 extension     VARCHAR(8)    the crop's image type ("jpg", "png", ...)
@@ -27,14 +28,27 @@ collection's properties and its schema description (Milvus versions keep one or 
 record the model (:class:`ModelInfo`) whose embeddings it holds; opening it with another
 model raises :class:`ModelMismatchError`.
 
-Ranking: on unit vectors the squared Euclidean distance is ``2 - 2 cos``, so searching by
-inner product ranks exactly as ``abdnet search`` does; each hit carries both the distance and
-the cosine score.
+Ranking: the model's embedding space (:attr:`ModelInfo.space`, an
+:class:`abdnet.engine.EmbeddingSpace`) says how Milvus searches (``milvus_metric``: inner
+product of unit vectors) and turns what Milvus returns into the space's distance (squared
+Euclidean ``2 - 2 cos``, as ``abdnet search`` and thresholds) and the cosine score; each hit
+carries both. A gallery holds unit vectors only (a raw-embedding space has no score).
+
+Consistency: every read (search, count, get, list) asks Milvus for **Strong** consistency:
+it sees every write any client had acknowledged before the read began, so replicas of
+``abdnet serve`` sharing one server find an entry enrolled through another at once, and a
+count taken right after ``add`` includes the new rows. The cost: a read waits until the
+server's query nodes have consumed the log up to the read's timestamp: up to one time tick
+(``proxy.timeTickInterval``, 200 ms by default in Milvus 2.3; measured in
+docs/service.md). Milvus Lite has one process and no log lag: the level changes nothing there.
+New collections are created with Strong as their default too.
 
 Durability: crops are written (and synced) before their rows; a row is acknowledged once
 Milvus has accepted it (Milvus Lite: appended to its write-ahead log, which survives the
 process being killed; a Milvus server: persisted to its log broker). A crop whose row never
 made it is unreferenced and harmless; it is reused when the crop is enrolled again.
+
+One concept in one file (over 450 lines): the persistent gallery over one Milvus collection.
 """
 
 from __future__ import annotations
@@ -51,12 +65,15 @@ from typing import Any
 
 import numpy as np
 
+from abdnet.engine import EmbeddingSpace
 from abdnet.files import FileLockedError, FolderLock
 from abdnet.gallery.model import ModelInfo
 from abdnet.gallery.records import (
+    FIRST_CAMERA,
     ID_LENGTH,
     LABEL_MAX,
     NO_CAMERA,
+    NO_FRAME,
     NO_TIME,
     SOURCE_MAX,
     Added,
@@ -65,7 +82,6 @@ from abdnet.gallery.records import (
     Hit,
     Page,
     SearchFilter,
-    distance_from_score,
     format_time,
     quote,
     to_ms,
@@ -86,18 +102,21 @@ log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "abdnet_gallery"
 GALLERY_FORMAT = "abdnet-gallery"
-_VERSION = 1
+# 2: cameras from 1 and a frame field (1: cameras from 0, frame numbers stored as times)
+_VERSION = 2
 _META_KEY = "abdnet.gallery"
 # Milvus refuses top-k (and offset + limit) above 16384.
 MAX_RESULTS = 16384
 # Vector index, chosen when the gallery is created: exact search, or HNSW graph search
 # (approximate; for galleries of millions on a Milvus server).
 INDEX_TYPES = {"flat": ("FLAT", {}), "hnsw": ("HNSW", {"M": 16, "efConstruction": 200})}
-_FIELDS = ["camera", "timestamp", "label", "sha256", "extension", "source", "enrolled"]
+_FIELDS = ["camera", "timestamp", "frame", "label", "sha256", "extension", "source", "enrolled"]
 # Milvus Lite 3 keeps new rows in an in-memory table that every search and query scans row
 # by row in Python (0.05-0.1 ms per row), until it seals them into a segment at 128 MiB. An
 # embedded gallery seals them itself every this many rows (a seal costs ~0.1 s).
 SEAL_ROWS = 256
+# Read-your-own-and-everyone's-writes (see the module docs).
+CONSISTENCY = "Strong"
 
 
 class GalleryError(ValueError):
@@ -247,6 +266,7 @@ class Gallery:
             self.collection,
             filter=_list_filter(camera, label),
             output_fields=["count(*)"],
+            consistency_level=CONSISTENCY,
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
@@ -261,6 +281,7 @@ class Gallery:
             self.collection,
             filter=f"id in [{', '.join(quote(i) for i in ids)}]",
             output_fields=["id", *_FIELDS],
+            consistency_level=CONSISTENCY,
         )
         found = {str(r["id"]): GalleryEntry.from_row(r) for r in rows}
         return [found[i] for i in ids if i in found]
@@ -295,6 +316,7 @@ class Gallery:
             output_fields=["id", *_FIELDS],
             offset=offset,
             limit=limit,
+            consistency_level=CONSISTENCY,
         )
         return Page(total=total, items=[GalleryEntry.from_row(r) for r in rows])
 
@@ -346,7 +368,8 @@ class Gallery:
         return out
 
     def _search(self, q: np.ndarray, limit: int, expr: str) -> list[list[Hit]]:
-        params: dict[str, Any] = {"metric_type": "IP"}
+        space = self.model.space
+        params: dict[str, Any] = {"metric_type": space.milvus_metric}
         if self.meta.get("index", "flat") == "hnsw":
             params["params"] = {"ef": max(64, limit)}
         result = self._call(
@@ -358,8 +381,9 @@ class Gallery:
             filter=expr,
             output_fields=_FIELDS,
             search_params=params,
+            consistency_level=CONSISTENCY,
         )
-        return [[_hit(h) for h in hits] for hits in result]
+        return [[_hit(h, space) for h in hits] for hits in result]
 
     def info(self) -> dict[str, Any]:
         """What ``abdnet gallery info`` prints."""
@@ -373,14 +397,25 @@ class Gallery:
             "model": self.model.to_dict(),
             "crops": str(self.crops.root) if self.crops is not None else None,
         }
-        try:
-            out["server_version"] = self._client.get_server_version(timeout=self._timeout)
-        except Exception:  # informative only; not every server answers it
-            out["server_version"] = None
+        out["server_version"] = self._server_version()
         if self.crops is not None:
             st = self.crops.stats()
             out["crop_files"], out["crop_bytes"] = st.files, st.bytes
         return out
+
+    def _server_version(self) -> str | None:
+        """The server's version; None where it is not implemented (Milvus Lite's server mode
+        answers UNIMPLEMENTED, which pymilvus would log as an error: informative only)."""
+        quiet = _DropAll()
+        logger = logging.getLogger("pymilvus.decorators")
+        logger.addFilter(quiet)
+        try:
+            return str(self._client.get_server_version(timeout=self._timeout))
+        except Exception as exc:
+            log.debug("gallery %s: no server version: %s", self.uri, exc)
+            return None
+        finally:
+            logger.removeFilter(quiet)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -485,8 +520,13 @@ def _list_filter(camera: int | None, label: str | None) -> str:
 def _check_enrolment(e: Enrolment) -> None:
     if e.label is not None and len(e.label.encode()) > LABEL_MAX:
         raise ValueError(f"{e.crop.name}: label longer than {LABEL_MAX} bytes")
-    if e.camera is not None and e.camera < 0:
-        raise ValueError(f"{e.crop.name}: camera must be >= 0, got {e.camera}")
+    if e.camera is not None and e.camera < FIRST_CAMERA:
+        raise ValueError(
+            f"{e.crop.name}: camera must be >= {FIRST_CAMERA} (cameras are numbered from "
+            f"{FIRST_CAMERA}, as c1 in Market-1501 names), got {e.camera}"
+        )
+    if e.frame is not None and e.frame < 0:
+        raise ValueError(f"{e.crop.name}: frame must be >= 0, got {e.frame}")
 
 
 def _row(i: str, e: Enrolment, f: np.ndarray, now: int) -> dict[str, Any]:
@@ -498,6 +538,7 @@ def _row(i: str, e: Enrolment, f: np.ndarray, now: int) -> dict[str, Any]:
         "embedding": f.tolist(),
         "camera": NO_CAMERA if e.camera is None else int(e.camera),
         "timestamp": NO_TIME if e.timestamp is None else to_ms(e.timestamp),
+        "frame": NO_FRAME if e.frame is None else int(e.frame),
         "label": e.label or "",
         "sha256": e.crop.sha256,
         "extension": e.crop.extension,
@@ -506,22 +547,18 @@ def _row(i: str, e: Enrolment, f: np.ndarray, now: int) -> dict[str, Any]:
     }
 
 
-def _hit(h: Any) -> Hit:
+def _hit(h: Any, space: EmbeddingSpace) -> Hit:
     entity = dict(h["entity"])
     entity["id"] = h["id"]
-    score = float(np.clip(h["distance"], -1.0, 1.0))  # inner product of unit vectors
+    value = float(h["distance"])  # what Milvus computed in the space's metric
     return Hit(
         entry=GalleryEntry.from_row(entity),
-        distance=float(distance_from_score(score)),
-        score=score,
+        distance=float(space.distance_from_search(value, space.milvus_metric)),
+        score=float(space.score_from_search(value, space.milvus_metric)),
     )
 
 
 def _connect(uri: str, timeout: float) -> Any:
-    # Milvus Lite logs every server start/stop and index build at INFO, and its faiss import
-    # logs each CPU-feature probe; keep the CLI's output to what abdnet says.
-    for name in ("milvus_lite", "faiss.loader"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     from pymilvus import MilvusClient  # heavy, optional dependency
     from pymilvus.exceptions import MilvusException
 
@@ -545,6 +582,11 @@ def _disconnect(client: Any, uri: str) -> None:
         except ImportError:  # pragma: no cover - milvus-lite missing means no local gallery
             return
         server_manager_instance.release_server(str(Path(uri).absolute()))
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
 
 class _DropUnimplemented(logging.Filter):
@@ -577,6 +619,7 @@ def _schema(client: Any, dim: int, description: str) -> Any:
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("camera", DataType.INT64)
     schema.add_field("timestamp", DataType.INT64)
+    schema.add_field("frame", DataType.INT64)
     schema.add_field("label", DataType.VARCHAR, max_length=LABEL_MAX)
     schema.add_field("sha256", DataType.VARCHAR, max_length=64)
     schema.add_field("extension", DataType.VARCHAR, max_length=8)
@@ -602,6 +645,11 @@ def _open_collection(
             )
         if model is None:
             raise GalleryError(f"{where}: a model is needed to create a gallery")
+        if not model.space.has_score:
+            raise GalleryError(
+                f"{where}: a gallery holds unit vectors, not {model.space.rule}: embed with "
+                f"normalization on (the FeatureExtractor default)"
+            )
         meta = {
             "format": GALLERY_FORMAT,
             "version": _VERSION,
@@ -613,7 +661,10 @@ def _open_collection(
         index_type, build = INDEX_TYPES[index]
         params = client.prepare_index_params()
         params.add_index(
-            field_name="embedding", index_type=index_type, metric_type="IP", params=build
+            field_name="embedding",
+            index_type=index_type,
+            metric_type=model.space.milvus_metric,
+            params=build,
         )
         with _quiet_grpc_server():
             client.create_collection(
@@ -622,6 +673,7 @@ def _open_collection(
                 index_params=params,
                 description=text,
                 properties={_META_KEY: text},
+                consistency_level=CONSISTENCY,
                 timeout=timeout,
             )
         log.info("created %s (collection %s, %d-d, %s index)", where, name, model.dim, index)
@@ -634,8 +686,15 @@ def _open_collection(
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != GALLERY_FORMAT:
         raise GalleryError(f"{where}: collection {name!r} is not an abdnet gallery")
-    if int(meta.get("version", 0)) > _VERSION:
-        raise GalleryError(f"{where}: gallery format {meta['version']} is newer than supported")
+    version = int(meta.get("version", 0))
+    if version > _VERSION:
+        raise GalleryError(f"{where}: gallery format {version} is newer than supported")
+    if version < _VERSION:
+        raise GalleryError(
+            f"{where}: gallery format {version} (cameras numbered from 0, frame numbers "
+            f"stored as times in 1970) is not read by this abdnet (format {_VERSION}); enrol the "
+            f"crops again into a new gallery ('abdnet gallery add --gallery NEW.db ...')"
+        )
     if model is not None:
         ModelInfo.from_dict(meta["model"]).check_same(model, where)
     return meta

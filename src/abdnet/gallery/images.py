@@ -3,8 +3,9 @@
 The bytes are kept as they came (the crop store serves exactly what was enrolled); the
 sha256 of the bytes identifies the crop. Decoding refuses what a public endpoint must refuse:
 formats other than common image types, images with more pixels than a limit (decompression
-bombs: the header is read and checked before any pixel is decoded), and unreadable data. Every
-error names the crop.
+bombs: the header is read and checked before any pixel is decoded), images narrower or lower
+than a minimum side (a 1x1 image is no person), and unreadable data. Every error names the
+crop and its size where it is at fault.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ __all__ = [
     "IMAGE_FORMATS",
     "MIME_TYPES",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_MIN_SIDE",
     "CropImage",
     "ImageTooLarge",
+    "ImageTooSmall",
     "UnsupportedImageType",
     "decode_crop",
     "read_crop",
@@ -46,6 +49,8 @@ MIME_TYPES: dict[str, str] = {ext: mime for ext, mime in IMAGE_FORMATS.values()}
 
 # Person crops are small; 16.7 M pixels (4096 x 4096) leaves room for whole frames.
 DEFAULT_MAX_PIXELS = 4096 * 4096
+# A crop must be at least this many pixels wide and high (Market-1501 crops are 64 x 128).
+DEFAULT_MIN_SIDE = 8
 
 
 class UnsupportedImageType(ImageReadError):
@@ -54,6 +59,10 @@ class UnsupportedImageType(ImageReadError):
 
 class ImageTooLarge(ImageReadError):
     """The image has more pixels than allowed (a decompression bomb, or a whole frame)."""
+
+
+class ImageTooSmall(ImageReadError):
+    """The image is narrower or lower than the minimum crop side (no person fits in it)."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +84,18 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_crop(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> CropImage:
-    """Check and decode ``data``; raises ImageReadError (or a subclass) naming ``name``."""
+def decode_crop(
+    data: bytes,
+    name: str,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
+) -> CropImage:
+    """Check and decode ``data``; raises ImageReadError (or a subclass) naming ``name``.
+
+    ``max_pixels`` bounds width x height (:class:`ImageTooLarge`); ``min_side`` is the
+    least width and height a crop may have (:class:`ImageTooSmall`; 1 accepts any image).
+    """
     if not data:
         raise ImageReadError(f"{name}: empty file")
     try:
@@ -101,6 +120,11 @@ def decode_crop(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         width, height = img.size
         if width < 1 or height < 1:
             raise ImageReadError(f"{name}: image has no pixels ({width}x{height})")
+        if width < min_side or height < min_side:
+            raise ImageTooSmall(
+                f"{name}: image too small for a person crop: {width}x{height} pixels, the "
+                f"minimum is {min_side} pixels wide and high"
+            )
         if width * height > max_pixels:
             raise ImageTooLarge(
                 f"{name}: image too large: {width}x{height} = {width * height} pixels, the "
@@ -121,7 +145,9 @@ def decode_crop(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     )
 
 
-def read_crop(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> CropImage:
+def read_crop(
+    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE
+) -> CropImage:
     """:func:`decode_crop` of a file's bytes."""
     p = Path(path)
     try:
@@ -130,4 +156,4 @@ def read_crop(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Crop
         raise ImageReadError(f"image not found: {p}") from None
     except OSError as exc:
         raise ImageReadError(f"{p}: cannot read: {exc}") from None
-    return decode_crop(data, str(p), max_pixels=max_pixels)
+    return decode_crop(data, str(p), max_pixels=max_pixels, min_side=min_side)

@@ -7,7 +7,9 @@ calibrated threshold therefore record :class:`ModelInfo` and refuse another mode
 The fingerprint is the sha256 of the weights' values (tensor names, dtypes, shapes and bytes,
 in name order: the same weights saved twice, or in another folder, have one fingerprint) or,
 for an ONNX graph, of the file's bytes; combined with the test transform (input size,
-mean/std) and flip averaging.
+mean/std), flip averaging and the embedding space (:class:`abdnet.engine.EmbeddingSpace`:
+unit vectors or raw, the distance rule). :attr:`ModelInfo.space` is the space the gallery's
+search and the threshold's distances are in.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
-from abdnet.models import weights_digest
+from abdnet.config import Metric
+from abdnet.engine import Embedder, EmbeddingSpace
 
 __all__ = ["ModelInfo", "ModelMismatchError", "describe_extractor"]
 
@@ -39,6 +40,15 @@ class ModelInfo:
     std: tuple[float, ...]
     flip: bool  # embeddings averaged with the mirrored image
     source: str = ""  # where the weights came from (informative only)
+    normalized: bool = True  # the space: unit vectors (files without the key: always were)
+    metric: Metric = "euclidean"  # the space's distance: squared Euclidean or 1 - cos
+
+    @property
+    def space(self) -> EmbeddingSpace:
+        """The embedding space of the model's vectors (and of distances and thresholds)."""
+        return EmbeddingSpace(
+            dim=self.dim, normalized=self.normalized, metric=self.metric, model_digest=self.weights
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -57,6 +67,8 @@ class ModelInfo:
             std=tuple(float(x) for x in d["std"]),
             flip=bool(d["flip"]),
             source=str(d.get("source", "")),
+            normalized=bool(d.get("normalized", True)),
+            metric=str(d.get("metric", "euclidean")),  # type: ignore[arg-type]
         )
 
     @property
@@ -79,6 +91,8 @@ class ModelInfo:
             reasons.append("other mean/std")
         if other.flip != self.flip:
             reasons.append("flip averaging " + ("on" if other.flip else "off"))
+        if (other.normalized, other.metric) != (self.normalized, self.metric):
+            reasons.append(f"{other.space.rule} instead of {self.space.rule}")
         raise ModelMismatchError(
             f"{what} was made with model {self.short}, not with model {other.short} "
             f"({', '.join(reasons) or 'different fingerprint'}): embeddings of different models "
@@ -86,37 +100,34 @@ class ModelInfo:
         )
 
 
-def describe_extractor(extractor: Any, *, source: str = "") -> ModelInfo:
-    """:class:`ModelInfo` of an :class:`abdnet.retrieval.FeatureExtractor`.
-
-    The embedding size is measured with one forward pass of a blank image when the model
-    does not declare it.
-    """
-    data = extractor.config.data
-    # the network the features come from, whichever runtime (ONNX Runtime, OpenVINO) runs it
-    weights = weights_digest(getattr(extractor, "network", None) or extractor.model)
-    dim = extractor.feature_dim
-    if dim is None:
-        probe = torch.zeros(1, 3, int(data.height), int(data.width))
-        dim = int(extractor(probe).shape[1])
-    transform = {
-        "weights": weights,
+def describe_extractor(embedder: Embedder, *, source: str = "") -> ModelInfo:
+    """:class:`ModelInfo` of an :class:`~abdnet.engine.Embedder` (an
+    :class:`abdnet.retrieval.FeatureExtractor`): its space (dimension, weights digest, rule),
+    test transform and flip averaging."""
+    data = embedder.config.data
+    space = embedder.space
+    transform: dict[str, Any] = {
+        "weights": space.model_digest,
         "height": int(data.height),
         "width": int(data.width),
         "mean": [float(x) for x in data.mean],
         "std": [float(x) for x in data.std],
-        "flip": bool(extractor.flip),
-        "normalize": bool(extractor.normalize),
+        "flip": bool(embedder.flip),
+        "normalize": bool(space.normalized),
     }
+    if space.metric != "euclidean":  # the fingerprints of squared-L2 spaces stay as they were
+        transform["metric"] = space.metric
     fingerprint = hashlib.sha256(json.dumps(transform, sort_keys=True).encode()).hexdigest()
     return ModelInfo(
         fingerprint=fingerprint,
-        weights=weights,
-        dim=int(dim),
+        weights=space.model_digest,
+        dim=space.dim,
         height=int(data.height),
         width=int(data.width),
         mean=tuple(float(x) for x in data.mean),
         std=tuple(float(x) for x in data.std),
-        flip=bool(extractor.flip),
+        flip=bool(embedder.flip),
         source=source,
+        normalized=space.normalized,
+        metric=space.metric,
     )

@@ -1,8 +1,12 @@
 """The gallery's records: entries, enrolments, search filters and hits, and their values.
 
-Times are timezone-aware UTC ``datetime``s here and ISO 8601 strings in JSON
-(``format_time``); Milvus stores them as ms since 1970-01-01 UTC. Unknown cameras and times
-are stored as sentinels (``NO_CAMERA``, ``NO_TIME``) and read back as None.
+Cameras are numbered from 1, as people count them and as Market-1501 / DukeMTMC-reID file
+names write them (``c1`` is camera 1), everywhere the gallery, the CLI, the HTTP API and the
+web page take or show one. Times are real capture times: timezone-aware UTC ``datetime``s
+here and ISO 8601 strings in JSON (``format_time``); Milvus stores them as ms since
+1970-01-01 UTC. A frame number (a position in a video, as a file name may carry it) is a
+frame, never turned into a time. Unknown cameras, times and frames are stored as sentinels
+(``NO_CAMERA``, ``NO_TIME``, ``NO_FRAME``) and read back as None.
 """
 
 from __future__ import annotations
@@ -11,14 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
-
 from abdnet.gallery.images import CropImage
 
 __all__ = [
     "ID_LENGTH",
     "LABEL_MAX",
+    "FIRST_CAMERA",
     "NO_CAMERA",
+    "NO_FRAME",
     "NO_TIME",
     "SOURCE_MAX",
     "Added",
@@ -27,7 +31,6 @@ __all__ = [
     "Hit",
     "Page",
     "SearchFilter",
-    "distance_from_score",
     "format_time",
     "from_ms",
     "parse_time",
@@ -35,7 +38,9 @@ __all__ = [
     "to_ms",
 ]
 
+FIRST_CAMERA = 1  # cameras are numbered 1, 2, ... (c1, c2, ... in Market/Duke names)
 NO_CAMERA = -1
+NO_FRAME = -1
 # "No time": far below any real time, and a literal every Milvus filter parser reads (the
 # C++ parser of Milvus 2.x misreads -2**63, whose magnitude overflows before the sign).
 NO_TIME = -(2**62)
@@ -79,11 +84,6 @@ def from_ms(ms: int) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
 
 
-def distance_from_score(score: np.ndarray | float) -> np.ndarray | float:
-    """Squared Euclidean distance of two unit vectors from their cosine: ``2 - 2 cos``."""
-    return np.maximum(2.0 - 2.0 * np.asarray(score, dtype=np.float64), 0.0)
-
-
 def quote(text: str) -> str:
     """A Milvus filter string literal."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -96,8 +96,9 @@ def quote(text: str) -> str:
 @dataclass(frozen=True)
 class GalleryEntry:
     id: str
-    camera: int | None
-    timestamp: datetime | None
+    camera: int | None  # from 1 (FIRST_CAMERA)
+    timestamp: datetime | None  # capture time
+    frame: int | None  # frame number in its video
     label: str | None
     sha256: str
     extension: str
@@ -109,6 +110,7 @@ class GalleryEntry:
             "id": self.id,
             "camera": self.camera,
             "timestamp": format_time(self.timestamp),
+            "frame": self.frame,
             "label": self.label,
             "sha256": self.sha256,
             "source": self.source,
@@ -117,11 +119,12 @@ class GalleryEntry:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> GalleryEntry:
-        camera = int(row["camera"])
+        camera, frame = int(row["camera"]), int(row["frame"])
         return cls(
             id=str(row["id"]),
             camera=None if camera == NO_CAMERA else camera,
             timestamp=from_ms(int(row["timestamp"])),
+            frame=None if frame == NO_FRAME else frame,
             label=str(row["label"]) or None,
             sha256=str(row["sha256"]),
             extension=str(row["extension"]),
@@ -135,8 +138,9 @@ class Enrolment:
     """A crop to add, with what is known about it."""
 
     crop: CropImage
-    camera: int | None = None
-    timestamp: datetime | None = None
+    camera: int | None = None  # from 1 (FIRST_CAMERA)
+    timestamp: datetime | None = None  # capture time
+    frame: int | None = None  # frame number in its video
     label: str | None = None
 
 

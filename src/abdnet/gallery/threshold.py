@@ -1,10 +1,13 @@
 """A calibrated "same person?" threshold, saved as ``threshold.json``.
 
-Written by ``abdnet calibrate`` from the verification ROC of a labelled query/gallery split
-(``abdnet.evaluation.evaluate_verification``): two crops are declared the same person when
-the squared Euclidean distance of their L2-normalized embeddings is ``<= threshold``. The file
-names the false-accept rate the threshold was chosen for, what it achieved on the
-calibration pairs, and the model (a threshold means nothing for another model's embeddings).
+Written by ``abdnet calibrate`` (and ``abdnet eval --threshold-out``) from the verification
+ROC of a labelled query/gallery split (:func:`abdnet.engine.verify_embedder`): two crops are
+declared the same person when their distance in the model's embedding space (squared
+Euclidean distance of L2-normalized embeddings, ``2 - 2 cos``, for every model abdnet
+serves) is ``<= threshold``. The file names the distance (``distance``: the space's
+:attr:`~abdnet.engine.EmbeddingSpace.distance_name`), the false-accept rate the threshold was
+chosen for, what it achieved on the calibration pairs, and the model (a threshold means
+nothing for another model's embeddings).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from abdnet.evaluation import VerificationResult
 from abdnet.files import atomic_write
 from abdnet.gallery.model import ModelInfo
 
@@ -22,8 +26,6 @@ __all__ = ["THRESHOLD_FORMAT", "Threshold", "load_threshold", "save_threshold"]
 
 THRESHOLD_FORMAT = "abdnet-threshold"
 _VERSION = 1
-# The only distance the gallery ranks by.
-DISTANCE = "squared_euclidean_l2_normalized"
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,41 @@ class Threshold:
     def matches(self, distance: float) -> bool:
         return distance <= self.threshold
 
+    @classmethod
+    def from_verification(
+        cls,
+        roc: VerificationResult,
+        *,
+        far: float,
+        model: ModelInfo,
+        data: str = "",
+        created: str = "",
+    ) -> Threshold:
+        """The operating point of ``roc`` (computed in ``model.space``) for target ``far``,
+        with the other operating points and the EER threshold in ``extra``."""
+        point = roc.at_far(far)
+        return cls(
+            threshold=point.threshold,
+            far=far,
+            far_achieved=point.far,
+            tar=point.tar,
+            eer=roc.eer,
+            model=model,
+            num_genuine=roc.num_genuine,
+            num_impostor=roc.num_impostor,
+            data=data,
+            created=created,
+            extra={
+                "operating_points": [p.to_dict() for p in roc.points],
+                "eer_threshold": roc.eer_threshold,
+            },
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": THRESHOLD_FORMAT,
             "version": _VERSION,
-            "distance": DISTANCE,
+            "distance": self.model.space.distance_name,
             "threshold": self.threshold,
             "far": self.far,
             "far_achieved": self.far_achieved,
@@ -79,8 +111,6 @@ def load_threshold(path: str | Path) -> Threshold:
         raise ValueError(f"{p}: not an abdnet threshold file (written by 'abdnet calibrate')")
     if int(d.get("version", 0)) > _VERSION:
         raise ValueError(f"{p}: threshold format version {d['version']} is newer than supported")
-    if d.get("distance") != DISTANCE:
-        raise ValueError(f"{p}: distance {d.get('distance')!r}: expected {DISTANCE!r}")
     try:
         t = Threshold(
             threshold=float(d["threshold"]),
@@ -99,6 +129,9 @@ def load_threshold(path: str | Path) -> Threshold:
         raise ValueError(f"{p}: missing key {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{p}: malformed value: {exc}") from None
+    expected = t.model.space.distance_name
+    if d.get("distance") != expected:
+        raise ValueError(f"{p}: distance {d.get('distance')!r}: expected {expected!r}")
     if not math.isfinite(t.threshold):
         raise ValueError(f"{p}: threshold must be a finite number, got {t.threshold}")
     return t

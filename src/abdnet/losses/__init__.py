@@ -17,11 +17,14 @@ from .svdo import (
     power_iteration_eigs,
     svdo_penalty,
 )
+from .tricks import CenterLoss, arcface_logits
 
 __all__ = [
     "ABDObjective",
     "LossTerms",
     "build_objective",
+    "CenterLoss",
+    "arcface_logits",
     "CrossEntropyLabelSmooth",
     "TripletLoss",
     "pairwise_euclidean",

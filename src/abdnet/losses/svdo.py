@@ -101,6 +101,9 @@ mean on random post-ReLU 1024 x 24*8 maps (its whole-batch norm is dominated by 
 sample and grows with B, so it is no basis for a calibration). The default 128 = 32 x 4
 puts our per-sample gradient at 1.3x their median and 0.8x their geometric mean
 (``benchmarks/svdo_magnitude.py`` prints the table; docs/paper-vs-official.md discusses it).
+
+One concept in one file (over 450 lines): SVDO, eqs. 4-5, with its power iteration and the
+O.F. / O.W. terms built on it.
 """
 
 from __future__ import annotations

@@ -7,15 +7,11 @@ import copy
 import torch
 from torch import nn
 
-from abdnet.config import Backbone, OWScope
+from abdnet.config import ModelConfig
 from abdnet.models.attention import CAM, PAM
 from abdnet.models.backbones import build_trunk
-from abdnet.models.layers import (
-    TrunkParameterGroups,
-    global_avg_pool,
-    init_new_layers_,
-    reduction_layer,
-)
+from abdnet.models.heads import BNNeck, make_classifier, make_pool
+from abdnet.models.layers import TrunkParameterGroups, init_new_layers_, reduction_layer
 from abdnet.models.output import FeatureMaps, ModelOutput
 from abdnet.models.svd_layer import EigenLayer
 
@@ -23,7 +19,8 @@ __all__ = ["ABDNet"]
 
 
 class ABDNet(TrunkParameterGroups, nn.Module):
-    """ABD-Net, sections 3 and 4.1 of the paper (presets ``paper`` and ``baseline``).
+    """ABD-Net, sections 3 and 4.1 of the paper (presets ``paper`` and ``baseline``), built
+    from a :class:`~abdnet.config.ModelConfig` (default: the ``paper`` preset).
 
     trunk res_conv_1..2 -> shallow CAM -> res_conv_3..4 -> two branches, each with its own
     copy of res_conv_5 (stride ``last_stride``, paper 1):
@@ -47,61 +44,56 @@ class ABDNet(TrunkParameterGroups, nn.Module):
     CAM and PAM are the paper's variants (softmax over the energy, eq. 1; PAM projections
     conv+BN+ReLU with ``channels // pam_reduction`` query/key channels, 1 = eq. 3). New
     layers use the official initialisation (``init_new_layers_``).
+
+    Re-ID tricks (``models/heads.py``, all off by default): ``pooling: gem`` replaces both
+    GAPs by GeM; ``bnneck`` puts a BNNeck after each classified vector (the embedding and the
+    logits then come after it, the triplet feature before); ``id_head: cosine`` scaled-cosine
+    classifiers.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        *,
-        backbone: Backbone = "resnet50",
-        pretrained: str = "none",
-        last_stride: int = 1,
-        shallow_cam: bool = True,
-        cam: bool = True,
-        pam: bool = True,
-        pam_reduction: int = 1,
-        svd_layer: bool = False,
-        dropout: float = 0.5,
-        global_dim: int = 1024,
-        attentive_dim: int = 1024,
-        reduction_dim: int = 1024,
-        ow_scope: OWScope = "all",
-    ) -> None:
+    def __init__(self, num_classes: int, config: ModelConfig | None = None) -> None:
         super().__init__()
+        cfg = ModelConfig() if config is None else config
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
         self.num_classes = num_classes
-        self.ow_scope = ow_scope
-        self.svd_layer = svd_layer
+        self.ow_scope = cfg.ow_scope
+        self.svd_layer = cfg.svd_layer
+        self.bnneck = cfg.bnneck
 
-        trunk = build_trunk(backbone, pretrained=pretrained, last_stride=last_stride)
+        trunk = build_trunk(cfg.backbone, pretrained=cfg.pretrained, last_stride=cfg.last_stride)
         self.stem = trunk.stem  # res_conv_1..2
-        self.shallow_cam = CAM("paper") if shallow_cam else None
+        self.shallow_cam = CAM("paper") if cfg.shallow_cam else None
         self.middle = trunk.middle  # res_conv_3..4
         self.global_deep = trunk.deep  # res_conv_5, global branch
         self.attentive_deep = copy.deepcopy(trunk.deep)  # res_conv_5, attentive branch
 
-        c5, r = trunk.deep_channels, reduction_dim
-        self.global_reduction = reduction_layer(c5, global_dim, dropout)
+        c5, r = trunk.deep_channels, cfg.reduction_dim
+        self.global_pool, self.attentive_pool = make_pool(cfg), make_pool(cfg)
+        self.global_reduction = reduction_layer(c5, cfg.global_dim, cfg.dropout)
         self.reduction = nn.Sequential(
             nn.Conv2d(c5, r, kernel_size=1, bias=False), nn.BatchNorm2d(r), nn.ReLU(inplace=True)
         )
-        self.cam = CAM("paper") if cam else None
-        self.pam = PAM(r, variant="paper", qk_reduction=pam_reduction) if pam else None
-        n_parts = 1 + int(cam) + int(pam)
-        self.attentive_reduction = reduction_layer(n_parts * r, attentive_dim, dropout)
+        self.cam = CAM("paper") if cfg.cam else None
+        self.pam = PAM(r, variant="paper", qk_reduction=cfg.pam_reduction) if cfg.pam else None
+        n_parts = 1 + int(cfg.cam) + int(cfg.pam)
+        self.attentive_reduction = reduction_layer(n_parts * r, cfg.attentive_dim, cfg.dropout)
 
-        self.feature_dim = global_dim + attentive_dim
-        if svd_layer:
+        self.feature_dim = cfg.global_dim + cfg.attentive_dim
+        # the vectors the classifiers (and BNNecks) sit on: the embedding after the
+        # EigenLayer (svd_layer), else the two branch vectors
+        dims = [self.feature_dim] if cfg.svd_layer else [cfg.global_dim, cfg.attentive_dim]
+        if cfg.svd_layer:
             self.eigenlayer = EigenLayer(self.feature_dim)
-            self.classifier = nn.Linear(self.feature_dim, num_classes)
+            self.classifier = make_classifier(cfg, self.feature_dim, num_classes)
         else:
-            self.global_classifier = nn.Linear(global_dim, num_classes)
-            self.attentive_classifier = nn.Linear(attentive_dim, num_classes)
+            self.global_classifier = make_classifier(cfg, cfg.global_dim, num_classes)
+            self.attentive_classifier = make_classifier(cfg, cfg.attentive_dim, num_classes)
+        self.necks = nn.ModuleList([BNNeck(d) for d in dims]) if cfg.bnneck else None
 
         for m in self._new_modules():
             init_new_layers_(m)
-        if svd_layer:
+        if cfg.svd_layer:
             nn.init.orthogonal_(self.eigenlayer.weight)  # starts as a rotation: distances kept
 
     @property
@@ -149,15 +141,19 @@ class ABDNet(TrunkParameterGroups, nn.Module):
         return f
 
     def forward_head(self, f: FeatureMaps) -> ModelOutput:
-        g = self.global_reduction(global_avg_pool(f.map("global")))  # (B, kg)
-        a = self.attentive_reduction(global_avg_pool(f.map("attentive")))  # (B, ka)
+        g = self.global_reduction(self.global_pool(f.map("global")))  # (B, kg)
+        a = self.attentive_reduction(self.attentive_pool(f.map("attentive")))  # (B, ka)
         emb = torch.cat([g, a], dim=1)  # (B, kg + ka)
         if self.svd_layer:
             emb = self.eigenlayer(emb)  # (B, D)
-            logits = [self.classifier(emb)]
+            vectors, classifiers = [emb], [self.classifier]
         else:
-            logits = [self.global_classifier(g), self.attentive_classifier(a)]
-        return ModelOutput(embedding=emb, logits=logits, triplet_features=[emb], features=f)
+            vectors, classifiers = [g, a], [self.global_classifier, self.attentive_classifier]
+        if self.necks is not None:  # BNNeck: metric losses before, ID loss and retrieval after
+            vectors = [neck(v) for neck, v in zip(self.necks, vectors)]
+        logits = [c(v) for c, v in zip(classifiers, vectors)]
+        out = vectors[0] if len(vectors) == 1 else torch.cat(vectors, dim=1)
+        return ModelOutput(embedding=out, logits=logits, triplet_features=[emb], features=f)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         return self.forward_head(self.forward_features(x))

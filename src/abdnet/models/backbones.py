@@ -43,6 +43,8 @@ __all__ = [
     "build_trunk",
     "check_state_dict_fits",
     "load_torchvision_state_dict",
+    "pretrained_source",
+    "pretrained_spec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,8 +79,12 @@ class Trunk:
     first_conv: nn.Conv2d  # res_conv_1's convolution (O.W. scope "stem")
 
 
-def _pretrained_source(pretrained: bool | str | Path) -> str | Path | None:
-    """None (random init), "imagenet" or a file path."""
+def pretrained_source(pretrained: bool | str | Path | None) -> str | Path | None:
+    """What a pretrained-weights spec asks for: None (random init), "imagenet" or a file.
+
+    The spec: False/None/"none"/"false"/"" (random), True/"imagenet"/"true" (the torchvision
+    weights API), or a path to a torchvision state dict; anything else is a ``ValueError``.
+    """
     if pretrained is False or pretrained is None:
         return None
     if pretrained is True:
@@ -94,6 +100,12 @@ def _pretrained_source(pretrained: bool | str | Path) -> str | Path | None:
     raise ValueError(
         f"model.pretrained: expected False/'none', True/'imagenet' or a file path, got {pretrained!r}"
     )
+
+
+def pretrained_spec(pretrained: bool | str | Path | None) -> str:
+    """The spec as ``ModelConfig.pretrained`` spells it: "none", "imagenet" or the path."""
+    source = pretrained_source(pretrained)
+    return "none" if source is None else str(source)
 
 
 def _fix_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,7 +176,7 @@ def _torchvision_model(name: str, pretrained: bool | str | Path) -> nn.Module:
         )
     ctor, weights_enum = BACKBONES[name]
     model = ctor(weights=None)
-    source = _pretrained_source(pretrained)
+    source = pretrained_source(pretrained)
     if source == "imagenet":
         # The torchvision weights API: downloads (and caches) on first use.
         weights = weights_enum.IMAGENET1K_V1

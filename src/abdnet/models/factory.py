@@ -1,7 +1,8 @@
-"""From configs to networks: the one place that reads ``ModelConfig``.
+"""From configs to networks.
 
-The architectures take typed arguments and do not import each other; this module maps a
-preset or a ``ModelConfig`` onto them and checks what only the combination can tell (the
+``ModelConfig`` is the one constructor surface: both architectures take it whole and read
+their options from it (they do not import each other). This module picks the architecture
+and checks what only the combination can tell (fields the ``official`` network lacks, the
 O.F. positions against the maps the network has).
 """
 
@@ -14,36 +15,33 @@ from torch import nn
 
 from abdnet.config import ConfigError, ModelConfig, model_config
 from abdnet.models.abdnet import ABDNet
+from abdnet.models.backbones import pretrained_spec
 from abdnet.models.official import OfficialABDNet
 
 __all__ = ["build_model", "build_model_from_config", "official_model_config"]
 
 
+# ModelConfig fields only the ``abd`` architecture reads, with the value that means "off"
+_ABD_ONLY = {
+    "svd_layer": False,
+    "pooling": "avg",
+    "bnneck": False,
+    "id_head": "linear",
+}
+
+
 def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """``arch="abd"`` -> :class:`ABDNet`, ``arch="official"`` -> :class:`OfficialABDNet`."""
-    common: dict[str, Any] = dict(
-        backbone=cfg.backbone,
-        pretrained=cfg.pretrained,
-        last_stride=cfg.last_stride,
-        shallow_cam=cfg.shallow_cam,
-        cam=cfg.cam,
-        pam=cfg.pam,
-        pam_reduction=cfg.pam_reduction,
-        dropout=cfg.dropout,
-        global_dim=cfg.global_dim,
-        reduction_dim=cfg.reduction_dim,
-        ow_scope=cfg.ow_scope,
-    )
+    """``arch="abd"`` -> :class:`ABDNet`, ``arch="official"`` -> :class:`OfficialABDNet`;
+    both read their options from ``cfg`` itself (the one constructor surface)."""
     if cfg.arch == "abd":
-        model: nn.Module = ABDNet(
-            num_classes, svd_layer=cfg.svd_layer, attentive_dim=cfg.attentive_dim, **common
-        )
+        model: nn.Module = ABDNet(num_classes, cfg)
     else:
-        if cfg.svd_layer:
-            raise ConfigError(
-                "model.svd_layer: not available for arch 'official' (use arch 'abd')",
-                "model.svd_layer",
-            )
+        for key, off in _ABD_ONLY.items():
+            if getattr(cfg, key) != off:
+                raise ConfigError(
+                    f"model.{key}: not available for arch 'official' (use arch 'abd')",
+                    f"model.{key}",
+                )
         if cfg.attentive_dim != cfg.reduction_dim:
             raise ConfigError(
                 f"model.attentive_dim ({cfg.attentive_dim}) must equal model.reduction_dim "
@@ -51,7 +49,7 @@ def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
                 "reduction maps",
                 "model.attentive_dim",
             )
-        model = OfficialABDNet(num_classes, **common)
+        model = OfficialABDNet(num_classes, cfg)
     available = model.of_positions_available
     for pos in cfg.of_positions:
         if pos not in available:
@@ -61,18 +59,6 @@ def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
                 "model.of_positions",
             )
     return model
-
-
-def _pretrained_str(pretrained: bool | str | Path | None) -> str:
-    if pretrained is True:
-        return "imagenet"
-    if pretrained is False or pretrained is None:
-        return "none"
-    if isinstance(pretrained, (str, Path)):
-        return str(pretrained)
-    raise ValueError(
-        f"pretrained: expected a bool, 'none', 'imagenet' or a path, got {pretrained!r}"
-    )
 
 
 def build_model(
@@ -89,7 +75,7 @@ def build_model(
     torchvision state dict. Unknown override names raise ``ConfigError``.
     """
     cfg = model_config(
-        preset, backbone=backbone, pretrained=_pretrained_str(pretrained), **overrides
+        preset, backbone=backbone, pretrained=pretrained_spec(pretrained), **overrides
     )
     return build_model_from_config(cfg, num_classes)
 

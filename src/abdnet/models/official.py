@@ -24,6 +24,7 @@ so their embedding may be ``[global, stripe 1, stripe 2]`` for a given checkpoin
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import pickle
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from abdnet.config import Backbone, OWScope
+from abdnet.config import MODEL_PRESETS, ModelConfig
 from abdnet.models.attention import CAM, PAM
 from abdnet.models.backbones import build_trunk, check_state_dict_fits
 from abdnet.models.layers import (
@@ -196,37 +197,26 @@ class OfficialABDNet(TrunkParameterGroups, nn.Module):
     (head outputs) and ``sum`` per stripe (O.F. weight 1/2 each: their code averages over
     stripes), ``attentive`` (= ``sum``, what the stripe vectors pool) and ``global``.
     ``cam`` / ``pam`` false drop that head; ``shallow_cam`` false drops the shallow CAM.
-    Backbones other than resnet50 build the same layout (not weight-compatible).
+    Backbones other than resnet50 build the same layout (not weight-compatible). Built
+    from a :class:`~abdnet.config.ModelConfig` (default: the ``official`` preset); the
+    ``abd``-only fields (``svd_layer``, ``attentive_dim``, the head tricks) are checked by
+    ``models.factory``.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        *,
-        backbone: Backbone = "resnet50",
-        pretrained: str = "none",
-        last_stride: int = 1,
-        shallow_cam: bool = True,
-        cam: bool = True,
-        pam: bool = True,
-        pam_reduction: int = 8,
-        dropout: float = 0.5,
-        global_dim: int = 1024,
-        reduction_dim: int = 1024,
-        ow_scope: OWScope = "all",
-    ) -> None:
+    def __init__(self, num_classes: int, config: ModelConfig | None = None) -> None:
         super().__init__()
+        cfg = MODEL_PRESETS["official"] if config is None else config
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive integer, got {num_classes!r}")
         self.num_classes = num_classes
-        self.ow_scope = ow_scope
-        self.has_shallow_cam, self.has_cam, self.has_pam = shallow_cam, cam, pam
+        self.ow_scope = cfg.ow_scope
+        self.has_shallow_cam, self.has_cam, self.has_pam = cfg.shallow_cam, cfg.cam, cfg.pam
 
-        trunk = build_trunk(backbone, pretrained=pretrained, last_stride=last_stride)
-        self.common_branch = _CommonBranch(trunk.stem, trunk.middle, shallow_cam)
-        r, c5 = reduction_dim, trunk.deep_channels
-        abd = _ABDBranch(c5, r, num_classes, cam, pam, pam_reduction)
-        glob = _GlobalBranch(c5, global_dim, num_classes, dropout)
+        trunk = build_trunk(cfg.backbone, pretrained=cfg.pretrained, last_stride=cfg.last_stride)
+        self.common_branch = _CommonBranch(trunk.stem, trunk.middle, cfg.shallow_cam)
+        r, c5 = cfg.reduction_dim, trunk.deep_channels
+        abd = _ABDBranch(c5, r, num_classes, cfg.cam, cfg.pam, cfg.pam_reduction)
+        glob = _GlobalBranch(c5, cfg.global_dim, num_classes, cfg.dropout)
         init_new_layers_(abd)
         init_new_layers_(glob)
         self.branches = nn.ModuleList(
@@ -235,7 +225,7 @@ class OfficialABDNet(TrunkParameterGroups, nn.Module):
                 nn.Sequential(_DeepBranch(trunk.deep), glob),
             ]
         )
-        self.feature_dim = OFFICIAL_NUM_STRIPES * r + global_dim
+        self.feature_dim = OFFICIAL_NUM_STRIPES * r + cfg.global_dim
 
     @property
     def of_positions_available(self) -> tuple[str, ...]:
@@ -371,7 +361,10 @@ def load_official(path: str | Path, num_classes: int | None = None) -> OfficialA
     shallow_cam = "common_branch.shallow_cam._cam_module.gamma" in state
     cam = any(k.startswith("branches.0.1.cam_module.") for k in state)
     pam = any(k.startswith("branches.0.1.pam_module.") for k in state)
-    model = OfficialABDNet(found, shallow_cam=shallow_cam, cam=cam, pam=pam)
+    preset = MODEL_PRESETS["official"]
+    model = OfficialABDNet(
+        found, dataclasses.replace(preset, shallow_cam=shallow_cam, cam=cam, pam=pam)
+    )
 
     check_state_dict_fits(model, state, f"{path}: does not fit the official ABD-Net (resnet50)")
     model.load_state_dict(state, strict=True)

@@ -1,34 +1,29 @@
-"""Embeddings of person crops: the model's test transform, batched, optionally flip-averaged.
+"""Embeddings of person crops from a checkpoint: the :class:`~abdnet.engine.Embedder` with the
+backend chosen for it.
 
-Returned features are **L2-normalized by default** (``normalize=False`` gives the raw
-embeddings the model outputs). Flip averaging follows the official code: the *raw*
+:class:`FeatureExtractor` is :class:`abdnet.engine.ModelEmbedder` (the one implementation of
+the Embedder contract: test transform, batching, flip averaging, normalisation, the input
+kinds, the skip-bad policy) with a constructor that loads a checkpoint and picks the runtime
+through :func:`abdnet.export.select_backend`, which the engine layer below cannot import.
+
+Returned features are **L2-normalized by default** (``normalize=False`` declares the space of
+the raw embeddings the model outputs). Flip averaging follows the official code: the *raw*
 embeddings of the image and of its horizontal mirror are averaged, and only then
-normalized (when ``normalize`` is on). Batches go through the one extraction loop,
-:func:`abdnet.engine.extract_features`.
+normalized.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from abdnet.config import BackendName, Config, PrecisionName
-from abdnet.data import (
-    ImageInput,
-    ImageReadError,
-    build_test_transform,
-    read_image,
-    upscale_warning,
-)
-from abdnet.engine import Embedder, extract_features, resolve_device
+from abdnet.config import BackendName, Config, FlipMode, PrecisionName
+from abdnet.engine import Extraction, ModelEmbedder, Runner, resolve_device
 from abdnet.export import BACKENDS, select_backend
 from abdnet.models import LoadedModel, load_model
 
@@ -37,29 +32,7 @@ __all__ = ["FeatureExtractor", "Extraction"]
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Extraction:
-    """Result of :meth:`FeatureExtractor.extract`.
-
-    ``features`` (N_kept, D) float32 CPU tensor, in input order; ``kept`` the input
-    positions they belong to; ``skipped`` ``(input, reason)`` for each input that could
-    not be read (only with ``skip_bad=True``).
-    """
-
-    features: torch.Tensor
-    kept: list[int]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def _describe(item: Any) -> str:
-    if isinstance(item, (str, Path)):
-        return str(item)
-    if isinstance(item, np.ndarray):
-        return f"numpy array of shape {item.shape}"
-    return type(item).__name__
-
-
-class FeatureExtractor:
+class FeatureExtractor(ModelEmbedder):
     """Embeddings for person crops with the model's own test transform.
 
     ``checkpoint_or_model`` is anything :func:`abdnet.models.load_model` accepts (run folder,
@@ -70,11 +43,14 @@ class FeatureExtractor:
     it is taken from the checkpoint when loading one, from the callable's ``config``
     attribute if it has one, and defaults to ``Config()`` (384x128, ImageNet mean/std).
 
-    Calling the extractor on a list of paths / PIL images / (H, W, 3) uint8 arrays, or on an
-    already transformed ``(B, 3, H, W)`` float tensor, returns a ``(N, D)`` float32 CPU
-    tensor: **L2-normalized** unless ``normalize=False``. With ``flip=True`` the raw
-    embeddings of each image and its mirror are averaged (official code), then normalized.
-    Inference runs in batches of ``batch_size``.
+    :meth:`embed` takes paths, PIL images, (H, W, 3) uint8 arrays, ``(frame, box)`` crops or
+    an already transformed ``(B, 3, H, W)`` float tensor (:mod:`abdnet.engine.embedder`) and
+    returns an :class:`Extraction` whose ``(N, D)`` float32 CPU features are
+    **L2-normalized** unless ``normalize=False``; calling the extractor returns the features
+    alone. With ``flip=True`` the raw embeddings of each image and its mirror are averaged
+    (official code; ``flip_mode="normalized"`` averages the unit vectors instead), then
+    normalized. Inference runs in batches of ``batch_size``.
+    ``space`` declares the vectors' :class:`~abdnet.engine.EmbeddingSpace`.
 
     ``backend`` runs a PyTorch network: ``"torch"`` (default) in ``precision`` (fp32 unless
     asked: "auto" picks bf16/fp16 where the device runs it faster); ``"onnx"`` (ONNX Runtime
@@ -98,12 +74,13 @@ class FeatureExtractor:
         precision: PrecisionName | None = None,
         backend: BackendName = "torch",
         remeasure: bool = False,
+        flip_mode: FlipMode = "raw",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
-        self.device = resolve_device(device)
+        dev = resolve_device(device)
         source = checkpoint_or_model
         if isinstance(source, (str, Path)):
             source = load_model(source, map_location="cpu")
@@ -112,128 +89,55 @@ class FeatureExtractor:
             source = source.model
         if not isinstance(source, nn.Module):
             config = config or getattr(source, "config", None)
-        self.config: Config = config if config is not None else Config()
-        self.batch_size = int(batch_size)
-        self.flip = bool(flip)
-        self.normalize = bool(normalize)
-        self.network: nn.Module | None = None
+        config = config if config is not None else Config()
         if isinstance(source, nn.Module):
-            self.network = source.to(self.device)
+            network = source.to(dev)
             chosen = select_backend(
                 backend,
-                self.network,
-                self.config,
-                device=self.device,
+                network,
+                config,
+                device=dev,
                 precision=precision,
-                batch_size=self.batch_size,
+                batch_size=int(batch_size),
                 remeasure=remeasure,
             )
-            self.model: Embedder = chosen.embed
-            self.precision: PrecisionName = chosen.precision
-            self.channels_last = chosen.channels_last
-            self.backend_name = chosen.name
+            runner: Runner = chosen.embed
+            chosen_precision: PrecisionName | None = chosen.precision
+            channels_last, name = chosen.channels_last, chosen.name
         elif callable(source):
             if backend not in ("torch", "auto"):
                 raise ValueError(
                     f"backend {backend!r}: a {type(source).__name__} runs as given; the "
                     f"backend applies to a PyTorch checkpoint or network"
                 )
-            self.model = source
-            self.precision = precision or "fp32"
-            self.channels_last = False
-            self.backend_name = getattr(source, "backend_name", type(source).__name__)
+            network, runner, chosen_precision = None, source, precision
+            channels_last = False
+            name = getattr(source, "backend_name", type(source).__name__)
         else:
             raise TypeError(
                 f"FeatureExtractor: expected a checkpoint path, LoadedModel, nn.Module or "
                 f"callable, got {type(source).__name__}"
             )
-        self.transform = build_test_transform(self.config.data)
-        self._input_size = (self.config.data.height, self.config.data.width)
-
-    def __call__(self, inputs: Sequence[ImageInput] | ImageInput | torch.Tensor) -> torch.Tensor:
-        """``(N, D)`` float32 CPU features; any unreadable input raises ImageReadError."""
-        return self.extract(inputs).features
+        super().__init__(
+            runner,
+            config=config,
+            device=dev,
+            batch_size=batch_size,
+            flip=flip,
+            flip_mode=flip_mode,
+            normalize=normalize,
+            precision=chosen_precision,
+            channels_last=channels_last,
+            network=network,
+            name=name,
+        )
 
     def extract(
         self,
-        inputs: Sequence[ImageInput] | ImageInput | torch.Tensor,
+        inputs: Any,
         *,
         skip_bad: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> Extraction:
-        """Features of ``inputs`` with the unreadable ones skipped (``skip_bad``) or raised.
-
-        ``progress`` is called with the number of inputs done after each batch.
-        """
-        if torch.is_tensor(inputs):
-            x = inputs
-            if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
-                raise ValueError(
-                    f"tensor input: expected a transformed (B, 3, H, W) float batch, got shape "
-                    f"{tuple(x.shape)} dtype {x.dtype}"
-                )
-            batches: Iterator[torch.Tensor] = (
-                x[s : s + self.batch_size].float() for s in range(0, x.shape[0], self.batch_size)
-            )
-            feats = self._run(batches, progress)
-            return Extraction(features=feats, kept=list(range(x.shape[0])))
-        if isinstance(inputs, (str, Path, Image.Image, np.ndarray)):
-            inputs = [inputs]
-        items = list(inputs)
-        kept: list[int] = []
-        skipped: list[tuple[str, str]] = []
-        feats = self._run(self._image_batches(items, skip_bad, kept, skipped, progress), None)
-        return Extraction(features=feats, kept=kept, skipped=skipped)
-
-    def _image_batches(
-        self,
-        items: list[ImageInput],
-        skip_bad: bool,
-        kept: list[int],
-        skipped: list[tuple[str, str]],
-        progress: Callable[[int], None] | None,
-    ) -> Iterator[torch.Tensor]:
-        """Transformed batches of the readable ``items``; fills ``kept`` and ``skipped``."""
-        for start in range(0, len(items), self.batch_size):
-            tensors = []
-            for i in range(start, min(start + self.batch_size, len(items))):
-                try:
-                    image = read_image(items[i])
-                except ImageReadError as exc:
-                    if not skip_bad:
-                        raise
-                    log.warning("skipping %s", exc)
-                    skipped.append((_describe(items[i]), str(exc)))
-                    continue
-                warning = upscale_warning(_describe(items[i]), image.size, self._input_size)
-                if warning is not None:
-                    log.warning("%s", warning)
-                tensors.append(self.transform(image))
-                kept.append(i)
-            if tensors:
-                yield torch.stack(tensors)  # (b, 3, H, W)
-            if progress is not None:
-                progress(min(self.batch_size, len(items) - start))
-
-    def _run(
-        self, batches: Iterator[torch.Tensor], progress: Callable[[int], None] | None
-    ) -> torch.Tensor:
-        feats = extract_features(
-            self.model,
-            batches,
-            device=self.device,
-            precision=self.precision,
-            channels_last=self.channels_last,
-            flip=self.flip,
-            normalize=self.normalize,
-            progress=progress,
-        )
-        if feats.numel() == 0:
-            return torch.empty(0, self.feature_dim or 0, dtype=torch.float32)
-        return feats
-
-    @property
-    def feature_dim(self) -> int | None:
-        """D when the model declares it (``feature_dim`` attribute), else None."""
-        value = getattr(self.model, "feature_dim", None)
-        return int(value) if value is not None else None
+        """:meth:`embed` (the name feature-file code has always used)."""
+        return self.embed(inputs, skip_bad=skip_bad, progress=progress)

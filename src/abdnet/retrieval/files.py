@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from abdnet.data.images import IMAGE_EXTENSIONS, parse_name
+from abdnet.data.images import IMAGE_EXTENSIONS
+from abdnet.data.names import parse_name
 
 __all__ = ["collect_images", "parse_labels"]
 

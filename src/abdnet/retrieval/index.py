@@ -10,12 +10,8 @@ metric; on L2-normalized features it equals ``2 - 2 cos``):
   at a fraction of flat's memory.
 - ``hnsw``: graph search (``faiss.IndexHNSWFlat``), no training, more memory than flat.
 
-An index folder holds::
-
-    index.faiss   the faiss index (faiss.write_index)
-    paths.txt     one gallery path per line, in index order (only when paths were given)
-    labels.npz    pids / camids arrays (only when every gallery item carried them)
-    meta.json     format version, dim, kind, params, count, optional extraction info
+The kinds and their options are in ``index_kinds``, the folder's files and the checks made
+when reading them in ``index_storage``.
 
 Safety: the folder path is a link to a hidden versioned folder beside it, and every write
 (a build, an addition) writes a complete new version and swaps the link with one rename
@@ -33,23 +29,26 @@ cheap and faiss remains an optional dependency (``pip install abdnet[retrieval]`
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
-import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from abdnet.files import (
-    FolderLock,
-    atomic_directory,
-    check_output,
-    current_version,
+from abdnet.files import FolderLock, check_output, current_version
+from abdnet.retrieval.index_kinds import (
+    INDEX_KINDS,
+    KIND_OPTIONS,
+    SEARCH_OPTIONS,
+    build_faiss_index,
+    check_kind,
+    default_ivfpq_params,
+    load_faiss,
+    set_search_params,
 )
+from abdnet.retrieval.index_storage import StoredIndex, read_index_version, write_index_folder
 
 __all__ = [
     "INDEX_KINDS",
@@ -65,43 +64,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT_VERSION = 1
-INDEX_KINDS = ("flat", "ivfpq", "hnsw")
-
-_INDEX_FILE = "index.faiss"
-_PATHS_FILE = "paths.txt"
-_LABELS_FILE = "labels.npz"
-_META_FILE = "meta.json"
-
-# Options each kind accepts, with their defaults (None: chosen from the data, see below).
-_KIND_OPTIONS: dict[str, dict[str, Any]] = {
-    "flat": {},
-    "ivfpq": {
-        "nlist": None,  # inverted lists (coarse centroids); default ~4 sqrt(N), power of two
-        "m": None,  # PQ sub-quantizers; must divide dim; default dim / 16 capped at 64
-        "nbits": 8,  # bits per sub-quantizer code
-        "nprobe": 32,  # lists visited per query (search-time, stored in meta.json)
-        # Re-rank k * k_factor candidates: "flat" exact distances (IndexRefineFlat; keeps the
-        # raw vectors, so more memory than flat), "sq8" / "fp16" (8-bit / half-precision
-        # copies: 1/4 or 1/2 of flat's memory, near-exact) or "none" (PQ distances only).
-        "refine": "flat",
-        "k_factor": 8,  # candidates re-ranked = k * k_factor (refine only)
-        "train_size": 200_000,  # at most this many vectors train the quantizers
-        "seed": 0,
-    },
-    "hnsw": {
-        "hnsw_m": 32,  # graph degree M
-        "ef_construction": 100,
-        "ef_search": 128,  # search-time, stored in meta.json
-    },
-}
-# Scalar-quantizer types of the compressed re-ranking copies (looked up lazily in faiss).
-_REFINE_SQ = {
-    "sq8": lambda: _faiss().ScalarQuantizer.QT_8bit,
-    "fp16": lambda: _faiss().ScalarQuantizer.QT_fp16,
-}
-# Options that only affect search; they may be changed on an existing index.
-_SEARCH_OPTIONS = {"nprobe", "k_factor", "ef_search"}
 # Seconds a writer waits for another writer of the same index folder (an addition to a
 # large index takes seconds to minutes) before giving up with FileLockedError.
 INDEX_LOCK_TIMEOUT = 600.0
@@ -116,18 +78,6 @@ class SearchResult(NamedTuple):
 
     distances: np.ndarray
     indices: np.ndarray
-
-
-def _faiss():
-    # faiss logs every CPU-feature probe at INFO on first import; keep the CLI output clean.
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "faiss is needed for the search index: pip install 'abdnet[retrieval]' (faiss-cpu)"
-        ) from exc
-    return faiss
 
 
 def _as_matrix(features: Any, what: str) -> np.ndarray:
@@ -145,40 +95,14 @@ def _as_matrix(features: Any, what: str) -> np.ndarray:
     return arr
 
 
-def default_ivfpq_params(n: int, dim: int) -> dict[str, int]:
-    """Data-dependent ``nlist`` and ``m`` for IVF-PQ when the user gives none.
-
-    nlist ~ 4 sqrt(N) (faiss's rule of thumb), rounded to a power of two, between 16 and
-    65536, and no more than N / 39 so k-means has its recommended 39 points per centroid.
-    m = dim / 16 capped at 64 (16 dims per 1-byte code: the exact re-ranking recovers the
-    precision, and fewer codes scan faster), lowered until it divides dim.
-    """
-    nlist = 2 ** round(math.log2(max(16.0, 4.0 * math.sqrt(max(n, 1)))))
-    while nlist > 16 and nlist * 39 > n:
-        nlist //= 2
-    nlist = int(min(nlist, 65536))
-    m = max(1, min(64, dim // 16))
-    while dim % m:
-        m -= 1
-    return {"nlist": nlist, "m": m}
-
-
 @dataclass
-class FeatureIndex:
+class FeatureIndex(StoredIndex):
     """A faiss index with the gallery's paths and labels; see the module docstring.
 
     Build one with :func:`build_index`, open a saved one with :func:`open_index`.
     ``search`` returns squared Euclidean distances, smallest first.
     """
 
-    index: Any  # faiss.Index
-    kind: str
-    dim: int
-    params: dict[str, Any]
-    paths: list[str] | None = None
-    pids: np.ndarray | None = None
-    camids: np.ndarray | None = None
-    extraction: dict[str, Any] = field(default_factory=dict)  # how the features were made
     directory: Path | None = None
     # the version folder this index was read from or last written to (see save)
     _version: str | None = field(default=None, repr=False)
@@ -199,23 +123,17 @@ class FeatureIndex:
 
     def apply_search_params(self, **opts: Any) -> None:
         """Set search-time options (``nprobe``, ``k_factor``, ``ef_search``) of this kind."""
-        faiss = _faiss()
         for name, value in opts.items():
             if value is None:
                 continue
-            if name not in _SEARCH_OPTIONS or name not in _KIND_OPTIONS[self.kind]:
+            if name not in SEARCH_OPTIONS or name not in KIND_OPTIONS[self.kind]:
                 raise ValueError(
                     f"{self._where()}: option {name!r} does not apply to kind {self.kind!r}"
                 )
             if int(value) < 1:
                 raise ValueError(f"{self._where()}: {name} must be >= 1, got {value}")
             self.params[name] = int(value)
-        if self.kind == "ivfpq":
-            faiss.extract_index_ivf(self.index).nprobe = int(self.params["nprobe"])
-            if self.params.get("refine", "none") != "none":
-                self.index.k_factor = float(self.params["k_factor"])
-        elif self.kind == "hnsw":
-            self.index.hnsw.efSearch = int(self.params["ef_search"])
+        set_search_params(self.index, self.kind, self.params)
 
     def add(
         self,
@@ -279,7 +197,7 @@ class FeatureIndex:
 
     def memory_bytes(self) -> int:
         """Size of the serialized faiss index (what it occupies in RAM, to within a few %)."""
-        return int(_faiss().serialize_index(self.index).size)
+        return int(load_faiss().serialize_index(self.index).size)
 
     def save(
         self,
@@ -314,30 +232,7 @@ class FeatureIndex:
     def _write(self, out: Path) -> None:
         """A complete new version of the folder, swapped in atomically; the caller holds
         the folder's lock."""
-        faiss = _faiss()
-        with atomic_directory(out) as tmp:
-            faiss.write_index(self.index, str(tmp / _INDEX_FILE))
-            if self.paths is not None:
-                (tmp / _PATHS_FILE).write_text(
-                    "".join(p + "\n" for p in self.paths), encoding="utf-8"
-                )
-            if self.pids is not None and self.camids is not None:
-                with open(tmp / _LABELS_FILE, "wb") as f:
-                    np.savez(f, pids=self.pids, camids=self.camids)
-            meta = {
-                "format": "abdnet-index",
-                "format_version": INDEX_FORMAT_VERSION,
-                "kind": self.kind,
-                "dim": self.dim,
-                "count": self.count,
-                "metric": "squared_l2",
-                "params": self.params,
-                "has_paths": self.paths is not None,
-                "has_labels": self.pids is not None,
-                "extraction": self.extraction,
-            }
-            # meta.json last: a version folder is complete when it has one
-            (tmp / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_index_folder(out, self)
         self.directory = out
         self._version = current_version(out).name
 
@@ -383,70 +278,16 @@ def build_index(
       needs at least ``max(nlist, 2**nbits)`` training vectors.
     - hnsw: ``hnsw_m``, ``ef_construction``, ``ef_search``.
     """
-    faiss = _faiss()
-    if kind not in INDEX_KINDS:
-        raise ValueError(f"index kind {kind!r}: expected one of {', '.join(INDEX_KINDS)}")
+    check_kind(kind)
     arr = _as_matrix(features, "features")
-    n, dim = arr.shape
-    if n == 0:
+    if arr.shape[0] == 0:
         raise ValueError("features: cannot build an index from 0 vectors")
-    allowed = _KIND_OPTIONS[kind]
-    unknown = sorted(k for k, v in opts.items() if v is not None and k not in allowed)
-    if unknown:
-        raise ValueError(
-            f"index kind {kind!r} does not take option(s) {', '.join(unknown)}; "
-            f"valid: {', '.join(allowed) or '(none)'}"
-        )
-    params = {k: (opts[k] if opts.get(k) is not None else v) for k, v in allowed.items()}
-
-    if kind == "flat":
-        index = faiss.IndexFlatL2(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(params["hnsw_m"]))
-        index.hnsw.efConstruction = int(params["ef_construction"])
-    else:
-        defaults = default_ivfpq_params(n, dim)
-        for name in ("nlist", "m"):
-            if params[name] is None:
-                params[name] = defaults[name]
-        nlist, m, nbits = int(params["nlist"]), int(params["m"]), int(params["nbits"])
-        if dim % m:
-            raise ValueError(f"ivfpq: m={m} must divide the feature dimension {dim}")
-        needed = max(nlist, 2**nbits)
-        train_size = int(params["train_size"])
-        if min(n, train_size) < needed:
-            raise ValueError(
-                f"ivfpq: too few training vectors: {min(n, train_size)} given, at least {needed} "
-                f"needed (nlist={nlist}, 2**nbits={2**nbits}); use --kind flat or hnsw for a "
-                f"small gallery, or lower nlist/nbits"
-            )
-        quantizer = faiss.IndexFlatL2(dim)
-        ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits)
-        ivf.cp.seed = int(params["seed"])
-        # (faiss's Python wrapper keeps the quantizer / wrapped index alive with their owner.)
-        refine = params["refine"]
-        if refine is True or refine is False:
-            refine = params["refine"] = "flat" if refine else "none"
-        if refine == "flat":
-            index = faiss.IndexRefineFlat(ivf)
-        elif refine in _REFINE_SQ:
-            index = faiss.IndexRefine(ivf, faiss.IndexScalarQuantizer(dim, _REFINE_SQ[refine]()))
-        elif refine == "none":
-            index = ivf
-        else:
-            raise ValueError(f"ivfpq: refine={refine!r}; expected flat, sq8, fp16 or none")
-        rng = np.random.default_rng(int(params["seed"]))
-        sample = arr if n <= train_size else arr[np.sort(rng.choice(n, train_size, replace=False))]
-        log.info(
-            "training ivfpq (nlist=%d, m=%d, nbits=%d) on %d vectors", nlist, m, nbits, len(sample)
-        )
-        index.train(sample)
-
+    built = build_faiss_index(kind, arr, opts)
     result = FeatureIndex(
-        index=index,
+        index=built.index,
         kind=kind,
-        dim=dim,
-        params=params,
+        dim=arr.shape[1],
+        params=built.params,
         extraction=dict(extraction or {}),
     )
     result.apply_search_params()
@@ -473,166 +314,19 @@ def open_index(directory: str | Path, **search_opts: Any) -> FeatureIndex:
     for attempt in range(3):
         version = current_version(d)
         try:
-            result = _read_version(d, version)
+            stored = read_index_version(d, version)
         except FileNotFoundError:
             if attempt == 2 or current_version(d) == version:
                 raise
             continue
+        result = FeatureIndex(
+            **{f.name: getattr(stored, f.name) for f in fields(StoredIndex)},
+            directory=d,
+            _version=version.name,
+        )
         result.apply_search_params(**search_opts)
         return result
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _read_version(d: Path, v: Path) -> FeatureIndex:
-    """The index whose files are in ``v`` (``d``'s current version); errors name ``d``'s files."""
-    faiss = _faiss()
-    meta_path = d / _META_FILE
-    if not (v / _META_FILE).is_file() or not (v / _INDEX_FILE).is_file():
-        raise ValueError(
-            f"{d} is not an abdnet index folder: missing {_META_FILE} or {_INDEX_FILE}"
-        )
-    try:
-        meta = json.loads((v / _META_FILE).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{meta_path}: not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != "abdnet-index":
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise ValueError(f"{meta_path}: not an abdnet index (format={found!r})")
-    version = _meta_int(meta, "format_version", meta_path, minimum=1)
-    if version > INDEX_FORMAT_VERSION:
-        raise ValueError(
-            f"{meta_path}: format_version {version} is newer than this abdnet supports "
-            f"({INDEX_FORMAT_VERSION})"
-        )
-    kind = meta.get("kind")
-    if kind not in INDEX_KINDS:
-        raise ValueError(f"{meta_path}: kind {kind!r}: expected one of {', '.join(INDEX_KINDS)}")
-    dim = _meta_int(meta, "dim", meta_path, minimum=1)
-    count = _meta_int(meta, "count", meta_path, minimum=0)
-    has_paths = _meta_bool(meta, "has_paths", meta_path)
-    has_labels = _meta_bool(meta, "has_labels", meta_path)
-    params = meta.get("params")
-    if not isinstance(params, dict):
-        raise ValueError(f"{meta_path}: params: expected a mapping, got {params!r}")
-    extraction = meta.get("extraction") or {}
-    if not isinstance(extraction, dict):
-        raise ValueError(f"{meta_path}: extraction: expected a mapping, got {extraction!r}")
-
-    try:
-        index = faiss.read_index(str(v / _INDEX_FILE))
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{d / _INDEX_FILE}: not a readable faiss index: {reason}") from None
-    actual_kind, refine = _kind_of(index)
-    if actual_kind != kind:
-        raise ValueError(
-            f"{meta_path}: kind {kind!r} does not match {_INDEX_FILE}, which holds a "
-            f"{actual_kind or type(index).__name__} index"
-        )
-    if index.d != dim:
-        raise ValueError(f"{meta_path}: dim {dim} does not match {_INDEX_FILE} (dim {index.d})")
-    if index.ntotal != count:
-        raise ValueError(
-            f"{meta_path}: count {count} does not match {_INDEX_FILE} ({index.ntotal} vectors)"
-        )
-    _check_params(params, kind, refine, meta_path)
-
-    paths_file, labels_file = v / _PATHS_FILE, v / _LABELS_FILE
-    if has_paths != paths_file.is_file():
-        raise ValueError(
-            f"{meta_path}: has_paths is {str(has_paths).lower()} but {d / _PATHS_FILE} "
-            f"{'is missing' if has_paths else 'exists'}"
-        )
-    if has_labels != labels_file.is_file():
-        raise ValueError(
-            f"{meta_path}: has_labels is {str(has_labels).lower()} but {d / _LABELS_FILE} "
-            f"{'is missing' if has_labels else 'exists'}"
-        )
-    paths = None
-    if has_paths:
-        try:
-            text = paths_file.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{d / _PATHS_FILE}: not UTF-8 text: {exc}") from None
-        paths = text.split("\n")[:-1] if text else []
-        if len(paths) != count:
-            raise ValueError(f"{d / _PATHS_FILE}: {len(paths)} paths for {count} vectors")
-    pids = camids = None
-    if has_labels:
-        pids, camids = _read_labels(labels_file, count, d / _LABELS_FILE)
-    return FeatureIndex(
-        index=index,
-        kind=kind,
-        dim=dim,
-        params=dict(params),
-        paths=paths,
-        pids=pids,
-        camids=camids,
-        extraction=dict(extraction),
-        directory=d,
-        _version=v.name,
-    )
-
-
-def _meta_int(meta: dict[str, Any], key: str, where: Path, *, minimum: int) -> int:
-    value = meta.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{where}: {key}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _meta_bool(meta: dict[str, Any], key: str, where: Path) -> bool:
-    value = meta.get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"{where}: {key}: expected true or false, got {value!r}")
-    return value
-
-
-def _kind_of(index: Any) -> tuple[str | None, str]:
-    """``(kind, refine)`` of a faiss index as :func:`build_index` makes them."""
-    faiss = _faiss()
-    if isinstance(index, faiss.IndexHNSWFlat):
-        return "hnsw", "none"
-    if isinstance(index, faiss.IndexFlat):
-        return "flat", "none"
-    if isinstance(index, faiss.IndexIVFPQ):
-        return "ivfpq", "none"
-    if isinstance(index, (faiss.IndexRefineFlat, faiss.IndexRefine)):
-        base = faiss.downcast_index(index.base_index)
-        if isinstance(base, faiss.IndexIVFPQ):
-            return "ivfpq", "flat" if isinstance(index, faiss.IndexRefineFlat) else "sq"
-    return None, "none"
-
-
-def _check_params(params: dict[str, Any], kind: str, refine: str, where: Path) -> None:
-    for name in sorted(_SEARCH_OPTIONS & set(_KIND_OPTIONS[kind])):
-        value = params.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{where}: params.{name}: expected an integer >= 1, got {value!r}")
-    if kind == "ivfpq":
-        stored = params.get("refine")
-        if {"flat": "flat", "sq8": "sq", "fp16": "sq", "none": "none"}.get(stored) != refine:
-            raise ValueError(
-                f"{where}: params.refine {stored!r} does not match {_INDEX_FILE} "
-                f"({'no re-ranking' if refine == 'none' else 're-ranking ' + refine})"
-            )
-
-
-def _read_labels(path: Path, count: int, name: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("pids", "camids") if k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{name}: not a readable labels file: {exc}") from None
-    for key in ("pids", "camids"):
-        arr = arrays.get(key)
-        if arr is None:
-            raise ValueError(f"{name}: no {key!r} array")
-        if arr.shape != (count,) or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(
-                f"{name}: {key}: expected {count} integers, got shape {arr.shape} dtype {arr.dtype}"
-            )
-    return arrays["pids"].astype(np.int64), arrays["camids"].astype(np.int64)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ optional ``serve`` extra).
 from contextlib import asynccontextmanager
 from typing import Any
 
+from abdnet.engine import Embedder
 from abdnet.gallery import Gallery, ModelInfo, Threshold
 from abdnet.service.auth import AccessPolicy
 from abdnet.service.limits import BodyLimit, ServiceSettings
@@ -30,16 +31,16 @@ __all__ = ["create_app"]
 
 def create_app(
     *,
-    extractor: Any,
+    extractor: Embedder,
     gallery: Gallery,
     model: ModelInfo,
     policy: AccessPolicy,
     threshold: Threshold | None = None,
     settings: ServiceSettings | None = None,
 ) -> Any:
-    """The FastAPI app serving ``gallery`` with embeddings from ``extractor`` (a
-    FeatureExtractor that L2-normalizes). ``model`` must be the gallery's (and the
-    threshold's) model."""
+    """The FastAPI app serving ``gallery`` with embeddings from ``extractor`` (the
+    :class:`~abdnet.engine.Embedder` of ``model``: a FeatureExtractor). ``model`` must be
+    the gallery's (and the threshold's) model, and its space the extractor's."""
     # heavy, optional: the `serve` extra
     from fastapi import FastAPI
     from starlette.middleware.base import BaseHTTPMiddleware
@@ -51,6 +52,7 @@ def create_app(
     from abdnet.service.api.middleware import observe
 
     settings = settings or ServiceSettings()
+    model.space.check_same(extractor.space, "the extractor")
     gallery.model.check_same(model, f"gallery {gallery.uri}")
     if threshold is not None:
         threshold.model.check_same(model, "the threshold file")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from abdnet.gallery import DEFAULT_MAX_PIXELS
+from abdnet.gallery import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
 from abdnet.service.errors import ApiError
 
 __all__ = ["BodyLimit", "ServiceSettings"]
@@ -19,12 +19,12 @@ __all__ = ["BodyLimit", "ServiceSettings"]
 class ServiceSettings:
     max_upload_bytes: int = 16 * 2**20  # whole request body (413 beyond)
     max_image_pixels: int = DEFAULT_MAX_PIXELS  # per image (413 beyond)
+    min_crop_side: int = DEFAULT_MIN_SIDE  # least width and height of an image (422 below)
     max_files: int = 64  # images per enrolment request
     max_batch: int = 32  # images embedded together
     max_wait_ms: float = 5.0  # how long a batch waits for more requests
     default_k: int = 10
     max_k: int = 1000
-    fps: float = 25.0  # frame rate for times parsed from Market/Duke-style upload names
 
 
 class BodyLimit:

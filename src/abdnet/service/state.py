@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from abdnet.gallery import CropImage, Gallery, Hit, ModelInfo, SearchFilter, Threshold
+from abdnet.engine import Embedder
+from abdnet.gallery import (
+    CropImage,
+    Gallery,
+    GalleryEntry,
+    Hit,
+    ModelInfo,
+    SearchFilter,
+    Threshold,
+)
 from abdnet.service.auth import AccessPolicy
 from abdnet.service.batcher import DynamicBatcher
 from abdnet.service.limits import ServiceSettings
@@ -25,7 +34,7 @@ class ServiceState:
 
     def __init__(
         self,
-        extractor: Any,
+        extractor: Embedder,
         gallery: Gallery,
         model: ModelInfo,
         policy: AccessPolicy,
@@ -67,7 +76,7 @@ class ServiceState:
                 b.close()
 
     def _embed_batch(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:
-        feats = self.extractor(torch.stack(tensors)).numpy()  # (B, D), L2-normalized
+        feats = self.extractor(torch.stack(tensors)).numpy()  # (B, D), in the model's space
         return list(feats)
 
     def _search_batch(self, items: list[tuple[np.ndarray, int, SearchFilter]]) -> list[list[Hit]]:
@@ -99,15 +108,18 @@ class ServiceState:
             "far": None if t is None else t.far,
         }
 
+    @staticmethod
+    def entry_json(e: GalleryEntry) -> dict[str, Any]:
+        """A gallery entry as the API shows it: every field of the entry (camera from 1,
+        capture time or None, frame or None, label, source file name, ...) and its image."""
+        return {**e.to_dict(), "image": f"/gallery/{e.id}/image"}
+
     def hit_json(self, h: Hit) -> dict[str, Any]:
-        e = h.entry.to_dict()
+        """A search hit: its distance, score and match, then the entry as ``entry_json``."""
         return {
-            "id": e["id"],
+            "id": h.entry.id,
             "distance": h.distance,
             "score": h.score,
             "match": self.match(h.distance),
-            "camera": e["camera"],
-            "timestamp": e["timestamp"],
-            "label": e["label"],
-            "image": f"/gallery/{e['id']}/image",
+            **self.entry_json(h.entry),
         }

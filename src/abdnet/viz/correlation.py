@@ -15,8 +15,12 @@ hidden.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "CorrelationStats",
@@ -149,9 +153,12 @@ def plot_correlation(
     title: str = "Channel correlation |Corr(F)| (section 4.5)",
     bins: int = 50,
     dpi: int = 100,
-) -> None:
+) -> Figure:
     """One row per model: the |Corr| matrix with a colour bar (Fig. 6) and the histogram of
-    its off-diagonal entries (Fig. 7)."""
+    its off-diagonal entries (Fig. 7).
+
+    Returns the figure (closed: pyplot no longer holds it), whose artists hold what was
+    drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,3 +184,4 @@ def plot_correlation(
     fig.tight_layout()
     fig.savefig(out_path, dpi=dpi)
     plt.close(fig)
+    return fig

@@ -19,8 +19,9 @@ from torch import nn
 
 from abdnet.config import Config
 from abdnet.data import build_test_transform
-from abdnet.engine import device_of, extract_records
-from abdnet.evaluation import pairwise_distance
+from abdnet.engine import ModelEmbedder, device_of
+from abdnet.evaluation import is_junk, pairwise_distance
+from abdnet.layout import BEST, CHECKPOINTS_DIR, LAST, MODEL_FILE
 from abdnet.models import load_model
 from abdnet.viz.correlation import (
     CorrelationStats,
@@ -62,7 +63,7 @@ def load_viz_model(
     if label is None:
         # "runs/abd" for a run folder, "abd" for runs/abd.safetensors; "best"/"last" say little.
         label = p.name.removesuffix(".safetensors").removesuffix(".pth.tar")
-        if label in ("best", "last", "model", "checkpoints"):
+        if label in (BEST, LAST, Path(MODEL_FILE).stem, CHECKPOINTS_DIR):
             label = str(p)
     return VizModel(label=label, model=loaded.model.to(device).eval(), config=loaded.config)
 
@@ -90,15 +91,17 @@ def _batch(dataset, records: Sequence, vm: VizModel) -> tuple[torch.Tensor, np.n
 
 
 def _embed(vm: VizModel, dataset, records: Sequence, batch_size: int = 64) -> torch.Tensor:
-    """Raw embeddings (what the RAM score differentiates), in the evaluation precision."""
-    return extract_records(
+    """Raw embeddings (what the RAM score differentiates and the evaluation ranks), in the
+    evaluation precision."""
+    embedder = ModelEmbedder(
         vm.model,
-        records,
-        dataset.read_image,
-        build_test_transform(vm.config.data),
+        config=vm.config,
+        device=device_of(vm.model),
         batch_size=batch_size,
+        normalize=False,
         precision=vm.config.eval.precision,
     )
+    return embedder([dataset.read_image(r) for r in records])
 
 
 def _distances(vm: VizModel, qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
@@ -109,8 +112,8 @@ def _distances(vm: VizModel, qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
 
 
 def _gallery(dataset) -> list:
-    # pid -1 images are junk that the evaluation leaves out of the gallery.
-    return [r for r in dataset.gallery if r.pid >= 0]
+    # junk images (pid -1) are left out of the gallery, as the evaluation does
+    return [r for r in dataset.gallery if not is_junk(r.pid)]
 
 
 def _distractor_pids(dataset) -> frozenset[int]:
@@ -334,7 +337,9 @@ def tsne_figure(
     distractors = _distractor_pids(dataset)
     pool = [r for r in list(dataset.query) + _gallery(dataset) if r.pid not in distractors]
     ids = choose_identities(
-        [r.pid for r in dataset.query if r.pid >= 0 and r.pid not in distractors], num_ids, seed
+        [r.pid for r in dataset.query if not is_junk(r.pid) and r.pid not in distractors],
+        num_ids,
+        seed,
     )
     records = [r for r in pool if r.pid in set(ids)]
     if per_id > 0:

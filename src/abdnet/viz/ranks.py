@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from abdnet.evaluation import JUNK_PID
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["RankEntry", "RankedQuery", "rank_query", "plot_ranks", "STATUS_STYLE"]
 
@@ -63,7 +69,7 @@ def rank_query(
     k: int,
     query_index: int = 0,
     distractor_pids: frozenset[int] = frozenset(),
-    junk_pids: frozenset[int] = frozenset({-1}),
+    junk_pids: frozenset[int] = frozenset({JUNK_PID}),
     show_junk: bool = True,
 ) -> RankedQuery:
     """Gallery sorted by distance (ties by index) until ``k`` ranked entries are collected.
@@ -105,9 +111,12 @@ def plot_ranks(
     title: str = "Ranked gallery images",
     row_labels: list[str] | None = None,
     dpi: int = 100,
-) -> None:
+) -> Figure:
     """Grid: one row per ranked query, the query first, then its entries with coloured
-    borders (green correct, red wrong, dotted red distractor, dashed grey junk)."""
+    borders (green correct, red wrong, dotted red distractor, dashed grey junk).
+
+    Returns the figure (closed: pyplot no longer holds it), whose artists hold what was
+    drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,3 +167,4 @@ def plot_ranks(
     fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     fig.savefig(out_path, dpi=dpi)
     plt.close(fig)
+    return fig

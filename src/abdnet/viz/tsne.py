@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["TsneLayout", "choose_identities", "tsne_layout", "plot_tsne"]
 
@@ -74,9 +78,12 @@ def plot_tsne(
     *,
     title: str = "t-SNE of embeddings (Fig. 8)",
     dpi: int = 100,
-) -> None:
+) -> Figure:
     """Side-by-side scatter plots; one colour per identity (ids written at their centroid),
-    one marker per camera, legends for both."""
+    one marker per camera, legends for both.
+
+    Returns the figure (closed: pyplot no longer holds it), whose artists hold what was
+    drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,3 +131,4 @@ def plot_tsne(
     fig.tight_layout(rect=(0, 0, (5.5 * n) / (5.5 * n + 1.5), 1))
     fig.savefig(out_path, dpi=dpi)
     plt.close(fig)
+    return fig

@@ -10,6 +10,7 @@ from abdnet.gallery import (
     LABEL_MAX,
     CropImage,
     ImageTooLarge,
+    ImageTooSmall,
     UnsupportedImageType,
     decode_crop,
     parse_time,
@@ -59,7 +60,11 @@ async def images_of(
         data = await up.read()
         try:
             crop = await asyncio.to_thread(
-                decode_crop, data, name, max_pixels=svc.settings.max_image_pixels
+                decode_crop,
+                data,
+                name,
+                max_pixels=svc.settings.max_image_pixels,
+                min_side=svc.settings.min_crop_side,
             )
         except UnsupportedImageType as exc:
             svc.metrics.images.labels("unsupported").inc()
@@ -67,6 +72,9 @@ async def images_of(
         except ImageTooLarge as exc:
             svc.metrics.images.labels("too_large").inc()
             raise ApiError(413, str(exc)) from None
+        except ImageTooSmall as exc:
+            svc.metrics.images.labels("too_small").inc()
+            raise ApiError(422, str(exc)) from None
         except ImageReadError as exc:
             svc.metrics.images.labels("unreadable").inc()
             raise ApiError(400, str(exc)) from None
@@ -75,13 +83,13 @@ async def images_of(
     return crops
 
 
-def int_field(form: FormData, name: str) -> int | None:
-    """Form field ``name`` as a non-negative integer; ``None`` when absent or blank."""
+def int_field(form: FormData, name: str, *, minimum: int = 0) -> int | None:
+    """Form field ``name`` as an integer >= ``minimum``; ``None`` when absent or blank."""
     raw = form.get(name)
     if raw is None or (isinstance(raw, str) and raw.strip() == ""):
         return None
-    if not isinstance(raw, str) or not raw.strip().isdigit():
-        raise ApiError(400, f"form field {name!r}: expected a non-negative integer, got {raw!r}")
+    if not isinstance(raw, str) or not raw.strip().isdigit() or int(raw) < minimum:
+        raise ApiError(400, f"form field {name!r}: expected an integer >= {minimum}, got {raw!r}")
     return int(raw)
 
 

@@ -6,7 +6,14 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from abdnet.gallery import MAX_RESULTS, MIME_TYPES, Enrolment, GalleryEntry, name_metadata
+from abdnet.gallery import (
+    FIRST_CAMERA,
+    MAX_RESULTS,
+    MIME_TYPES,
+    Enrolment,
+    GalleryEntry,
+    name_metadata,
+)
 from abdnet.service.api.deps import Service, can_read, can_write
 from abdnet.service.api.forms import form_of, images_of, int_field, label_value, time_field
 from abdnet.service.errors import ApiError
@@ -17,12 +24,6 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-def _entry_json(e: GalleryEntry) -> dict[str, Any]:
-    d = e.to_dict()
-    d["image"] = f"/gallery/{e.id}/image"
-    return d
-
-
 async def _entry_or_404(svc: ServiceState, entry_id: str) -> GalleryEntry:
     entries = await asyncio.to_thread(svc.gallery.get, [entry_id])
     if not entries:
@@ -31,28 +32,39 @@ async def _entry_or_404(svc: ServiceState, entry_id: str) -> GalleryEntry:
 
 
 @router.post("/gallery", status_code=201, dependencies=[Depends(can_write)])
-async def enrol(request: Request, svc: Service) -> dict[str, Any]:
-    """Multipart ``image`` (one or more), ``camera``, ``timestamp``, ``label`` -> the ids."""
+async def enrol(request: Request, response: Response, svc: Service) -> dict[str, Any]:
+    """Multipart ``image`` (one or more), ``camera`` (from 1), ``timestamp``, ``label`` ->
+    ``{"ids", "created", "entries"}``: 201 Created when a crop was added, 200 when every crop
+    was already enrolled (then nothing changed and ``entries`` are the existing ones)."""
     form = await form_of(request, svc.settings.max_files)
-    camera = int_field(form, "camera")
+    camera = int_field(form, "camera", minimum=FIRST_CAMERA)
     when = time_field(form, "timestamp")
     raw_label = form.get("label")
     label = label_value(raw_label if isinstance(raw_label, str) else None, "label")
     crops = await images_of(svc, form, "image", many=True)
     enrolments = []
     for c in crops:
-        cam, t, _ = name_metadata(c.name, svc.settings.fps)
+        named = name_metadata(c.name)
         enrolments.append(
             Enrolment(
                 crop=c,
-                camera=camera if camera is not None else cam,
-                timestamp=when if when is not None else t,
+                camera=camera if camera is not None else named.camera,
+                timestamp=when,
+                frame=named.frame,
                 label=label,
             )
         )
     feats = await svc.embed(crops)
     added = await asyncio.to_thread(svc.gallery.add, enrolments, np.stack(feats))
-    return {"ids": [a.id for a in added], "created": [a.created for a in added]}
+    ids = [a.id for a in added]
+    found = {e.id: e for e in await asyncio.to_thread(svc.gallery.get, sorted(set(ids)))}
+    if not any(a.created for a in added):
+        response.status_code = 200  # nothing created
+    return {
+        "ids": ids,
+        "created": [a.created for a in added],
+        "entries": [ServiceState.entry_json(found[i]) for i in ids if i in found],
+    }
 
 
 @router.get("/gallery", dependencies=[Depends(can_read)])
@@ -60,7 +72,7 @@ async def browse(
     svc: Service,
     offset: int = Query(0, ge=0),
     limit: int = Query(50, ge=0, le=1000),
-    camera: int | None = Query(None, ge=0),
+    camera: int | None = Query(None, ge=FIRST_CAMERA),
     label: str | None = None,
 ) -> dict[str, Any]:
     if offset + limit > MAX_RESULTS:
@@ -70,13 +82,13 @@ async def browse(
             offset=offset, limit=limit, camera=camera, label=label_value(label, "label")
         )
     )
-    items = [_entry_json(e) for e in page.items]
+    items = [ServiceState.entry_json(e) for e in page.items]
     return {"total": page.total, "offset": offset, "limit": limit, "items": items}
 
 
 @router.get("/gallery/{entry_id}", dependencies=[Depends(can_read)])
 async def entry(svc: Service, entry_id: str) -> dict[str, Any]:
-    return _entry_json(await _entry_or_404(svc, entry_id))
+    return ServiceState.entry_json(await _entry_or_404(svc, entry_id))
 
 
 @router.get("/gallery/{entry_id}/image", dependencies=[Depends(can_read)])

@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from abdnet.gallery import SearchFilter, name_metadata
+from abdnet.gallery import FIRST_CAMERA, SearchFilter, name_metadata
 from abdnet.service.api.deps import Service, can_read
 from abdnet.service.api.forms import form_of, images_of, label_value, query_time
 from abdnet.service.errors import ApiError
@@ -28,7 +28,7 @@ async def search(
     request: Request,
     svc: Service,
     k: int = Depends(search_k),
-    camera: int | None = Query(None, ge=0),
+    camera: int | None = Query(None, ge=FIRST_CAMERA),
     exclude_same_camera: bool = True,
     after: str | None = None,
     before: str | None = None,
@@ -40,7 +40,7 @@ async def search(
     form = await form_of(request, 1)
     (crop,) = await images_of(svc, form, "image", many=False)
     if camera is None:
-        camera = name_metadata(crop.name, svc.settings.fps)[0]
+        camera = name_metadata(crop.name).camera
     filt = SearchFilter(
         exclude_camera=camera if exclude_same_camera else None,
         after=t_after,

@@ -5,7 +5,6 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 
-from abdnet.gallery import distance_from_score
 from abdnet.service.api.deps import Service, can_read
 from abdnet.service.api.forms import form_of, images_of
 
@@ -20,6 +19,9 @@ async def verify(request: Request, svc: Service) -> dict[str, Any]:
     (a,) = await images_of(svc, form, "image_a", many=False)
     (b,) = await images_of(svc, form, "image_b", many=False)
     fa, fb = await svc.embed([a, b])
-    score = float(np.clip(np.dot(fa.astype(np.float64), fb.astype(np.float64)), -1, 1))
-    distance = float(distance_from_score(score))
+    # the two vectors compared as the gallery's search compares them, in the model's space
+    space = svc.model.space
+    dot = float(np.dot(fa.astype(np.float64), fb.astype(np.float64)))
+    distance = float(space.distance_from_search(dot, "inner_product"))
+    score = float(space.score_from_search(dot, "inner_product"))
     return {"distance": distance, "score": score, "match": svc.match(distance), **svc.thresholds()}

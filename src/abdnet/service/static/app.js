@@ -36,6 +36,18 @@ function shortTime(iso) {
   return iso ? iso.replace("T", " ").replace(/\.\d+Z$/, "Z") : "no time";
 }
 
+// When a crop was seen: its capture time, its frame number in the video, both, or "no time".
+function when(item) {
+  const parts = [];
+  if (item.timestamp) parts.push(shortTime(item.timestamp));
+  if (item.frame !== null && item.frame !== undefined) parts.push("frame " + item.frame);
+  return parts.length ? parts.join(" · ") : "no time";
+}
+
+function baseName(path) {
+  return path ? path.split(/[\\/]/).pop() : "";
+}
+
 // Crops are fetched with the API key (an <img src> cannot send it) and shown as blob URLs.
 async function loadCrop(img, path) {
   try {
@@ -73,8 +85,14 @@ function card(item, extra) {
   loadCrop(img, item.image);
   for (const el of extra) div.append(el);
   div.append(line("camera " + (item.camera === null ? "?" : item.camera)));
-  div.append(line(shortTime(item.timestamp)));
+  div.append(line(when(item)));
   if (item.label) div.append(line("label " + item.label));
+  if (item.source) {
+    const src = line(baseName(item.source));
+    src.className = "source";
+    src.title = item.source;
+    div.append(src);
+  }
   return div;
 }
 
