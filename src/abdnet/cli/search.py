@@ -6,7 +6,7 @@ import argparse
 import json
 
 from abdnet.cli.extract import add_model_arguments, build_extractor, run_extraction
-from abdnet.cli.options import positive_int
+from abdnet.cli.options import add_k_option, positive_int
 
 HELP = "find the k nearest gallery images of query images in an index (squared Euclidean distance)"
 
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IMG",
         help="query image files (or folders; a folder without images is an error)",
     )
-    parser.add_argument("-k", type=positive_int, default=10, help="results per query (default 10)")
+    add_k_option(parser)
     parser.add_argument(
         "--json",
         action="store_true",

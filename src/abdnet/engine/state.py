@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,14 +28,15 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
         elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)
         else:
             return model
 
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, numpy, torch CPU and CUDA generator states (weights_only-loadable)."""
-    np_state = np.random.get_state()
+    # the legacy tuple: ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    np_state = cast("tuple[Any, ...]", np.random.get_state())
     state: dict[str, Any] = {
         "python": random.getstate(),
         # numpy's key array is stored as a tensor so that torch.load(weights_only=True) reads it

@@ -17,6 +17,7 @@ from abdnet.retrieval.files import collect_images, parse_labels
 from abdnet.retrieval.index import (
     INDEX_KINDS,
     INDEX_LOCK_TIMEOUT,
+    MAX_K,
     FeatureIndex,
     IndexChangedError,
     SearchResult,
@@ -53,6 +54,7 @@ __all__ = [
     "parse_name",
     "INDEX_KINDS",
     "INDEX_LOCK_TIMEOUT",
+    "MAX_K",
     "FeatureIndex",
     "IndexChangedError",
     "SearchResult",

@@ -18,7 +18,10 @@ when reading them in ``index_storage``.
 Safety: the folder path is a link to a hidden versioned folder beside it, and every write
 (a build, an addition) writes a complete new version and swaps the link with one rename
 (:func:`abdnet.files.atomic_directory`): a kill at any moment leaves the old index or the
-new one, never a mix. Writers take the folder's lock (:class:`abdnet.files.FolderLock`) and
+new one, never a mix. Copy an index with ``cp -rL INDEX DEST`` (it copies the files of the
+current version into a plain folder, which opens, searches and takes additions like the
+original); a plain ``cp -r`` copies the link alone, and opening that copy elsewhere is an
+error that says so. Writers take the folder's lock (:class:`abdnet.files.FolderLock`) and
 :func:`update_index` holds it from opening to saving, so concurrent additions wait for each
 other instead of one silently replacing the other. Opening checks ``meta.json`` against the
 files (kind, dim, count, has_paths, has_labels); a disagreement is an error naming the field,
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -56,6 +60,7 @@ from abdnet.retrieval.index_storage import StoredIndex, read_index_version, writ
 __all__ = [
     "INDEX_KINDS",
     "INDEX_LOCK_TIMEOUT",
+    "MAX_K",
     "FeatureIndex",
     "IndexChangedError",
     "SearchResult",
@@ -71,6 +76,10 @@ log = logging.getLogger(__name__)
 # Seconds a writer waits for another writer of the same index folder (an addition to a
 # large index takes seconds to minutes) before giving up with FileLockedError.
 INDEX_LOCK_TIMEOUT = 600.0
+# The most results per query that ``abdnet search``, ``abdnet gallery search`` (-k) and the
+# HTTP API (k, ServiceSettings.max_k) return: a larger k is refused with an error naming the
+# limit; a k above the gallery's size is not an error (all its items come back).
+MAX_K = 1000
 
 
 class IndexChangedError(ValueError):
@@ -186,8 +195,9 @@ class FeatureIndex(StoredIndex):
     def search(self, queries: Any, k: int = 10) -> SearchResult:
         """The ``k`` nearest gallery items of each query: distances of the space, ascending.
 
-        ``k`` larger than the gallery is clipped to its size; approximate kinds may still
-        return fewer than ``k`` hits, marked with index -1 and distance +inf.
+        ``k`` larger than the gallery gives every item (the command line and the HTTP API
+        refuse a ``k`` above ``MAX_K``); approximate kinds may still return fewer than ``k``
+        hits, marked with index -1 and distance +inf.
         """
         q = _as_matrix(queries, "queries")
         self._check_dim(q, "queries")
@@ -331,6 +341,12 @@ def open_index(directory: str | Path, **search_opts: Any) -> FeatureIndex:
     disagreement is a ``ValueError`` naming the file and the field.
     """
     d = Path(directory)
+    if d.is_symlink() and not d.exists():
+        raise FileNotFoundError(
+            f"index {d} is a link to {os.readlink(d)}, which is not there: an index folder is "
+            f"a link to a hidden version folder beside it, and a plain 'cp -r' copies the "
+            f"link alone; copy an index with 'cp -rL {d} DEST' (or move it with mv)"
+        )
     if not d.exists():
         raise FileNotFoundError(f"index folder not found: {d}")
     if not d.is_dir():

@@ -50,7 +50,7 @@ KIND_OPTIONS: dict[str, dict[str, Any]] = {
     "ivfpq": {
         "nlist": None,  # inverted lists (coarse centroids); default ~4 sqrt(N), power of two
         "m": None,  # PQ sub-quantizers; must divide dim; default dim / 16 capped at 64
-        "nbits": 8,  # bits per sub-quantizer code
+        "nbits": None,  # bits per sub-quantizer code; default 8, fewer below 256 vectors
         "nprobe": 32,  # lists visited per query (search-time, stored in meta.json)
         # Re-rank k * k_factor candidates: "flat" exact distances (IndexRefineFlat; keeps the
         # raw vectors, so more memory than flat), "sq8" / "fp16" (8-bit / half-precision
@@ -87,21 +87,29 @@ def load_faiss() -> Any:
 
 
 def default_ivfpq_params(n: int, dim: int) -> dict[str, int]:
-    """Data-dependent ``nlist`` and ``m`` for IVF-PQ when the user gives none.
+    """Data-dependent ``nlist``, ``m`` and ``nbits`` for IVF-PQ when the user gives none.
 
     nlist ~ 4 sqrt(N) (faiss's rule of thumb), rounded to a power of two, between 16 and
-    65536, and no more than N / 39 so k-means has its recommended 39 points per centroid.
+    65536, and no more than N / 39 so k-means has its recommended 39 points per centroid;
+    a gallery of fewer than 16 vectors gets the largest power of two <= N.
     m = dim / 16 capped at 64 (16 dims per 1-byte code: the exact re-ranking recovers the
     precision, and fewer codes scan faster), lowered until it divides dim.
+    nbits = 8 (one byte per code), or floor(log2 N) for fewer than 256 vectors: each
+    sub-quantizer has 2**nbits centroids to train on N vectors.
     """
-    nlist = 2 ** round(math.log2(max(16.0, 4.0 * math.sqrt(max(n, 1)))))
+    if n < 2:
+        raise ValueError(f"ivfpq: {n} vector(s) cannot train a quantizer; use --kind flat")
+    nlist = 2 ** round(math.log2(max(16.0, 4.0 * math.sqrt(n))))
     while nlist > 16 and nlist * 39 > n:
+        nlist //= 2
+    while nlist > n:
         nlist //= 2
     nlist = int(min(nlist, 65536))
     m = max(1, min(64, dim // 16))
     while dim % m:
         m -= 1
-    return {"nlist": nlist, "m": m}
+    nbits = min(8, int(math.floor(math.log2(n))))
+    return {"nlist": nlist, "m": m, "nbits": nbits}
 
 
 def check_kind(kind: str) -> None:
@@ -158,10 +166,19 @@ def _trained_ivfpq(arr: np.ndarray, params: dict[str, Any], metric_type: int) ->
     faiss = load_faiss()
     n, dim = arr.shape
     defaults = default_ivfpq_params(n, dim)
-    for name in ("nlist", "m"):
-        if params[name] is None:
-            params[name] = defaults[name]
+    chosen = [name for name in ("nlist", "m", "nbits") if params[name] is None]
+    for name in chosen:
+        params[name] = defaults[name]
     nlist, m, nbits = int(params["nlist"]), int(params["m"]), int(params["nbits"])
+    small = [f"{name}={params[name]}" for name in chosen if name in ("nlist", "nbits")]
+    if n < 16 * 39 and small:
+        log.info(
+            "ivfpq on a small gallery (%d vectors): %s chosen for its size (a quantizer "
+            "needs at least as many training vectors as centroids); at this size --kind flat "
+            "is exact and as fast",
+            n,
+            ", ".join(small),
+        )
     if dim % m:
         raise ValueError(f"ivfpq: m={m} must divide the feature dimension {dim}")
     needed = max(nlist, 2**nbits)
@@ -169,8 +186,8 @@ def _trained_ivfpq(arr: np.ndarray, params: dict[str, Any], metric_type: int) ->
     if min(n, train_size) < needed:
         raise ValueError(
             f"ivfpq: too few training vectors: {min(n, train_size)} given, at least {needed} "
-            f"needed (nlist={nlist}, 2**nbits={2**nbits}); use --kind flat or hnsw for a "
-            f"small gallery, or lower nlist/nbits"
+            f"needed (nlist={nlist}, 2**nbits={2**nbits}); leave --nlist / --nbits unset to "
+            f"have them chosen by the gallery's size, lower them, or use --kind flat or hnsw"
         )
     quantizer = faiss.IndexFlat(dim, metric_type)
     ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, metric_type)
