@@ -14,7 +14,6 @@ from PIL import Image
 
 from abdnet.evaluation import pairwise_distance
 from abdnet.gallery import (
-    Gallery,
     Threshold,
     describe_extractor,
     enrol_files,
@@ -29,14 +28,16 @@ LOCAL = ("127.0.0.1", 40000)
 REMOTE = ("10.9.8.7", 40000)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, tiny_checkpoint, synth_root):
+@pytest.fixture(scope="module", params=["lite", "server"])
+def env(request, tmp_path_factory, make_gallery_target, tiny_checkpoint, synth_root):
+    """The service over a gallery of the synthetic test crops: every test of this module runs
+    on a Milvus Lite file and on the Milvus server."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("api")
     extractor = FeatureExtractor(tiny_checkpoint, device="cpu")
     model = describe_extractor(extractor)
     paths = collect_images([synth_root / "bounding_box_test"])
-    gallery = Gallery.open(root / "g.db", model=model, create=True)
+    gallery = make_gallery_target(request.param, root).open(model=model, create=True)
     report = enrol_files(gallery, extractor, paths)
     gfeat = extractor(paths)
     # a threshold inside the distance range, so both decisions occur

@@ -24,6 +24,7 @@ from abdnet.retrieval.index import (
     build_index,
     default_ivfpq_params,
     open_index,
+    space_of_extraction,
     update_index,
 )
 from abdnet.retrieval.sharded import (
@@ -60,5 +61,6 @@ __all__ = [
     "build_index",
     "default_ivfpq_params",
     "open_index",
+    "space_of_extraction",
     "update_index",
 ]

@@ -1,9 +1,11 @@
 """Nearest-neighbour index over gallery embeddings, stored in a folder.
 
-Three kinds, all returning **squared Euclidean distances** (the official code's test
-metric; on L2-normalized features it equals ``2 - 2 cos``):
+Three kinds, all returning distances of the features' embedding space
+(:class:`abdnet.engine.EmbeddingSpace`, recorded in ``meta.json``): **squared Euclidean
+distances**, the official code's test metric, which on the L2-normalized features abdnet
+extracts by default equal ``2 - 2 cos``; faiss computes the space's ``faiss_metric``.
 
-- ``flat``: exact search (``faiss.IndexFlatL2``), the reference the others are measured against.
+- ``flat``: exact search (``faiss.IndexFlat``), the reference the others are measured against.
 - ``ivfpq``: inverted file with product quantization (``faiss.IndexIVFPQ``, needs training);
   optionally wrapped in ``faiss.IndexRefineFlat`` so that the ``k * k_factor`` candidates the
   compressed codes propose are re-ranked with exact distances. Scales to millions of crops
@@ -41,6 +43,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from abdnet.engine import EmbeddingSpace
 from abdnet.files import FolderLock, check_output, current_version
 from abdnet.retrieval.index_kinds import (
     INDEX_KINDS,
@@ -63,6 +66,7 @@ __all__ = [
     "SearchResult",
     "build_index",
     "open_index",
+    "space_of_extraction",
     "update_index",
     "default_ivfpq_params",
 ]
@@ -83,7 +87,8 @@ class IndexChangedError(ValueError):
 
 
 class SearchResult(NamedTuple):
-    """``distances`` (Q, k) float32 squared Euclidean, ``indices`` (Q, k) int64 (-1: no result)."""
+    """``distances`` (Q, k) float32 in the index's embedding space (squared Euclidean for
+    every space abdnet extracts), ``indices`` (Q, k) int64 (-1: no result)."""
 
     distances: np.ndarray
     indices: np.ndarray
@@ -109,7 +114,8 @@ class FeatureIndex(StoredIndex):
     """A faiss index with the gallery's paths and labels; see the module docstring.
 
     Build one with :func:`build_index`, open a saved one with :func:`open_index`.
-    ``search`` returns squared Euclidean distances, smallest first.
+    ``search`` returns distances of the index's embedding space (``embedding_space()``),
+    smallest first.
     """
 
     directory: Path | None = None
@@ -187,7 +193,7 @@ class FeatureIndex(StoredIndex):
             self.paths = (self.paths or []) + [str(p) for p in paths]
 
     def search(self, queries: Any, k: int = 10) -> SearchResult:
-        """The ``k`` nearest gallery items of each query: squared Euclidean distances, ascending.
+        """The ``k`` nearest gallery items of each query: distances of the space, ascending.
 
         ``k`` larger than the gallery gives every item (the command line and the HTTP API
         refuse a ``k`` above ``MAX_K``); approximate kinds may still return fewer than ``k``
@@ -200,8 +206,10 @@ class FeatureIndex(StoredIndex):
         if self.count == 0:
             raise ValueError(f"{self._where()} is empty")
         k = min(k, self.count)
-        distances, indices = self.index.search(q, k)
+        values, indices = self.index.search(q, k)
         indices = indices.astype(np.int64)
+        space = self.embedding_space()
+        distances = np.asarray(space.distance_from_search(values, space.faiss_metric))
         distances = np.where(indices < 0, np.inf, distances).astype(np.float32)
         return SearchResult(distances, indices)
 
@@ -274,13 +282,17 @@ def build_index(
     out_dir: str | Path | None = None,
     overwrite: bool = False,
     extraction: dict[str, Any] | None = None,
+    space: EmbeddingSpace | None = None,
     **opts: Any,
 ) -> FeatureIndex:
     """Build an index of ``kind`` over ``features`` (N, D); save it to ``out_dir`` if given
     (a folder already holding files is refused unless ``overwrite``; see ``save``).
 
-    Features should be L2-normalized (what :class:`FeatureExtractor` returns by default):
-    distances are then squared Euclidean on the unit sphere. Options per kind:
+    ``space`` is the features' embedding space (``extractor.space``); faiss computes its
+    metric and ``search`` answers in its distance. Default: the space ``extraction`` records
+    (``abdnet extract`` writes it), else L2-normalized features (what
+    :class:`FeatureExtractor` returns by default: squared Euclidean on the unit sphere).
+    Options per kind:
 
     - ivfpq: ``nlist``, ``m`` (divides D), ``nbits``, ``nprobe``, ``refine`` ("flat": exact
       re-ranking of ``k * k_factor`` candidates, "sq8", "fp16" or "none"), ``k_factor``,
@@ -292,19 +304,33 @@ def build_index(
     arr = _as_matrix(features, "features")
     if arr.shape[0] == 0:
         raise ValueError("features: cannot build an index from 0 vectors")
-    built = build_faiss_index(kind, arr, opts)
+    extraction = dict(extraction or {})
+    if space is None:
+        space = space_of_extraction(extraction, arr.shape[1])
+    if space.dim != arr.shape[1]:
+        raise ValueError(f"features: {arr.shape[1]}-d, but the space has {space.dim}-d vectors")
+    built = build_faiss_index(kind, arr, opts, space.faiss_metric)
     result = FeatureIndex(
         index=built.index,
         kind=kind,
         dim=arr.shape[1],
         params=built.params,
-        extraction=dict(extraction or {}),
+        extraction=extraction,
+        space=space,
     )
     result.apply_search_params()
     result.add(arr, paths=paths, pids=pids, camids=camids)
     if out_dir is not None:
         result.save(out_dir, overwrite=overwrite, lock_timeout=0)
     return result
+
+
+def space_of_extraction(extraction: dict[str, Any], dim: int) -> EmbeddingSpace:
+    """The space a feature file's extraction record declares (``space``), or for a file
+    written before spaces were recorded, unit vectors unless it was extracted raw."""
+    if "space" in extraction:
+        return EmbeddingSpace.from_dict(extraction["space"], "extraction record: space")
+    return EmbeddingSpace(dim=dim, normalized=bool(extraction.get("normalize", True)))
 
 
 def open_index(directory: str | Path, **search_opts: Any) -> FeatureIndex:

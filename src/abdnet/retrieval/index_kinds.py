@@ -1,6 +1,10 @@
 """The three faiss index kinds and their options: built, trained, tuned and recognised.
 
-- ``flat``: exact search (``faiss.IndexFlatL2``), the reference the others are measured against.
+Each computes the metric of the features' embedding space (``EmbeddingSpace.faiss_metric``:
+``l2``, squared distances, for the squared-Euclidean spaces; ``inner_product`` for a cosine
+space).
+
+- ``flat``: exact search (``faiss.IndexFlat``), the reference the others are measured against.
 - ``ivfpq``: inverted file with product quantization (``faiss.IndexIVFPQ``, needs training);
   optionally wrapped in ``faiss.IndexRefineFlat`` (or ``IndexRefine`` over an 8-bit / fp16
   copy) so that the ``k * k_factor`` candidates the compressed codes propose are re-ranked
@@ -19,6 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from abdnet.engine import FaissMetric
+
 __all__ = [
     "INDEX_KINDS",
     "KIND_OPTIONS",
@@ -27,6 +33,7 @@ __all__ = [
     "FaissKind",
     "build_faiss_index",
     "check_kind",
+    "faiss_metric_type",
     "default_ivfpq_params",
     "kind_of",
     "load_faiss",
@@ -119,8 +126,17 @@ class BuiltIndex:
     params: dict[str, Any]
 
 
-def build_faiss_index(kind: str, features: np.ndarray, opts: dict[str, Any]) -> BuiltIndex:
-    """A new index of ``kind`` for ``features`` (N, D) float32, trained on them if needed.
+def faiss_metric_type(metric: FaissMetric) -> int:
+    """faiss's metric constant for an embedding space's ``faiss_metric``."""
+    faiss = load_faiss()
+    return {"l2": faiss.METRIC_L2, "inner_product": faiss.METRIC_INNER_PRODUCT}[metric]
+
+
+def build_faiss_index(
+    kind: str, features: np.ndarray, opts: dict[str, Any], metric: FaissMetric = "l2"
+) -> BuiltIndex:
+    """A new index of ``kind`` for ``features`` (N, D) float32, trained on them if needed,
+    computing ``metric`` (the embedding space's :attr:`~abdnet.engine.EmbeddingSpace.faiss_metric`).
 
     ``opts`` are the caller's options (``None``: the default); unknown options are refused.
     """
@@ -135,16 +151,17 @@ def build_faiss_index(kind: str, features: np.ndarray, opts: dict[str, Any]) -> 
             f"valid: {', '.join(allowed) or '(none)'}"
         )
     params = {k: (opts[k] if opts.get(k) is not None else v) for k, v in allowed.items()}
+    mt = faiss_metric_type(metric)
     if kind == "flat":
-        return BuiltIndex(faiss.IndexFlatL2(dim), params)
+        return BuiltIndex(faiss.IndexFlat(dim, mt), params)
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(params["hnsw_m"]))
+        index = faiss.IndexHNSWFlat(dim, int(params["hnsw_m"]), mt)
         index.hnsw.efConstruction = int(params["ef_construction"])
         return BuiltIndex(index, params)
-    return BuiltIndex(_trained_ivfpq(features, params), params)
+    return BuiltIndex(_trained_ivfpq(features, params, mt), params)
 
 
-def _trained_ivfpq(arr: np.ndarray, params: dict[str, Any]) -> Any:
+def _trained_ivfpq(arr: np.ndarray, params: dict[str, Any], metric_type: int) -> Any:
     """An IVF-PQ index (with its re-ranking wrapper) trained on ``arr``; fills ``params``."""
     faiss = load_faiss()
     n, dim = arr.shape
@@ -172,8 +189,8 @@ def _trained_ivfpq(arr: np.ndarray, params: dict[str, Any]) -> Any:
             f"needed (nlist={nlist}, 2**nbits={2**nbits}); leave --nlist / --nbits unset to "
             f"have them chosen by the gallery's size, lower them, or use --kind flat or hnsw"
         )
-    quantizer = faiss.IndexFlatL2(dim)
-    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits)
+    quantizer = faiss.IndexFlat(dim, metric_type)
+    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, metric_type)
     ivf.cp.seed = int(params["seed"])
     # (faiss's Python wrapper keeps the quantizer / wrapped index alive with their owner.)
     refine = params["refine"]
