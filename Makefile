@@ -27,9 +27,14 @@ test-deps:
 demo: $(STAMP)
 	$(VENV)/bin/abdnet demo --out runs/demo
 
-lint: $(STAMP)
+lint: typecheck
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# mypy over config.py, models/, evaluation/ and engine/ (the files and settings are in
+# pyproject.toml's [tool.mypy]); .ci/run runs it too.
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache

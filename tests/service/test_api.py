@@ -345,3 +345,16 @@ def test_too_small_images_are_refused_and_the_minimum_is_a_setting(env):
         r = c.post("/gallery", files=_file_bytes(dot, name="dot.png"), headers=auth)
         assert r.status_code == 201, r.text
         c.delete(f"/gallery/{r.json()['ids'][0]}", headers=auth)
+
+
+def test_k_has_the_command_lines_limit(env):
+    from abdnet.retrieval import MAX_K
+
+    q = env["queries"][0]
+    with _client(env) as c:
+        r = c.post(f"/search?k={MAX_K + 1}", files=_file(q))
+        assert r.status_code == 400 and f"at most {MAX_K}" in r.json()["error"]
+        # at the limit, above the gallery's size: every entry of another camera
+        r = c.post(f"/search?k={MAX_K}", files=_file(q))
+        cams = [parse_name(p).camid + 1 for p in env["paths"]]
+        assert len(r.json()["results"]) == sum(c != r.json()["camera"] for c in cams)

@@ -97,6 +97,8 @@ def track_camera(
     trk = build_tracker(tracker, frame_rate=source.info.frame_rate, **(tracker_params or {}))
     builder = TrackletBuilder(camera.name, input_height=input_height, crops=crops)
     seen: set[int] = set()
+    known: set[int] = set()
+    previous: tuple[int, float, np.ndarray, np.ndarray] | None = None
     n_frames = 0
     for frame in source:
         n_frames += 1
@@ -109,6 +111,9 @@ def track_camera(
             xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
             dets = Detections(xyxy, rows.scores[idx])
         tracks = trk.update(dets, frame.image, time=frame.time)
+        _backfill(builder, tracks, dets, previous, known)
+        untracked = np.setdiff1d(np.arange(len(dets)), tracks.index)
+        previous = (frame.index, frame.time, dets.boxes[untracked], dets.scores[untracked])
         if len(tracks):
             builder.add(
                 frame=frame.index,
@@ -150,6 +155,41 @@ def track_camera(
         clipped=report,
         past_end=past,
     )
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def _backfill(builder, tracks, dets, previous, known: set[int]) -> None:
+    """A track the library reports for the first time began one frame earlier, on a box it
+    left untracked then: give that box (the best overlap, IoU >= 0.3) to the track."""
+    for tid, i in zip(tracks.ids.tolist(), tracks.index.tolist()):
+        if tid in known:
+            continue
+        known.add(tid)
+        if previous is None or not len(previous[2]):
+            continue
+        f, t, boxes, scores = previous
+        iou = _iou(dets.boxes[i], boxes)
+        j = int(np.argmax(iou))
+        if iou[j] >= 0.3:
+            builder.add(
+                frame=f,
+                time=t,
+                image=None,
+                ids=np.asarray([tid]),
+                boxes=boxes[j : j + 1].copy(),
+                scores=scores[j : j + 1],
+            )
+            boxes[j] = -1e9  # used
 
 
 @dataclass

@@ -74,8 +74,8 @@ class RoboflowTracker:
     """A tracker of Roboflow's ``trackers`` package behind :class:`Tracker`.
 
     ``name`` one of :data:`TRACKERS`; ``params`` go to its constructor as given (its own
-    defaults otherwise, except ``minimum_consecutive_frames=1`` so that a track's first
-    detection keeps its id: detections are given, the linking stage drops short tracklets).
+    defaults otherwise, except ``minimum_consecutive_frames=1``: a track is reported from its
+    second frame on, its first box stays untracked).
     Frames go to the tracker only when it uses them (BoT-SORT's camera-motion
     compensation).
     """

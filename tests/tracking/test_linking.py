@@ -1,0 +1,118 @@
+"""Stitching inside a camera and linking across cameras, on plain arrays."""
+
+import numpy as np
+
+from abdnet.tracking import impostor_threshold, link_cameras, overlaps, pairwise_distances, stitch
+
+
+def _people(n, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    return q[:n]  # orthonormal: distance 2 between people
+
+
+def _noisy(v, rng, s=0.05):
+    x = v + rng.normal(0, s, v.shape)
+    return x / np.linalg.norm(x)
+
+
+def test_distances_are_squared_l2_of_unit_vectors():
+    a = np.array([[3.0, 0], [0, 2]])
+    d = pairwise_distances(a)
+    np.testing.assert_allclose(d, [[0, 2], [2, 0]], atol=1e-12)
+
+
+def test_stitching_repairs_a_forced_break():
+    rng = np.random.default_rng(1)
+    p = _people(2)
+    # person 0 broken into three pieces (occlusions), person 1 walks alongside the whole time
+    emb = np.stack([_noisy(p[0], rng), _noisy(p[0], rng), _noisy(p[0], rng), _noisy(p[1], rng)])
+    starts = np.array([0.0, 5.0, 9.0, 0.0])
+    ends = np.array([4.0, 8.0, 12.0, 12.0])
+    labels = stitch(embeddings=emb, starts=starts, ends=ends, threshold=0.5)
+    assert labels[0] == labels[1] == labels[2] != labels[3]
+
+
+def test_stitching_never_joins_tracklets_that_overlap_in_time():
+    rng = np.random.default_rng(2)
+    p = _people(1)
+    # two look-alikes seen at the same moment: identical appearance, overlapping in time
+    emb = np.stack([_noisy(p[0], rng, 0.01), _noisy(p[0], rng, 0.01), _noisy(p[0], rng, 0.01)])
+    starts, ends = np.array([0.0, 3.0, 6.0]), np.array([4.0, 7.0, 9.0])
+    labels = stitch(embeddings=emb, starts=starts, ends=ends, threshold=1.0)
+    ov = overlaps(starts, ends)
+    for i in range(3):
+        for j in range(3):
+            if ov[i, j]:
+                assert labels[i] != labels[j]
+    assert len(set(labels.tolist())) == 2  # 0 and 2 may join; 1 overlaps both
+
+
+def test_stitching_leaves_far_tracklets_and_rows_without_embedding_alone():
+    p = _people(3)
+    emb = np.stack([p[0], p[1], p[0]])
+    labels = stitch(
+        embeddings=emb,
+        starts=np.array([0.0, 2.0, 4.0]),
+        ends=np.array([1.0, 3.0, 5.0]),
+        threshold=0.5,
+        valid=np.array([True, True, False]),
+    )
+    assert len(set(labels.tolist())) == 3
+
+
+def test_two_cameras_link_one_to_one_and_one_camera_people_stay_alone():
+    rng = np.random.default_rng(3)
+    p = _people(6)
+    # cam a sees people 0..4, cam b sees 0, 1, 2 and 5
+    a = [0, 1, 2, 3, 4]
+    b = [2, 0, 5, 1]
+    cams = ["a"] * len(a) + ["b"] * len(b)
+    emb = np.stack([_noisy(p[i], rng, 0.1) for i in a + b])
+    labels = link_cameras(cameras=cams, embeddings=emb, threshold=0.8)
+    truth = a + b
+    for i in range(len(truth)):
+        for j in range(len(truth)):
+            assert (labels[i] == labels[j]) == (truth[i] == truth[j]), (i, j)
+
+
+def test_one_to_one_takes_the_best_assignment_not_the_first_greedy_pair():
+    # a0 is closest to b0, but taking that pair leaves a1 without a partner within the
+    # threshold; the optimal assignment pairs a0-b1 and a1-b0
+    cams = ["a", "a", "b", "b"]
+    ang = np.deg2rad([0.0, 40.0, 15.0, -30.0])
+    emb = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    d = pairwise_distances(emb)
+    threshold = 0.4
+    assert d[0, 2] < d[0, 3] <= threshold and d[1, 2] <= threshold < d[1, 3]
+    labels = link_cameras(cameras=cams, embeddings=emb, threshold=threshold)
+    assert labels[0] == labels[3] and labels[1] == labels[2]
+
+
+def test_three_cameras_never_put_two_groups_of_one_camera_in_one_identity():
+    rng = np.random.default_rng(4)
+    p = _people(3)
+    truth = [0, 1, 0, 1, 0, 2]
+    cams = ["a", "a", "b", "b", "c", "c"]
+    emb = np.stack([_noisy(p[i], rng, 0.1) for i in truth])
+    labels = link_cameras(cameras=cams, embeddings=emb, threshold=0.8)
+    for i in range(6):
+        for j in range(6):
+            assert (labels[i] == labels[j]) == (truth[i] == truth[j])
+    # look-alikes in one camera are still two people
+    same = link_cameras(cameras=["a", "a"], embeddings=np.stack([p[0], p[0]]), threshold=1.0)
+    assert same[0] != same[1]
+
+
+def test_impostor_threshold_is_a_quantile_of_overlapping_pairs():
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(12, 8))
+    starts = np.zeros(12)
+    ends = np.ones(12)  # all overlap: 66 impostor pairs
+    d = pairwise_distances(emb)[np.triu_indices(12, 1)]
+    t = impostor_threshold(embeddings=emb, starts=starts, ends=ends, far=0.1)
+    assert t == np.sort(d)[int(np.floor(0.1 * (d.size - 1)))]
+    apart = impostor_threshold(
+        embeddings=emb, starts=np.arange(12.0) * 2, ends=np.arange(12.0) * 2 + 1, far=0.1
+    )
+    assert apart is None  # no two tracklets at once: no impostor evidence
