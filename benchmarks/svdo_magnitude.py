@@ -10,7 +10,9 @@ Three sections (all by default; name some to run only those):
         formulas. Its per-sample gradient norm is heavy-tailed, so the table shows the median
         over samples x fresh starts (the statistic the calibration uses), the mean, the 90th
         percentile; the ratios use the median and the geometric mean of the per-sample norms
-        and the median over draws of the whole-batch norm at the given batch.
+        and the median over draws of the whole-batch norm at the given batch, and the norm
+        of the whole batch's gradient averaged over the ``--draws`` fresh starts (the
+        quantity SGD applies on average; ``--draws 100`` as issue 22 states it).
 ``ow``  O.W. gradient on every trunk conv of a trained network / the cross-entropy gradient
         on the same weights, one training batch (``--run RUN``: a run folder, e.g. the demo's
         ``DIR/run``). Paper form (beta_OW = 1e-3, eq. 4 squared, 2 iterations) and the
@@ -105,6 +107,8 @@ def of_section(batch: int, draws: int, seeds: int) -> None:
                 t_off = (time.perf_counter() - t0) / draws
                 theirs = _per_sample(theirs_g)
                 theirs_batch = theirs_g.flatten(1).norm(dim=1)  # (draws,)
+                # what SGD applies on average: the whole batch's gradient averaged over starts
+                theirs_expected = theirs_g.mean(dim=0).norm().item()
                 med = theirs.median().item()
                 if seed == 0:
                     eigs = gram_extreme_eigs(fmap.reshape(b, C, H * W), iters=30)
@@ -125,6 +129,10 @@ def of_section(batch: int, draws: int, seeds: int) -> None:
                         "geo. mean": (ours.log().mean() - theirs.log().mean()).exp().item(),
                         f"batch norm, B {b}": g.flatten(1).norm().item()
                         / theirs_batch.median().item(),
+                        f"expected batch gradient, B {b}, {draws} starts": g.flatten(1)
+                        .norm()
+                        .item()
+                        / theirs_expected,
                     }
                     for stat, r in stats.items():
                         per_seed.setdefault(f"{name} [{stat}]", []).append(r)

@@ -44,6 +44,23 @@ def pytest_configure(config):
     absl.logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _module_temporaries(request, tmp_path_factory):
+    """When a test module ends, the folders its module-scoped fixtures made (checkpoints,
+    data sets, ~80-240 MB each) are deleted, unless one of its tests failed. Session fixtures
+    name theirs ``session-*``; a test's own ``tmp_path`` (``test_*``) follows
+    ``tmp_path_retention_policy``."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return
+    for path in set(base.iterdir()) - before:
+        if path.is_dir() and not path.name.startswith(("session-", "test_")):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def one_torch_thread():
     """One intra-op thread: on shared, busy cores two threads spinning for tiny tensors are
@@ -57,7 +74,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained ResNet-18 ABD-Net with 32-d embeddings at 64x32 input (random weights)."""
-    root = tmp_path_factory.mktemp("tiny_model")
+    root = tmp_path_factory.mktemp("session-tiny_model")
     cfg = Config(
         model=model_config(
             "paper", backbone="resnet18", global_dim=16, attentive_dim=16, reduction_dim=16
@@ -71,7 +88,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A synthetic set in the Market-1501 layout: 8 test identities over 2 cameras."""
-    root = tmp_path_factory.mktemp("synth") / "syn"
+    root = tmp_path_factory.mktemp("session-synth") / "syn"
     write_synthetic(root, SyntheticConfig(ids=16, cams=2, per_id=4, height=64, width=32))
     return root
 
@@ -207,7 +224,7 @@ def trained_run(tmp_path_factory):
     from abdnet.config import load_config
     from abdnet.engine import train
 
-    run = tmp_path_factory.mktemp("small-run") / "run"
+    run = tmp_path_factory.mktemp("session-small-run") / "run"
     train(load_config(SMALL_RUN), run, progress=False)
     return run
 
@@ -265,7 +282,7 @@ def milvus_server(tmp_path_factory):
         import milvus
     except ImportError:
         pytest.fail("the Milvus server tests need the `milvus` package (pip install -e '.[test]')")
-    base = tmp_path_factory.mktemp("milvus")
+    base = tmp_path_factory.mktemp("session-milvus")
     (base / "bin").symlink_to(_milvus_binaries(milvus))
     config = milvus.MilvusServerConfig(data_dir=str(base))
     config.set("proxy_port", _free_port())
@@ -356,14 +373,21 @@ class GalleryTarget:
         return self.crops if self.crops is not None else Path(self.uri).with_suffix(".crops")
 
 
-def make_gallery_target(kind: str, folder: Path, request) -> GalleryTarget:
-    if kind == "lite":
-        return GalleryTarget("lite", str(folder / "g.db"), "abdnet_gallery", None)
-    server = request.getfixturevalue("milvus_server")
-    return GalleryTarget("server", server.uri, server.collection(), folder / "crops")
+@pytest.fixture(scope="session")
+def make_gallery_target(request):
+    """``make(kind, folder)``: a :class:`GalleryTarget` of ``kind`` ("lite" or "server")
+    whose files live in ``folder`` (for module-scoped fixtures parametrized over both)."""
+
+    def make(kind: str, folder: Path) -> GalleryTarget:
+        if kind == "lite":
+            return GalleryTarget("lite", str(folder / "g.db"), "abdnet_gallery", None)
+        server = request.getfixturevalue("milvus_server")
+        return GalleryTarget("server", server.uri, server.collection(), folder / "crops")
+
+    return make
 
 
 @pytest.fixture(params=["lite", "server"])
-def gallery_target(request, tmp_path) -> GalleryTarget:
+def gallery_target(request, tmp_path, make_gallery_target) -> GalleryTarget:
     """Each test that takes it runs twice: on a Milvus Lite file and on the Milvus server."""
-    return make_gallery_target(request.param, tmp_path, request)
+    return make_gallery_target(request.param, tmp_path)

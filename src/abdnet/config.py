@@ -457,7 +457,7 @@ def _check_value(tp: Any, value: Any, key: str) -> Any:
                 f"{key}: expected one of {', '.join(repr(a) for a in allowed)}, got {value!r}", key
             )
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}", key)
         return _build(tp, value, key)
@@ -570,7 +570,7 @@ for _tag, _pattern, _first in (
     _Loader.add_implicit_resolver(_tag, re.compile(_pattern), list(_first))
 
 
-def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     text = loader.construct_scalar(node)
     if text.startswith("0o"):
         return int(text[2:], 8)
@@ -579,7 +579,7 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
     return int(text)  # "010" is ten in YAML 1.2 (no implicit octal)
 
 
-def _construct_bool(loader: yaml.SafeLoader, node: yaml.Node) -> bool:
+def _construct_bool(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> bool:
     return loader.construct_scalar(node).lower() == "true"
 
 

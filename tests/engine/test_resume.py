@@ -81,13 +81,16 @@ def _abdnet(*args):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_tiny_config_matches_uninterrupted(tmp_path):
-    # As a user would run it: tiny.yaml, killed with SIGKILL as soon as the
-    # first checkpoint exists, resumed with `abdnet train --resume`.
+    # As a user would run it: tiny.yaml (shortened with --set to 1 + 3 epochs, a checkpoint
+    # each), killed with SIGKILL as soon as the first checkpoint exists, resumed with
+    # `abdnet train --resume`.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     config = str(ROOT / "configs" / "tiny.yaml")
+    short = ["--set", "train.epochs=3", "--set", "train.checkpoint_every=1",
+             "--set", "optim.milestones=[2]"]  # fmt: skip
     full, killed = tmp_path / "full", tmp_path / "killed"
     proc = subprocess.Popen(
-        _abdnet("train", "--config", config, "--out", str(killed), "--no-progress"),
+        _abdnet("train", "--config", config, "--out", str(killed), "--no-progress", *short),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
     marker = killed / "checkpoints" / "last" / "model.safetensors"
@@ -98,7 +101,7 @@ def test_sigkill_and_resume_tiny_config_matches_uninterrupted(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     total = load_config(config).train
-    assert load_checkpoint(killed).epoch < total.frozen_epochs + total.epochs
+    assert load_checkpoint(killed).epoch < total.frozen_epochs + 3
 
     subprocess.run(
         _abdnet("train", "--resume", str(killed), "--no-progress"),
@@ -107,7 +110,7 @@ def test_sigkill_and_resume_tiny_config_matches_uninterrupted(tmp_path):
         capture_output=True,
     )
     subprocess.run(
-        _abdnet("train", "--config", config, "--out", str(full), "--no-progress"),
+        _abdnet("train", "--config", config, "--out", str(full), "--no-progress", *short),
         check=True, env=env, capture_output=True,
     )  # fmt: skip
     a, b = weights(full), weights(killed)
@@ -115,4 +118,4 @@ def test_sigkill_and_resume_tiny_config_matches_uninterrupted(tmp_path):
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
         assert torch.equal(a[k], b[k]), k  # in fact bit-identical
-    assert load_checkpoint(killed).epoch == total.frozen_epochs + total.epochs
+    assert load_checkpoint(killed).epoch == total.frozen_epochs + 3

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
+import socket
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -43,7 +45,7 @@ def _model(**changes) -> ModelInfo:
 
 def _crop(i: int) -> CropImage:
     rng = np.random.default_rng(i)
-    img = Image.fromarray(rng.integers(0, 255, (8, 4, 3), dtype=np.uint8))
+    img = Image.fromarray(rng.integers(0, 255, (16, 8, 3), dtype=np.uint8))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return decode_crop(buf.getvalue(), f"crop{i}.png")
@@ -259,3 +261,12 @@ def test_a_format_1_gallery_is_refused_with_what_to_do(tmp_path, monkeypatch):
     monkeypatch.undo()
     with pytest.raises(GalleryError, match=r"old.db: gallery format 1 .*enrol the crops again"):
         Gallery.open(tmp_path / "old.db", model=_model())
+
+
+def test_an_unreachable_server_is_one_error_naming_it(caplog):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(GalleryError, match=f"gallery {uri}: cannot connect to Milvus within 2 s"):
+        Gallery.open(uri, timeout=2)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

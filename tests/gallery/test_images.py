@@ -31,7 +31,7 @@ def test_accepted_formats_decode_to_rgb(fmt, ext):
 
 def test_grey_and_alpha_images_become_rgb():
     for mode in ("L", "RGBA", "LA"):
-        crop = decode_crop(_encode(Image.new(mode, (4, 4)), "PNG"), "x.png")
+        crop = decode_crop(_encode(Image.new(mode, (8, 8)), "PNG"), "x.png")
         assert crop.image.mode == "RGB"
 
 
@@ -62,3 +62,16 @@ def test_corrupt_and_empty_data_are_unreadable_not_a_type_error():
 def test_read_crop_names_missing_file(tmp_path):
     with pytest.raises(ImageReadError, match="not found"):
         read_crop(tmp_path / "nope.jpg")
+
+
+def test_images_below_the_minimum_side_are_refused_naming_file_and_size():
+    from abdnet.gallery import DEFAULT_MIN_SIDE, ImageTooSmall
+
+    with pytest.raises(ImageTooSmall, match=r"dot\.png: image too small .*: 1x1 pixels"):
+        decode_crop(_encode(Image.new("RGB", (1, 1)), "PNG"), "dot.png")
+    side = DEFAULT_MIN_SIDE
+    decode_crop(_encode(Image.new("RGB", (side, side)), "PNG"), "ok.png")  # at the minimum
+    with pytest.raises(ImageTooSmall, match=rf"{side}x{side - 1} pixels, the minimum is {side}"):
+        decode_crop(_encode(Image.new("RGB", (side, side - 1)), "PNG"), "low.png")
+    tiny = decode_crop(_encode(Image.new("RGB", (1, 1)), "PNG"), "dot.png", min_side=1)
+    assert tiny.image.size == (1, 1)

@@ -361,11 +361,14 @@ def test_index_build_option_errors(env, capsys):
                 "4",
                 "--m",
                 "4",
+                "--nbits",
+                "8",
             ]
         )
         == 2
     )
-    assert "too few training vectors" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "too few training vectors" in err and "leave --nlist / --nbits unset" in err
     assert (
         main(["index", "build", "--features", str(root / "none.npz"), "--out", str(root / "e3")])
         == 2
@@ -522,3 +525,45 @@ def test_object_array_feature_file_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"abdnet index: error: {bad}: array 'paths' cannot be read safely")
     assert not (tmp_path / "ix").exists()
+
+
+def test_readme_ivfpq_line_works_on_a_small_gallery(env, capsys, caplog):
+    # `abdnet index build --features gallery.npz --out gallery.index --kind ivfpq` on a
+    # gallery of a few dozen crops: sizes chosen for it (and said), results those of flat
+    root, syn, run, _ = env
+    feats = str(root / "g.npz")
+    for kind in ("ivfpq", "flat"):
+        argv = ["index", "build", "--features", feats, "--out", str(root / f"readme-{kind}")]
+        with caplog.at_level("INFO"):
+            assert main([*argv, "--kind", kind, "--force"]) == 0, capsys.readouterr().err
+    assert "ivfpq on a small gallery" in caplog.text
+    query = sorted((syn / "query").glob("*.jpg"))[0]
+    answers = {}
+    for kind in ("ivfpq", "flat"):
+        capsys.readouterr()
+        argv = ["search", "--index", str(root / f"readme-{kind}"), "--checkpoint", str(run)]
+        assert main([*argv, "--query", str(query), "-k", "5", "--json"]) == 0
+        answers[kind] = json.loads(capsys.readouterr().out)[0]["results"]
+    assert [r["path"] for r in answers["ivfpq"]] == [r["path"] for r in answers["flat"]]
+
+
+def test_search_k_has_the_api_limit(env, capsys):
+    from abdnet.retrieval import MAX_K
+    from abdnet.service import ServiceSettings
+
+    assert ServiceSettings().max_k == MAX_K  # one rule for the command line and the API
+    root, syn, run, _ = env
+    main(["index", "build", "--features", str(root / "g.npz"), "--out", str(root / "k.index"),
+          "--force"])  # fmt: skip
+    query = str(sorted((syn / "query").glob("*.jpg"))[0])
+    argv = ["search", "--index", str(root / "k.index"), "--checkpoint", str(run), "--query", query]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "-k", str(MAX_K + 1)])
+    assert exc.value.code == 2
+    assert f"-k: expected an integer in 1..{MAX_K}, got '{MAX_K + 1}'" in capsys.readouterr().err
+    # at the limit and above the gallery's size: every gallery item, nearest first
+    assert main([*argv, "-k", str(MAX_K), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)[0]["results"]
+    with np.load(root / "g.npz") as z:
+        assert len(results) == len(z["features"])

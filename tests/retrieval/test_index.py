@@ -172,3 +172,50 @@ def test_default_ivfpq_params_are_valid(n, dim):
     assert dim % p["m"] == 0 and 1 <= p["m"] <= 64
     assert p["nlist"] & (p["nlist"] - 1) == 0  # power of two
     assert p["nlist"] == 16 or p["nlist"] * 39 <= n  # k-means gets its 39 points per centroid
+
+
+@pytest.mark.parametrize("n", [2, 5, 40, 200])
+def test_ivfpq_on_a_small_gallery_chooses_its_size_and_finds_exact_neighbours(n, data, caplog):
+    # the README's `abdnet index build --kind ivfpq` on a gallery of a few crops: nlist and
+    # nbits follow the gallery's size (logged), and the exact re-ranking finds the true top-k
+    x, q = data
+    g = x[:n]
+    with caplog.at_level("INFO", logger="abdnet.retrieval.index_kinds"):
+        ix = build_index(g, "ivfpq")
+    p = ix.params
+    assert 2 ** p["nbits"] <= n and p["nlist"] <= n and p["nbits"] == min(8, int(np.log2(n)))
+    assert f"small gallery ({n} vectors)" in caplog.text and "--kind flat" in caplog.text
+    k = min(5, n)
+    res = ix.search(q[:10], k)
+    d_ref, i_ref = _brute_force(g, q[:10], k)
+    np.testing.assert_allclose(res.distances, d_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_ivfpq_on_one_vector_says_what_to_use():
+    with pytest.raises(ValueError, match=r"ivfpq: 1 vector\(s\) cannot train.*--kind flat"):
+        build_index(np.ones((1, 8), np.float32), "ivfpq")
+
+
+def test_copying_an_index_with_cp_rL_gives_a_working_index(data, tmp_path):
+    import subprocess
+
+    x, q = data
+    src = tmp_path / "g.index"
+    build_index(x[:300], "flat", out_dir=src)
+    assert src.is_symlink()  # a link to a hidden version folder beside it
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    subprocess.run(["cp", "-rL", str(src), str(elsewhere / "g.index")], check=True)
+    copy = open_index(elsewhere / "g.index")
+    a, b = open_index(src).search(q, 5), copy.search(q, 5)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    # the copy takes additions like the original, and the original is untouched
+    from abdnet.retrieval import update_index
+
+    with update_index(elsewhere / "g.index") as ix:
+        ix.add(x[300:310])
+    assert open_index(elsewhere / "g.index").count == 310 and open_index(src).count == 300
+    # a plain `cp -r` copies the link alone: opening it elsewhere names the fix
+    subprocess.run(["cp", "-r", str(src), str(elsewhere / "linked.index")], check=True)
+    with pytest.raises(FileNotFoundError, match=r"linked.index is a link .*'cp -rL "):
+        open_index(elsewhere / "linked.index")

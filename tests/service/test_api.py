@@ -14,7 +14,6 @@ from PIL import Image
 
 from abdnet.evaluation import pairwise_distance
 from abdnet.gallery import (
-    Gallery,
     Threshold,
     describe_extractor,
     enrol_files,
@@ -29,14 +28,16 @@ LOCAL = ("127.0.0.1", 40000)
 REMOTE = ("10.9.8.7", 40000)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory, tiny_checkpoint, synth_root):
+@pytest.fixture(scope="module", params=["lite", "server"])
+def env(request, tmp_path_factory, make_gallery_target, tiny_checkpoint, synth_root):
+    """The service over a gallery of the synthetic test crops: every test of this module runs
+    on a Milvus Lite file and on the Milvus server."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("api")
     extractor = FeatureExtractor(tiny_checkpoint, device="cpu")
     model = describe_extractor(extractor)
     paths = collect_images([synth_root / "bounding_box_test"])
-    gallery = Gallery.open(root / "g.db", model=model, create=True)
+    gallery = make_gallery_target(request.param, root).open(model=model, create=True)
     report = enrol_files(gallery, extractor, paths)
     gfeat = extractor(paths)
     # a threshold inside the distance range, so both decisions occur
@@ -344,3 +345,16 @@ def test_too_small_images_are_refused_and_the_minimum_is_a_setting(env):
         r = c.post("/gallery", files=_file_bytes(dot, name="dot.png"), headers=auth)
         assert r.status_code == 201, r.text
         c.delete(f"/gallery/{r.json()['ids'][0]}", headers=auth)
+
+
+def test_k_has_the_command_lines_limit(env):
+    from abdnet.retrieval import MAX_K
+
+    q = env["queries"][0]
+    with _client(env) as c:
+        r = c.post(f"/search?k={MAX_K + 1}", files=_file(q))
+        assert r.status_code == 400 and f"at most {MAX_K}" in r.json()["error"]
+        # at the limit, above the gallery's size: every entry of another camera
+        r = c.post(f"/search?k={MAX_K}", files=_file(q))
+        cams = [parse_name(p).camid + 1 for p in env["paths"]]
+        assert len(r.json()["results"]) == sum(c != r.json()["camera"] for c in cams)

@@ -321,3 +321,55 @@ def test_page_in_headless_chromium(served, tmp_path):
     finally:
         driver.quit()
         shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_two_replicas_on_one_milvus_server(milvus_server, tmp_path, tiny_checkpoint):
+    """Two ``abdnet serve`` replicas over one Milvus server and one crop folder keep no state
+    of their own: an enrolment acknowledged by A is found through B at once, every time; a
+    delete through B is gone through A; SIGKILL of A right after a 201 loses nothing."""
+    shared = ("--collection", milvus_server.collection(), "--crops", str(tmp_path / "crops"))
+    a = Server(milvus_server.uri, tiny_checkpoint, tmp_path, *shared)  # creates the gallery
+    b = Server(milvus_server.uri, tiny_checkpoint, tmp_path, *shared)
+    try:
+        with (
+            httpx.Client(base_url=a.url, timeout=60) as ca,
+            httpx.Client(base_url=b.url, timeout=60) as cb,
+        ):
+
+            def enrol(client: httpx.Client, seed: int) -> str:
+                r = client.post(
+                    "/gallery",
+                    files=[("image", (f"r{seed}.png", _png(seed), "image/png"))],
+                    headers=_auth(),
+                )
+                assert r.status_code == 201, r.text
+                return r.json()["ids"][0]
+
+            def top(client: httpx.Client, seed: int, k: int = 1) -> list[str]:
+                r = client.post(
+                    f"/search?k={k}&exclude_same_camera=false",
+                    files=[("image", (f"q{seed}.png", _png(seed), "image/png"))],
+                )
+                assert r.status_code == 200, r.text
+                return [h["id"] for h in r.json()["results"]]
+
+            for seed in range(500, 510):  # enrol through A, read through B at once
+                new = enrol(ca, seed)
+                assert top(cb, seed) == [new]
+                assert cb.get(f"/gallery/{new}").status_code == 200
+                assert cb.get(f"/gallery/{new}/image").content == _png(seed)
+            assert b.health()["gallery_size"] == a.health()["gallery_size"] == 10
+
+            assert cb.delete(f"/gallery/{new}", headers=_auth()).status_code == 204
+            assert ca.get(f"/gallery/{new}").status_code == 404
+            assert new not in top(ca, 509, k=10)
+            assert a.health()["gallery_size"] == 9
+
+            last = enrol(ca, 777)
+            a.kill()  # right after the 201: no shutdown, no flush
+            assert top(cb, 777) == [last]
+            assert cb.get(f"/gallery/{last}/image").content == _png(777)
+            assert b.health()["gallery_size"] == 10
+    finally:
+        a.stop()
+        b.stop()

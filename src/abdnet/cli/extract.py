@@ -107,6 +107,7 @@ def build_extractor(
         )
         info = {"source": str(args.checkpoint), "backend": extractor.backend_name, "flip": flip}
     info["normalize"] = normalize
+    info["space"] = extractor.space.to_dict()  # what an index of these features searches in
     return extractor, info
 
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from abdnet.cli.extract import add_model_arguments, build_extractor, progress_bar
-from abdnet.cli.options import int_at_least
+from abdnet.cli.options import add_k_option, int_at_least
 
 HELP = "enrol crops into a persistent gallery (Milvus Lite file or Milvus server), search, delete"
 
@@ -164,7 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_gallery_arguments(s)
     add_model_arguments(s)
     s.add_argument("--query", nargs="+", required=True, metavar="IMG", help="query images")
-    s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    add_k_option(s)
     s.add_argument(
         "--camera",
         type=int_at_least(FIRST_CAMERA),
@@ -312,8 +312,6 @@ def _search(args: argparse.Namespace) -> int:
     from abdnet.gallery import SearchFilter, load_threshold, name_metadata, parse_time
     from abdnet.retrieval import collect_images
 
-    if args.k < 1:
-        raise ValueError(f"-k must be >= 1, got {args.k}")
     after = parse_time(args.after, "--after") if args.after else None
     before = parse_time(args.before, "--before") if args.before else None
     queries: list[str] = []

@@ -139,11 +139,20 @@ _OPTIONS_OF = {
 
 
 def _add(args: argparse.Namespace) -> int:
-    from abdnet.retrieval import INDEX_LOCK_TIMEOUT, load_features, update_index
+    from abdnet.retrieval import (
+        INDEX_LOCK_TIMEOUT,
+        load_features,
+        space_of_extraction,
+        update_index,
+    )
 
     fs = load_features(args.features)
     wait = INDEX_LOCK_TIMEOUT if args.wait is None else args.wait
     with update_index(args.index, lock_timeout=wait) as index:
+        index.embedding_space().check_same(
+            space_of_extraction(fs.meta, fs.features.shape[1]),
+            f"{args.features} (features for index {args.index})",
+        )
         before = index.count
         if index.paths is not None:
             known = set(index.paths)

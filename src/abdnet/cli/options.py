@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 __all__ = [
     "CHECKPOINT_HELP",
+    "add_k_option",
     "int_at_least",
+    "int_between",
     "positive_int",
     "non_negative_int",
     "positive_float",
@@ -36,6 +38,35 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = f"integer >= {minimum}"  # argparse names the type in some messages
     return parse
+
+
+def int_between(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``minimum..maximum``."""
+    at_least = int_at_least(minimum)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer in {minimum}..{maximum}, got {text!r}"
+            )
+        return value
+
+    parse.__name__ = f"integer in {minimum}..{maximum}"
+    return parse
+
+
+def add_k_option(parser: argparse.ArgumentParser) -> None:
+    """``-k``: results per query, 1..``MAX_K``: the limit the HTTP API applies to ``k`` too."""
+    from abdnet.retrieval import MAX_K  # imports torch: not at the top level
+
+    parser.add_argument(
+        "-k",
+        type=int_between(1, MAX_K),
+        default=10,
+        help=f"results per query, 1..{MAX_K} (default 10; the HTTP API's limit too); a "
+        "gallery of fewer entries gives all of them",
+    )
 
 
 positive_int = int_at_least(1)

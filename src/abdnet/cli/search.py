@@ -6,7 +6,7 @@ import argparse
 import json
 
 from abdnet.cli.extract import add_model_arguments, build_extractor, run_extraction
-from abdnet.cli.options import positive_int
+from abdnet.cli.options import add_k_option, positive_int
 
 HELP = "find the k nearest gallery images of query images in an index (squared Euclidean distance)"
 
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IMG",
         help="query image files (or folders; a folder without images is an error)",
     )
-    parser.add_argument("-k", type=positive_int, default=10, help="results per query (default 10)")
+    add_k_option(parser)
     parser.add_argument(
         "--json",
         action="store_true",
@@ -52,17 +52,10 @@ def run(args: argparse.Namespace) -> int:
         queries.extend(collect_images([q]))
     extraction = index.extraction
     flip = bool(args.flip or extraction.get("flip", False))
-    if extraction and not extraction.get("normalize", True):
-        raise ValueError(
-            f"index {args.index} holds raw (un-normalized) features; rebuild it from 'abdnet extract' without --raw"
-        )
-    extractor, _info = build_extractor(args, flip=flip)
+    space = index.embedding_space()
+    extractor, _info = build_extractor(args, flip=flip, normalize=space.normalized)
+    space.check_same(extractor.space, f"index {args.index} (use the model it was built with)")
     feats = run_extraction(extractor, queries, skip_bad=False, desc="queries").features.numpy()
-    if feats.shape[1] != index.dim:
-        raise ValueError(
-            f"the model gives {feats.shape[1]}-d features but index {args.index} holds "
-            f"{index.dim}-d features: use the model the gallery was extracted with"
-        )
     res = index.search(feats, args.k)
     answers = []
     for qi, query in enumerate(queries):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,8 +92,8 @@ class FoldSplit:
         }
 
     def to_csv(self) -> str:
-        """The fold as a data-set CSV (``path,pid,camid,split``; cameras 0-based as the
-        records hold them), readable by ``data.name: csv``."""
+        """The fold as a data-set CSV (``path,pid,camid,split``; absolute paths, cameras
+        0-based as the records hold them), readable by ``data.name: csv``."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["path", "pid", "camid", "split"])
@@ -102,7 +103,7 @@ class FoldSplit:
             ("gallery", self.gallery),
         ):
             for r in records:
-                w.writerow([r.path, r.pid, r.camid, split])
+                w.writerow([os.path.abspath(r.path), r.pid, r.camid, split])
         return buf.getvalue()
 
 

@@ -37,7 +37,7 @@ from abdnet.engine.precision import (
     resolve_device,
 )
 from abdnet.engine.schedule import EpochPlan, TransferSchedule, apply_freeze, set_learning_rate
-from abdnet.engine.space import EmbeddingSpace, SpaceMismatchError
+from abdnet.engine.space import EmbeddingSpace, FaissMetric, MilvusMetric, SpaceMismatchError
 from abdnet.engine.state import TrainState, capture_rng_state, restore_rng_state, unwrap_model
 from abdnet.engine.trainer import TrainResult, build_optimizer, seed_everything, train, train_step
 
@@ -54,6 +54,8 @@ __all__ = [
     "EmbedInput",
     "Embedder",
     "EmbeddingSpace",
+    "FaissMetric",
+    "MilvusMetric",
     "Extraction",
     "FrameBox",
     "ModelEmbedder",

@@ -26,6 +26,7 @@ naming it, or with ``skip_bad=True`` is logged and listed in ``Extraction.skippe
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -323,12 +324,12 @@ class ModelEmbedder:
         for i, item in enumerate(inputs):
             boxes = _boxes_of(item)
             if boxes is None:
-                yield _describe(item), (lambda item=item: read_image(item))
+                yield _describe(item), functools.partial(read_image, item)
                 continue
             frame = item[0]
             for box in boxes:
                 what = f"input {i} ({_describe(frame)}) box {box.tolist()}"
-                yield what, (lambda frame=frame, box=box: crop_frame(frame, box))
+                yield what, functools.partial(crop_frame, frame, box)
 
     def _image_batches(
         self,

@@ -205,5 +205,5 @@ def project(features: torch.Tensor | np.ndarray, *, normalized: bool) -> Any:
         if not normalized:
             return f
         return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-    f = features.float()
-    return torch.nn.functional.normalize(f, dim=1) if normalized else f
+    t = features.float()
+    return torch.nn.functional.normalize(t, dim=1) if normalized else t

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,14 +28,15 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
         elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)
         else:
             return model
 
 
 def capture_rng_state() -> dict[str, Any]:
     """Python, numpy, torch CPU and CUDA generator states (weights_only-loadable)."""
-    np_state = np.random.get_state()
+    # the legacy tuple: ("MT19937", keys, pos, has_gauss, cached_gaussian)
+    np_state = cast("tuple[Any, ...]", np.random.get_state())
     state: dict[str, Any] = {
         "python": random.getstate(),
         # numpy's key array is stored as a tensor so that torch.load(weights_only=True) reads it
@@ -94,11 +95,12 @@ class TrainState:
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
             "rng": capture_rng_state(),
-            **({"objective": self.objective.state_dict()} if self._objective_state() else {}),
+            **({"objective": loss_state} if (loss_state := self._objective_state()) else {}),
         }
 
-    def _objective_state(self) -> bool:
-        return self.objective is not None and len(self.objective.state_dict()) > 0
+    def _objective_state(self) -> dict[str, Any]:
+        """The loss's own state (buffers such as the center-loss centers); {} when none."""
+        return dict(self.objective.state_dict()) if self.objective is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` captured (the random generators included)."""
@@ -109,7 +111,7 @@ class TrainState:
         self.best_metric = float(state["best_metric"])
         self.best_epoch = state["best_epoch"]
         restore_rng_state(state["rng"])
-        if self._objective_state():
+        if self.objective is not None and self._objective_state():
             if "objective" not in state:
                 raise ValueError("checkpoint: has no loss state (center-loss centers) to resume")
             self.objective.load_state_dict(state["objective"])

@@ -120,7 +120,7 @@ def train_step(
     grad_clip: float = 0.0,
 ) -> LossTerms:
     """One optimizer step on one (per-rank) batch with the loss terms ``plan`` enables."""
-    plain = unwrap_model(model)
+    plain: Any = unwrap_model(model)  # the ABDNet / OfficialABDNet under the wrappers
     optimizer.zero_grad(set_to_none=True)
     with precision.autocast():
         out = model(images)

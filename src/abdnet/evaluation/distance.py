@@ -9,7 +9,7 @@ holding a full query x gallery matrix. Imports nothing else of abdnet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
+IdsLike = np.ndarray | torch.Tensor | Sequence[int]  # identity / camera labels, one per item
 
 METRICS = ("euclidean", "cosine")
 # Elements of a distance block processed at once (rows x gallery): 32 Mi float32 = 128 MiB

@@ -16,7 +16,7 @@ import logging
 import numpy as np
 import torch
 
-from abdnet.evaluation.distance import ArrayLike, as_features
+from abdnet.evaluation.distance import ArrayLike, IdsLike, as_features
 from abdnet.evaluation.labels import is_junk
 from abdnet.evaluation.rank import RankResult, evaluate_features
 from abdnet.evaluation.verification import evaluate_verification
@@ -57,7 +57,7 @@ class RankEvaluator:
         self._pids: list[np.ndarray] = []
         self._camids: list[np.ndarray] = []
 
-    def process(self, features: ArrayLike, pids: ArrayLike, camids: ArrayLike) -> None:
+    def process(self, features: ArrayLike, pids: IdsLike, camids: IdsLike) -> None:
         f = as_features(features, "features").cpu()
         p = np.asarray(pids.cpu() if isinstance(pids, torch.Tensor) else pids).reshape(-1)
         c = np.asarray(camids.cpu() if isinstance(camids, torch.Tensor) else camids).reshape(-1)

@@ -22,7 +22,7 @@ def flip_average(
     if mode not in FLIP_MODES:
         raise ValueError(f"flip mode: expected one of {FLIP_MODES}, got {mode!r}")
     is_np = isinstance(f, np.ndarray)
-    a = torch.from_numpy(f) if is_np else f
+    a = torch.from_numpy(f) if isinstance(f, np.ndarray) else f
     b = torch.from_numpy(np.asarray(f_flip)) if isinstance(f_flip, np.ndarray) else f_flip
     if a.shape != b.shape:
         raise ValueError(

@@ -50,6 +50,7 @@ import torch
 
 from abdnet.evaluation.distance import (
     ArrayLike,
+    IdsLike,
     as_features,
     distance_block,
     prepare,
@@ -141,7 +142,7 @@ class RankResult:
 # inputs
 
 
-def _ids(x: ArrayLike, name: str) -> np.ndarray:
+def _ids(x: IdsLike, name: str) -> np.ndarray:
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if a.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array of integers, got shape {tuple(a.shape)}")
@@ -156,10 +157,10 @@ def _ids(x: ArrayLike, name: str) -> np.ndarray:
 def _check_ids(
     num_q: int,
     num_g: int,
-    q_pids: ArrayLike,
-    g_pids: ArrayLike,
-    q_camids: ArrayLike,
-    g_camids: ArrayLike,
+    q_pids: IdsLike,
+    g_pids: IdsLike,
+    q_camids: IdsLike,
+    g_camids: IdsLike,
     what: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     arrays = (
@@ -397,13 +398,13 @@ def _block_positions_torch(
     fallback = ~finite & (n_pos > 0)
     if ties == "torchreid":
         # a match tied with a non-match: #items equal to its distance > #same-pid items equal
-        d_s = dist.gather(1, sidx_t)  # (R, S)
+        d_st = dist.gather(1, sidx_t)  # (R, S)
         n_eq = (
-            (torch.searchsorted(srt, d_s, right=True) - torch.searchsorted(srt, d_s, right=False))
+            (torch.searchsorted(srt, d_st, right=True) - torch.searchsorted(srt, d_st, right=False))
             .cpu()
             .numpy()
         )
-        d_s = d_s.cpu().numpy()
+        d_s = d_st.cpu().numpy()
     positions: list[np.ndarray | None] = [None] * num_r
     for r in np.flatnonzero((n_pos > 0) & finite):
         if ties == "torchreid":
@@ -447,8 +448,8 @@ def _accumulate(
         )
         for r, p in zip(fb, exact):
             positions[r] = p
-    keep = [i for i, p in enumerate(positions) if p is not None]
-    stats.put(idx[keep], [positions[i] for i in keep])
+    found = [(i, p) for i, p in enumerate(positions) if p is not None]
+    stats.put(idx[[i for i, _ in found]], [p for _, p in found])
 
 
 def _finish(stats: _Stats, max_rank: int, num_gallery: int) -> RankResult:
@@ -482,10 +483,10 @@ def _check_ties(ties: str) -> None:
 
 def evaluate_rank(
     distmat: ArrayLike,
-    q_pids: ArrayLike,
-    g_pids: ArrayLike,
-    q_camids: ArrayLike,
-    g_camids: ArrayLike,
+    q_pids: IdsLike,
+    g_pids: IdsLike,
+    q_camids: IdsLike,
+    g_camids: IdsLike,
     max_rank: int = 50,
     *,
     ties: str = "torchreid",
@@ -498,6 +499,7 @@ def evaluate_rank(
     index (see the module docstring). ``distmat`` may be a numpy array or a torch tensor (CPU or
     CUDA); it is compared in float32. The CMC has ``min(max_rank, num_gallery)`` entries.
     """
+    dist: torch.Tensor | np.ndarray
     if isinstance(distmat, torch.Tensor):
         dist = distmat.detach()
     else:
@@ -524,10 +526,10 @@ def evaluate_rank(
 def evaluate_features(
     qf: ArrayLike,
     gf: ArrayLike,
-    q_pids: ArrayLike,
-    g_pids: ArrayLike,
-    q_camids: ArrayLike,
-    g_camids: ArrayLike,
+    q_pids: IdsLike,
+    g_pids: IdsLike,
+    q_camids: IdsLike,
+    g_camids: IdsLike,
     max_rank: int = 50,
     metric: str = "euclidean",
     *,

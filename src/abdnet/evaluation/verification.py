@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from abdnet.evaluation.distance import ArrayLike, pairwise_distance, row_blocks
+from abdnet.evaluation.distance import ArrayLike, IdsLike, pairwise_distance, row_blocks
 
 __all__ = ["OperatingPoint", "VerificationResult", "evaluate_verification"]
 
@@ -102,7 +102,7 @@ class VerificationResult:
         return out
 
 
-def _as_ids(x: ArrayLike, name: str, n: int) -> np.ndarray:
+def _as_ids(x: IdsLike, name: str, n: int) -> np.ndarray:
     a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if a.shape != (n,):
         raise ValueError(f"{name}: expected shape ({n},), got {tuple(a.shape)}")
@@ -128,10 +128,10 @@ def _smallest(values: np.ndarray, k: int) -> np.ndarray:
 def evaluate_verification(
     qf: ArrayLike,
     gf: ArrayLike,
-    q_pids: ArrayLike,
-    g_pids: ArrayLike,
-    q_camids: ArrayLike,
-    g_camids: ArrayLike,
+    q_pids: IdsLike,
+    g_pids: IdsLike,
+    q_camids: IdsLike,
+    g_camids: IdsLike,
     *,
     fars: Sequence[float] = (1e-2, 1e-3),
     metric: str = "euclidean",

@@ -27,7 +27,7 @@ Settings, chosen for accuracy and for x86 CPUs with AVX-512 VNNI (measured in
   enough.
 - Only ``Conv`` is quantized (nearly all of the arithmetic). The attention modules'
   activation-by-activation ``MatMul``s and softmax, the embedding ``Gemm``s, pooling and the
-  residual additions stay in float: on a barely trained ``configs/tiny.yaml`` model,
+  residual additions stay in float: on a barely trained model (the former 4-epoch tiny.yaml),
   quantizing ``MatMul``/``Gemm`` too cost 0.3 mAP points and every op ONNX Runtime can
   quantize 1.2 points (Conv only: 0.05), for at most ~15 % more speed.
 - Before quantizing, ONNX Runtime's ``quant_pre_process`` (shape inference, graph clean-up):

@@ -117,6 +117,7 @@ _FIELDS = ["camera", "timestamp", "frame", "label", "sha256", "extension", "sour
 SEAL_ROWS = 256
 # Read-your-own-and-everyone's-writes (see the module docs).
 CONSISTENCY = "Strong"
+CONNECT_TIMEOUT = 15.0  # seconds to reach a Milvus server before giving up
 
 
 class GalleryError(ValueError):
@@ -562,12 +563,22 @@ def _connect(uri: str, timeout: float) -> Any:
     from pymilvus import MilvusClient  # heavy, optional dependency
     from pymilvus.exceptions import MilvusException
 
+    # An unreachable server is reported after CONNECT_TIMEOUT, not the whole request timeout;
+    # pymilvus logs a failed connection as an error of its own, the GalleryError says it once.
+    timeout = min(timeout, CONNECT_TIMEOUT)
+    quiet, logger = _DropAll(), logging.getLogger("pymilvus.milvus_client._utils")
+    logger.addFilter(quiet)
     try:
         if is_embedded(uri):
             return MilvusClient(uri=str(Path(uri).absolute()), timeout=timeout)
         return MilvusClient(uri=uri, timeout=timeout)
     except MilvusException as exc:
-        raise GalleryError(f"gallery {uri}: cannot connect to Milvus: {exc}") from None
+        message = getattr(exc, "message", None) or str(exc)
+        raise GalleryError(
+            f"gallery {uri}: cannot connect to Milvus within {timeout:g} s: {message}"
+        ) from None
+    finally:
+        logger.removeFilter(quiet)
 
 
 def _disconnect(client: Any, uri: str) -> None:

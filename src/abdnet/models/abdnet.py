@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
@@ -115,7 +116,7 @@ class ABDNet(TrunkParameterGroups, nn.Module):
         return [m for m in self.children() if id(m) not in backbone]
 
     def stem_conv(self) -> nn.Conv2d:
-        return self.stem[0]  # res_conv_1's conv (conv1 / conv0)
+        return cast(nn.Conv2d, self.stem[0])  # res_conv_1's conv (conv1 / conv0)
 
     # -- forward ------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> FeatureMaps:

@@ -204,7 +204,7 @@ def _torchvision_model(name: str, pretrained: bool | str | Path) -> nn.Module:
 
 
 def _set_resnet_last_stride(layer4: nn.Sequential, stride: int) -> None:
-    block = layer4[0]
+    block: Any = layer4[0]  # a torchvision BasicBlock or Bottleneck
     # torchvision puts the stride on the 3x3 conv: conv2 in Bottleneck, conv1 in BasicBlock.
     conv = block.conv2 if isinstance(block, tvm.resnet.Bottleneck) else block.conv1
     conv.stride = (stride, stride)
@@ -224,7 +224,7 @@ def build_trunk(
     """
     if last_stride not in (1, 2):
         raise ValueError(f"model.last_stride: expected 1 or 2, got {last_stride!r}")
-    model = _torchvision_model(name, pretrained)
+    model: Any = _torchvision_model(name, pretrained)  # a ResNet or DenseNet: parts by name
     if name.startswith("resnet"):
         _set_resnet_last_stride(model.layer4, last_stride)
         stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1)
@@ -258,6 +258,6 @@ def build_trunk(
 
 
 def _out_channels(layer: nn.Sequential) -> int:
-    last = layer[-1]
+    last: Any = layer[-1]  # a torchvision BasicBlock or Bottleneck
     bn = last.bn3 if isinstance(last, tvm.resnet.Bottleneck) else last.bn2
     return bn.num_features

@@ -30,11 +30,11 @@ _ABD_ONLY = {
 }
 
 
-def build_model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
+def build_model_from_config(cfg: ModelConfig, num_classes: int) -> ABDNet | OfficialABDNet:
     """``arch="abd"`` -> :class:`ABDNet`, ``arch="official"`` -> :class:`OfficialABDNet`;
     both read their options from ``cfg`` itself (the one constructor surface)."""
     if cfg.arch == "abd":
-        model: nn.Module = ABDNet(num_classes, cfg)
+        model: ABDNet | OfficialABDNet = ABDNet(num_classes, cfg)
     else:
         for key, off in _ABD_ONLY.items():
             if getattr(cfg, key) != off:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -78,7 +80,8 @@ class TrunkParameterGroups:
 
     def new_parameters(self) -> list[nn.Parameter]:
         backbone = {id(p) for p in self.backbone_parameters()}
-        return [p for p in self.parameters() if id(p) not in backbone]
+        module = cast(nn.Module, self)  # mixed into an nn.Module
+        return [p for p in module.parameters() if id(p) not in backbone]
 
     def ow_weights(self) -> list[torch.Tensor]:
         if self.ow_scope == "none":

@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -237,13 +237,23 @@ class OfficialABDNet(TrunkParameterGroups, nn.Module):
         )
 
     # -- parameter groups -------------------------------------------------------------
+    def _abd_branch(self) -> tuple[_DeepBranch, _ABDBranch]:
+        """``branches[0]`` (the authors' layout): its res_conv_5 copy and the ABD head."""
+        deep, head = cast(nn.Sequential, self.branches[0])
+        return cast(_DeepBranch, deep), cast(_ABDBranch, head)
+
+    def _global_branch(self) -> tuple[_DeepBranch, _GlobalBranch]:
+        """``branches[1]``: its res_conv_5 and the global head."""
+        deep, head = cast(nn.Sequential, self.branches[1])
+        return cast(_DeepBranch, deep), cast(_GlobalBranch, head)
+
     def backbone_modules(self) -> list[nn.Module]:
         """The torchvision trunk pieces (res_conv_1..4 and both res_conv_5)."""
         cb = self.common_branch
-        return [cb.backbone1, cb.backbone2, self.branches[0][0], self.branches[1][0]]
+        return [cb.backbone1, cb.backbone2, self._abd_branch()[0], self._global_branch()[0]]
 
     def stem_conv(self) -> nn.Conv2d:
-        return self.common_branch.backbone1[0]  # the 7x7 conv
+        return cast(nn.Conv2d, self.common_branch.backbone1[0])  # the 7x7 conv
 
     # -- forward ------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> FeatureMaps:
@@ -252,14 +262,14 @@ class OfficialABDNet(TrunkParameterGroups, nn.Module):
         f.add("shallow", shallow, of_weight=SHALLOW_OF_WEIGHT)
         if self.has_shallow_cam:
             f.attention["shallow_cam"] = (shallow,)
-        abd_deep, abd = self.branches[0]
-        glob_deep, _glob = self.branches[1]
+        abd_deep, abd = self._abd_branch()
+        glob_deep, _glob = self._global_branch()
         abd.add_features(abd_deep(m), f)
         f.add("global", glob_deep(m))  # (B, C5, h, w)
         return f
 
     def forward_head(self, f: FeatureMaps) -> ModelOutput:
-        abd, glob = self.branches[0][1], self.branches[1][1]
+        abd, glob = self._abd_branch()[1], self._global_branch()[1]
         stripe_vecs = abd.vectors(f)  # 2 x (B, R)
         g = glob(f.map("global"))  # (B, kg)
         emb = torch.cat([*stripe_vecs, g], dim=1)  # (B, 2R + kg)

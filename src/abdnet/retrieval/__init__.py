@@ -17,12 +17,14 @@ from abdnet.retrieval.files import collect_images, parse_labels
 from abdnet.retrieval.index import (
     INDEX_KINDS,
     INDEX_LOCK_TIMEOUT,
+    MAX_K,
     FeatureIndex,
     IndexChangedError,
     SearchResult,
     build_index,
     default_ivfpq_params,
     open_index,
+    space_of_extraction,
     update_index,
 )
 from abdnet.retrieval.sharded import (
@@ -52,11 +54,13 @@ __all__ = [
     "parse_name",
     "INDEX_KINDS",
     "INDEX_LOCK_TIMEOUT",
+    "MAX_K",
     "FeatureIndex",
     "IndexChangedError",
     "SearchResult",
     "build_index",
     "default_ivfpq_params",
     "open_index",
+    "space_of_extraction",
     "update_index",
 ]

@@ -1,9 +1,11 @@
 """Nearest-neighbour index over gallery embeddings, stored in a folder.
 
-Three kinds, all returning **squared Euclidean distances** (the official code's test
-metric; on L2-normalized features it equals ``2 - 2 cos``):
+Three kinds, all returning distances of the features' embedding space
+(:class:`abdnet.engine.EmbeddingSpace`, recorded in ``meta.json``): **squared Euclidean
+distances**, the official code's test metric, which on the L2-normalized features abdnet
+extracts by default equal ``2 - 2 cos``; faiss computes the space's ``faiss_metric``.
 
-- ``flat``: exact search (``faiss.IndexFlatL2``), the reference the others are measured against.
+- ``flat``: exact search (``faiss.IndexFlat``), the reference the others are measured against.
 - ``ivfpq``: inverted file with product quantization (``faiss.IndexIVFPQ``, needs training);
   optionally wrapped in ``faiss.IndexRefineFlat`` so that the ``k * k_factor`` candidates the
   compressed codes propose are re-ranked with exact distances. Scales to millions of crops
@@ -16,7 +18,10 @@ when reading them in ``index_storage``.
 Safety: the folder path is a link to a hidden versioned folder beside it, and every write
 (a build, an addition) writes a complete new version and swaps the link with one rename
 (:func:`abdnet.files.atomic_directory`): a kill at any moment leaves the old index or the
-new one, never a mix. Writers take the folder's lock (:class:`abdnet.files.FolderLock`) and
+new one, never a mix. Copy an index with ``cp -rL INDEX DEST`` (it copies the files of the
+current version into a plain folder, which opens, searches and takes additions like the
+original); a plain ``cp -r`` copies the link alone, and opening that copy elsewhere is an
+error that says so. Writers take the folder's lock (:class:`abdnet.files.FolderLock`) and
 :func:`update_index` holds it from opening to saving, so concurrent additions wait for each
 other instead of one silently replacing the other. Opening checks ``meta.json`` against the
 files (kind, dim, count, has_paths, has_labels); a disagreement is an error naming the field,
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -37,6 +43,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from abdnet.engine import EmbeddingSpace
 from abdnet.files import FolderLock, check_output, current_version
 from abdnet.retrieval.index_kinds import (
     INDEX_KINDS,
@@ -53,11 +60,13 @@ from abdnet.retrieval.index_storage import StoredIndex, read_index_version, writ
 __all__ = [
     "INDEX_KINDS",
     "INDEX_LOCK_TIMEOUT",
+    "MAX_K",
     "FeatureIndex",
     "IndexChangedError",
     "SearchResult",
     "build_index",
     "open_index",
+    "space_of_extraction",
     "update_index",
     "default_ivfpq_params",
 ]
@@ -67,6 +76,10 @@ log = logging.getLogger(__name__)
 # Seconds a writer waits for another writer of the same index folder (an addition to a
 # large index takes seconds to minutes) before giving up with FileLockedError.
 INDEX_LOCK_TIMEOUT = 600.0
+# The most results per query that ``abdnet search``, ``abdnet gallery search`` (-k) and the
+# HTTP API (k, ServiceSettings.max_k) return: a larger k is refused with an error naming the
+# limit; a k above the gallery's size is not an error (all its items come back).
+MAX_K = 1000
 
 
 class IndexChangedError(ValueError):
@@ -74,7 +87,8 @@ class IndexChangedError(ValueError):
 
 
 class SearchResult(NamedTuple):
-    """``distances`` (Q, k) float32 squared Euclidean, ``indices`` (Q, k) int64 (-1: no result)."""
+    """``distances`` (Q, k) float32 in the index's embedding space (squared Euclidean for
+    every space abdnet extracts), ``indices`` (Q, k) int64 (-1: no result)."""
 
     distances: np.ndarray
     indices: np.ndarray
@@ -100,7 +114,8 @@ class FeatureIndex(StoredIndex):
     """A faiss index with the gallery's paths and labels; see the module docstring.
 
     Build one with :func:`build_index`, open a saved one with :func:`open_index`.
-    ``search`` returns squared Euclidean distances, smallest first.
+    ``search`` returns distances of the index's embedding space (``embedding_space()``),
+    smallest first.
     """
 
     directory: Path | None = None
@@ -178,10 +193,11 @@ class FeatureIndex(StoredIndex):
             self.paths = (self.paths or []) + [str(p) for p in paths]
 
     def search(self, queries: Any, k: int = 10) -> SearchResult:
-        """The ``k`` nearest gallery items of each query: squared Euclidean distances, ascending.
+        """The ``k`` nearest gallery items of each query: distances of the space, ascending.
 
-        ``k`` larger than the gallery is clipped to its size; approximate kinds may still
-        return fewer than ``k`` hits, marked with index -1 and distance +inf.
+        ``k`` larger than the gallery gives every item (the command line and the HTTP API
+        refuse a ``k`` above ``MAX_K``); approximate kinds may still return fewer than ``k``
+        hits, marked with index -1 and distance +inf.
         """
         q = _as_matrix(queries, "queries")
         self._check_dim(q, "queries")
@@ -190,8 +206,10 @@ class FeatureIndex(StoredIndex):
         if self.count == 0:
             raise ValueError(f"{self._where()} is empty")
         k = min(k, self.count)
-        distances, indices = self.index.search(q, k)
+        values, indices = self.index.search(q, k)
         indices = indices.astype(np.int64)
+        space = self.embedding_space()
+        distances = np.asarray(space.distance_from_search(values, space.faiss_metric))
         distances = np.where(indices < 0, np.inf, distances).astype(np.float32)
         return SearchResult(distances, indices)
 
@@ -264,13 +282,17 @@ def build_index(
     out_dir: str | Path | None = None,
     overwrite: bool = False,
     extraction: dict[str, Any] | None = None,
+    space: EmbeddingSpace | None = None,
     **opts: Any,
 ) -> FeatureIndex:
     """Build an index of ``kind`` over ``features`` (N, D); save it to ``out_dir`` if given
     (a folder already holding files is refused unless ``overwrite``; see ``save``).
 
-    Features should be L2-normalized (what :class:`FeatureExtractor` returns by default):
-    distances are then squared Euclidean on the unit sphere. Options per kind:
+    ``space`` is the features' embedding space (``extractor.space``); faiss computes its
+    metric and ``search`` answers in its distance. Default: the space ``extraction`` records
+    (``abdnet extract`` writes it), else L2-normalized features (what
+    :class:`FeatureExtractor` returns by default: squared Euclidean on the unit sphere).
+    Options per kind:
 
     - ivfpq: ``nlist``, ``m`` (divides D), ``nbits``, ``nprobe``, ``refine`` ("flat": exact
       re-ranking of ``k * k_factor`` candidates, "sq8", "fp16" or "none"), ``k_factor``,
@@ -282,19 +304,33 @@ def build_index(
     arr = _as_matrix(features, "features")
     if arr.shape[0] == 0:
         raise ValueError("features: cannot build an index from 0 vectors")
-    built = build_faiss_index(kind, arr, opts)
+    extraction = dict(extraction or {})
+    if space is None:
+        space = space_of_extraction(extraction, arr.shape[1])
+    if space.dim != arr.shape[1]:
+        raise ValueError(f"features: {arr.shape[1]}-d, but the space has {space.dim}-d vectors")
+    built = build_faiss_index(kind, arr, opts, space.faiss_metric)
     result = FeatureIndex(
         index=built.index,
         kind=kind,
         dim=arr.shape[1],
         params=built.params,
-        extraction=dict(extraction or {}),
+        extraction=extraction,
+        space=space,
     )
     result.apply_search_params()
     result.add(arr, paths=paths, pids=pids, camids=camids)
     if out_dir is not None:
         result.save(out_dir, overwrite=overwrite, lock_timeout=0)
     return result
+
+
+def space_of_extraction(extraction: dict[str, Any], dim: int) -> EmbeddingSpace:
+    """The space a feature file's extraction record declares (``space``), or for a file
+    written before spaces were recorded, unit vectors unless it was extracted raw."""
+    if "space" in extraction:
+        return EmbeddingSpace.from_dict(extraction["space"], "extraction record: space")
+    return EmbeddingSpace(dim=dim, normalized=bool(extraction.get("normalize", True)))
 
 
 def open_index(directory: str | Path, **search_opts: Any) -> FeatureIndex:
@@ -305,6 +341,12 @@ def open_index(directory: str | Path, **search_opts: Any) -> FeatureIndex:
     disagreement is a ``ValueError`` naming the file and the field.
     """
     d = Path(directory)
+    if d.is_symlink() and not d.exists():
+        raise FileNotFoundError(
+            f"index {d} is a link to {os.readlink(d)}, which is not there: an index folder is "
+            f"a link to a hidden version folder beside it, and a plain 'cp -r' copies the "
+            f"link alone; copy an index with 'cp -rL {d} DEST' (or move it with mv)"
+        )
     if not d.exists():
         raise FileNotFoundError(f"index folder not found: {d}")
     if not d.is_dir():

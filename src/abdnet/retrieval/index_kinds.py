@@ -1,6 +1,10 @@
 """The three faiss index kinds and their options: built, trained, tuned and recognised.
 
-- ``flat``: exact search (``faiss.IndexFlatL2``), the reference the others are measured against.
+Each computes the metric of the features' embedding space (``EmbeddingSpace.faiss_metric``:
+``l2``, squared distances, for the squared-Euclidean spaces; ``inner_product`` for a cosine
+space).
+
+- ``flat``: exact search (``faiss.IndexFlat``), the reference the others are measured against.
 - ``ivfpq``: inverted file with product quantization (``faiss.IndexIVFPQ``, needs training);
   optionally wrapped in ``faiss.IndexRefineFlat`` (or ``IndexRefine`` over an 8-bit / fp16
   copy) so that the ``k * k_factor`` candidates the compressed codes propose are re-ranked
@@ -19,6 +23,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from abdnet.engine import FaissMetric
+
 __all__ = [
     "INDEX_KINDS",
     "KIND_OPTIONS",
@@ -27,6 +33,7 @@ __all__ = [
     "FaissKind",
     "build_faiss_index",
     "check_kind",
+    "faiss_metric_type",
     "default_ivfpq_params",
     "kind_of",
     "load_faiss",
@@ -43,7 +50,7 @@ KIND_OPTIONS: dict[str, dict[str, Any]] = {
     "ivfpq": {
         "nlist": None,  # inverted lists (coarse centroids); default ~4 sqrt(N), power of two
         "m": None,  # PQ sub-quantizers; must divide dim; default dim / 16 capped at 64
-        "nbits": 8,  # bits per sub-quantizer code
+        "nbits": None,  # bits per sub-quantizer code; default 8, fewer below 256 vectors
         "nprobe": 32,  # lists visited per query (search-time, stored in meta.json)
         # Re-rank k * k_factor candidates: "flat" exact distances (IndexRefineFlat; keeps the
         # raw vectors, so more memory than flat), "sq8" / "fp16" (8-bit / half-precision
@@ -80,21 +87,29 @@ def load_faiss() -> Any:
 
 
 def default_ivfpq_params(n: int, dim: int) -> dict[str, int]:
-    """Data-dependent ``nlist`` and ``m`` for IVF-PQ when the user gives none.
+    """Data-dependent ``nlist``, ``m`` and ``nbits`` for IVF-PQ when the user gives none.
 
     nlist ~ 4 sqrt(N) (faiss's rule of thumb), rounded to a power of two, between 16 and
-    65536, and no more than N / 39 so k-means has its recommended 39 points per centroid.
+    65536, and no more than N / 39 so k-means has its recommended 39 points per centroid;
+    a gallery of fewer than 16 vectors gets the largest power of two <= N.
     m = dim / 16 capped at 64 (16 dims per 1-byte code: the exact re-ranking recovers the
     precision, and fewer codes scan faster), lowered until it divides dim.
+    nbits = 8 (one byte per code), or floor(log2 N) for fewer than 256 vectors: each
+    sub-quantizer has 2**nbits centroids to train on N vectors.
     """
-    nlist = 2 ** round(math.log2(max(16.0, 4.0 * math.sqrt(max(n, 1)))))
+    if n < 2:
+        raise ValueError(f"ivfpq: {n} vector(s) cannot train a quantizer; use --kind flat")
+    nlist = 2 ** round(math.log2(max(16.0, 4.0 * math.sqrt(n))))
     while nlist > 16 and nlist * 39 > n:
+        nlist //= 2
+    while nlist > n:
         nlist //= 2
     nlist = int(min(nlist, 65536))
     m = max(1, min(64, dim // 16))
     while dim % m:
         m -= 1
-    return {"nlist": nlist, "m": m}
+    nbits = min(8, int(math.floor(math.log2(n))))
+    return {"nlist": nlist, "m": m, "nbits": nbits}
 
 
 def check_kind(kind: str) -> None:
@@ -111,8 +126,17 @@ class BuiltIndex:
     params: dict[str, Any]
 
 
-def build_faiss_index(kind: str, features: np.ndarray, opts: dict[str, Any]) -> BuiltIndex:
-    """A new index of ``kind`` for ``features`` (N, D) float32, trained on them if needed.
+def faiss_metric_type(metric: FaissMetric) -> int:
+    """faiss's metric constant for an embedding space's ``faiss_metric``."""
+    faiss = load_faiss()
+    return {"l2": faiss.METRIC_L2, "inner_product": faiss.METRIC_INNER_PRODUCT}[metric]
+
+
+def build_faiss_index(
+    kind: str, features: np.ndarray, opts: dict[str, Any], metric: FaissMetric = "l2"
+) -> BuiltIndex:
+    """A new index of ``kind`` for ``features`` (N, D) float32, trained on them if needed,
+    computing ``metric`` (the embedding space's :attr:`~abdnet.engine.EmbeddingSpace.faiss_metric`).
 
     ``opts`` are the caller's options (``None``: the default); unknown options are refused.
     """
@@ -127,24 +151,34 @@ def build_faiss_index(kind: str, features: np.ndarray, opts: dict[str, Any]) -> 
             f"valid: {', '.join(allowed) or '(none)'}"
         )
     params = {k: (opts[k] if opts.get(k) is not None else v) for k, v in allowed.items()}
+    mt = faiss_metric_type(metric)
     if kind == "flat":
-        return BuiltIndex(faiss.IndexFlatL2(dim), params)
+        return BuiltIndex(faiss.IndexFlat(dim, mt), params)
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(params["hnsw_m"]))
+        index = faiss.IndexHNSWFlat(dim, int(params["hnsw_m"]), mt)
         index.hnsw.efConstruction = int(params["ef_construction"])
         return BuiltIndex(index, params)
-    return BuiltIndex(_trained_ivfpq(features, params), params)
+    return BuiltIndex(_trained_ivfpq(features, params, mt), params)
 
 
-def _trained_ivfpq(arr: np.ndarray, params: dict[str, Any]) -> Any:
+def _trained_ivfpq(arr: np.ndarray, params: dict[str, Any], metric_type: int) -> Any:
     """An IVF-PQ index (with its re-ranking wrapper) trained on ``arr``; fills ``params``."""
     faiss = load_faiss()
     n, dim = arr.shape
     defaults = default_ivfpq_params(n, dim)
-    for name in ("nlist", "m"):
-        if params[name] is None:
-            params[name] = defaults[name]
+    chosen = [name for name in ("nlist", "m", "nbits") if params[name] is None]
+    for name in chosen:
+        params[name] = defaults[name]
     nlist, m, nbits = int(params["nlist"]), int(params["m"]), int(params["nbits"])
+    small = [f"{name}={params[name]}" for name in chosen if name in ("nlist", "nbits")]
+    if n < 16 * 39 and small:
+        log.info(
+            "ivfpq on a small gallery (%d vectors): %s chosen for its size (a quantizer "
+            "needs at least as many training vectors as centroids); at this size --kind flat "
+            "is exact and as fast",
+            n,
+            ", ".join(small),
+        )
     if dim % m:
         raise ValueError(f"ivfpq: m={m} must divide the feature dimension {dim}")
     needed = max(nlist, 2**nbits)
@@ -152,11 +186,11 @@ def _trained_ivfpq(arr: np.ndarray, params: dict[str, Any]) -> Any:
     if min(n, train_size) < needed:
         raise ValueError(
             f"ivfpq: too few training vectors: {min(n, train_size)} given, at least {needed} "
-            f"needed (nlist={nlist}, 2**nbits={2**nbits}); use --kind flat or hnsw for a "
-            f"small gallery, or lower nlist/nbits"
+            f"needed (nlist={nlist}, 2**nbits={2**nbits}); leave --nlist / --nbits unset to "
+            f"have them chosen by the gallery's size, lower them, or use --kind flat or hnsw"
         )
-    quantizer = faiss.IndexFlatL2(dim)
-    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits)
+    quantizer = faiss.IndexFlat(dim, metric_type)
+    ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, m, nbits, metric_type)
     ivf.cp.seed = int(params["seed"])
     # (faiss's Python wrapper keeps the quantizer / wrapped index alive with their owner.)
     refine = params["refine"]

@@ -23,11 +23,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from abdnet.engine import EmbeddingSpace
 from abdnet.files import atomic_directory
 from abdnet.retrieval.index_kinds import (
     INDEX_KINDS,
     KIND_OPTIONS,
     SEARCH_OPTIONS,
+    faiss_metric_type,
     kind_of,
     load_faiss,
 )
@@ -63,6 +65,11 @@ class StoredIndex:
     pids: np.ndarray | None = None
     camids: np.ndarray | None = None
     extraction: dict[str, Any] = field(default_factory=dict)  # how the features were made
+    space: EmbeddingSpace | None = None  # the vectors' space; None: unit vectors of ``dim``
+
+    def embedding_space(self) -> EmbeddingSpace:
+        """The space the index's vectors and distances are in."""
+        return self.space if self.space is not None else EmbeddingSpace(dim=self.dim)
 
 
 def write_index_folder(out: Path, stored: StoredIndex) -> None:
@@ -82,7 +89,8 @@ def write_index_folder(out: Path, stored: StoredIndex) -> None:
             "kind": stored.kind,
             "dim": stored.dim,
             "count": int(stored.index.ntotal),
-            "metric": "squared_l2",
+            "metric": _METRIC_NAMES[stored.embedding_space().faiss_metric],
+            "space": stored.embedding_space().to_dict(),
             "params": stored.params,
             "has_paths": stored.paths is not None,
             "has_labels": stored.pids is not None,
@@ -138,6 +146,12 @@ def read_index_version(d: Path, v: Path) -> StoredIndex:
         )
     if index.d != dim:
         raise ValueError(f"{meta_path}: dim {dim} does not match {INDEX_FILE} (dim {index.d})")
+    space = _read_space(meta, dim, extraction, meta_path)
+    if index.metric_type != faiss_metric_type(space.faiss_metric):
+        raise ValueError(
+            f"{meta_path}: metric {meta.get('metric')!r} does not match {INDEX_FILE} (faiss "
+            f"metric type {index.metric_type})"
+        )
     if index.ntotal != count:
         raise ValueError(
             f"{meta_path}: count {count} does not match {INDEX_FILE} ({index.ntotal} vectors)"
@@ -177,7 +191,32 @@ def read_index_version(d: Path, v: Path) -> StoredIndex:
         pids=pids,
         camids=camids,
         extraction=dict(extraction),
+        space=space,
     )
+
+
+# meta.json ``metric``: what the faiss index computes (squared_l2 in every older index)
+_METRIC_NAMES = {"l2": "squared_l2", "inner_product": "inner_product"}
+
+
+def _read_space(
+    meta: dict[str, Any], dim: int, extraction: dict[str, Any], where: Path
+) -> EmbeddingSpace:
+    """The index's embedding space: ``meta.json``'s ``space``, or for an index written before
+    spaces were recorded, unit vectors unless its features were extracted raw."""
+    if "space" in meta:
+        space = EmbeddingSpace.from_dict(meta["space"], f"{where}: space")
+    else:
+        space = EmbeddingSpace(dim=dim, normalized=bool(extraction.get("normalize", True)))
+    if space.dim != dim:
+        raise ValueError(f"{where}: space.dim {space.dim} does not match dim {dim}")
+    metric = meta.get("metric", "squared_l2")
+    if metric != _METRIC_NAMES[space.faiss_metric]:
+        raise ValueError(
+            f"{where}: metric {metric!r} does not match the space "
+            f"({_METRIC_NAMES[space.faiss_metric]!r} for {space.rule})"
+        )
+    return space
 
 
 def _meta_int(meta: dict[str, Any], key: str, where: Path, *, minimum: int) -> int:

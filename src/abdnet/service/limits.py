@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from abdnet.gallery import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE
+from abdnet.retrieval import MAX_K
 from abdnet.service.errors import ApiError
 
 __all__ = ["BodyLimit", "ServiceSettings"]
@@ -24,7 +25,7 @@ class ServiceSettings:
     max_batch: int = 32  # images embedded together
     max_wait_ms: float = 5.0  # how long a batch waits for more requests
     default_k: int = 10
-    max_k: int = 1000
+    max_k: int = MAX_K  # k above it is refused (400), as -k of the command line
 
 
 class BodyLimit:
