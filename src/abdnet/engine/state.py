@@ -95,7 +95,11 @@ class TrainState:
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
             "rng": capture_rng_state(),
-            **({"objective": self.objective.state_dict()} if self._objective_state() else {}),
+            **(
+                {"objective": self.objective.state_dict()}
+                if self.objective is not None and self._objective_state()
+                else {}
+            ),
         }
 
     def _objective_state(self) -> bool:
@@ -110,7 +114,7 @@ class TrainState:
         self.best_metric = float(state["best_metric"])
         self.best_epoch = state["best_epoch"]
         restore_rng_state(state["rng"])
-        if self._objective_state():
+        if self.objective is not None and self._objective_state():
             if "objective" not in state:
                 raise ValueError("checkpoint: has no loss state (center-loss centers) to resume")
             self.objective.load_state_dict(state["objective"])
