@@ -23,6 +23,7 @@ from abdnet.files import atomic_write, check_output
 from abdnet.layout import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
+    LAST,
     METRICS_FILE,
     PRECISION_FILE,
     SKIPPED_FILE,
@@ -75,7 +76,7 @@ def run_config(cfg: Config | None, run: RunLayout, *, resume: bool, force: bool)
 
 def check_resumable(run: RunLayout, *, resume: bool) -> None:
     """Refuse to resume a run whose ``checkpoints/last`` points to a missing folder."""
-    last = run.checkpoint("last")
+    last = run.checkpoint(LAST)
     if resume and last.is_symlink() and not last.exists():
         raise FileNotFoundError(
             f"--resume {run.root}: checkpoints/last points to a missing folder "

@@ -95,15 +95,12 @@ class TrainState:
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
             "rng": capture_rng_state(),
-            **(
-                {"objective": self.objective.state_dict()}
-                if self.objective is not None and self._objective_state()
-                else {}
-            ),
+            **({"objective": loss_state} if (loss_state := self._objective_state()) else {}),
         }
 
-    def _objective_state(self) -> bool:
-        return self.objective is not None and len(self.objective.state_dict()) > 0
+    def _objective_state(self) -> dict[str, Any]:
+        """The loss's own state (buffers such as the center-loss centers); {} when none."""
+        return dict(self.objective.state_dict()) if self.objective is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` captured (the random generators included)."""
