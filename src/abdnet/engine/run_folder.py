@@ -123,7 +123,9 @@ def run_precision(
     choice = [chosen.name if chosen else None, chosen.reason if chosen else None]
     if ctx.enabled:
         torch.distributed.broadcast_object_list(choice, src=0)
-    precision = dataclasses.replace(choose_precision(device, choice[0]), reason=choice[1])
+    name, reason = choice  # set on every rank: chosen on rank 0, broadcast to the others
+    assert name is not None and reason is not None
+    precision = dataclasses.replace(choose_precision(device, name), reason=reason)
     if ctx.is_main:
         atomic_write(
             run.precision,
