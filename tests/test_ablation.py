@@ -367,6 +367,7 @@ TINY_SETS = [
     "data.height=64",
     "data.width=32",
     "data.synthetic.ids=8",
+    "data.batch_size=8",  # 2 identities x 4: the 4 training ids of ids=8
     "data.synthetic.height=64",
     "data.synthetic.width=32",
     "train.frozen_epochs=1",
