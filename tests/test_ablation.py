@@ -366,8 +366,10 @@ TINY_SETS = [
     "model.reduction_dim=16",
     "data.height=64",
     "data.width=32",
-    "data.synthetic.ids=8",
-    "data.batch_size=8",  # 2 identities x 4: the 4 training ids of ids=8
+    "data.synthetic.ids=8",  # 4 training identities, 2 cameras, 4 images each
+    "data.synthetic.cams=2",
+    "data.synthetic.per_id=4",
+    "data.batch_size=16",  # 4 identities x 4
     "data.synthetic.height=64",
     "data.synthetic.width=32",
     "train.frozen_epochs=1",

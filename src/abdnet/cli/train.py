@@ -55,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace a run already in --out (its config, checkpoints and metrics are deleted; "
         "other files in the folder are kept)",
     )
+    parser.add_argument(
+        "--far",
+        type=float,
+        default=1e-2,
+        help="false-accept rate of the 'same person?' threshold calibrated on the test split "
+        "when training ends and kept as RUN/threshold.json ('abdnet track' links with it; "
+        "default 1e-2; 0: none)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -87,12 +95,18 @@ def run(args: argparse.Namespace) -> int:
         )
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
+    kept = None
+    if args.far and result.test is not None:
+        from abdnet.cli.calibrate import keep_run_threshold
+
+        kept = keep_run_threshold(result.run_dir, far=args.far, show=progress)
     summary = {
         "run_dir": str(result.run_dir),
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "test": result.test,
         "seconds": round(result.seconds, 1),
+        **({"threshold": kept.threshold, "threshold_far": kept.far} if kept else {}),
     }
     print(json.dumps(summary, indent=2, default=str))
     return 0
