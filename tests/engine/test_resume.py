@@ -81,13 +81,19 @@ def _abdnet(*args):
 
 @pytest.mark.slow
 def test_sigkill_and_resume_tiny_config_matches_uninterrupted(tmp_path):
-    # As a user would run it: tiny.yaml (shortened with --set to 1 + 3 epochs, a checkpoint
-    # each), killed with SIGKILL as soon as the first checkpoint exists, resumed with
-    # `abdnet train --resume`.
+    # As a user would run it: tiny.yaml (shortened with --set to 1 + 3 epochs of 4 small
+    # batches, a checkpoint each), killed with SIGKILL as soon as the first checkpoint
+    # exists, resumed with `abdnet train --resume`.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     config = str(ROOT / "configs" / "tiny.yaml")
-    short = ["--set", "train.epochs=3", "--set", "train.checkpoint_every=1",
-             "--set", "optim.milestones=[2]"]  # fmt: skip
+    short = [
+        f"{k}={v}"
+        for k, v in {
+            "train.epochs": 3, "train.checkpoint_every": 1, "optim.milestones": "[2]",
+            "data.synthetic.cams": 2, "data.synthetic.per_id": 4, "data.batch_size": 16,
+        }.items()
+    ]  # fmt: skip
+    short = [a for s in short for a in ("--set", s)]
     full, killed = tmp_path / "full", tmp_path / "killed"
     proc = subprocess.Popen(
         _abdnet("train", "--config", config, "--out", str(killed), "--no-progress", *short),
