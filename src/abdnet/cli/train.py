@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 from abdnet.cli.options import positive_int
 
@@ -90,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
             # the data set changes, the input size/augmentation of the config stay
             data = with_data_root(cfg.data, args.data)
             cfg = dataclasses.replace(cfg, data=data)
+        if args.force:
+            from abdnet.layout import THRESHOLD_FILE
+
+            # a replaced run's threshold belongs to its old model
+            (Path(args.out) / THRESHOLD_FILE).unlink(missing_ok=True)
         result = train(
             cfg, args.out, force=args.force, progress=progress, max_epochs=args.max_epochs
         )
