@@ -7,10 +7,12 @@ Parts (all by default; ``--parts`` picks some):
 - ``add``: bulk enrolment (what ``abdnet gallery add`` runs: read, hash, embed, store the
   crop, write the row) of the same crops into a new gallery; images/s and the ratio to
   offline extraction.
-- ``serve``: ``abdnet serve`` on that gallery in its own process; ``--clients`` concurrent
-  clients (one asyncio process) post search queries for ``--seconds``; errors, queries/s
-  and the ratio to offline extraction (each query is one image through the model plus a
-  gallery search), client-side p50 / p99 latency, the mean dynamic batch.
+- ``serve``: ``abdnet serve`` on that gallery in its own process (``--replicas N``: N
+  processes on one ``--gallery`` Milvus server URI and one ``--crops`` store, the clients
+  spread over them); ``--clients`` concurrent clients (one asyncio process) post search
+  queries for ``--seconds``; errors, queries/s and the ratio to offline extraction (each
+  query is one image through the model plus a gallery search), client-side p50 / p99
+  latency, the mean dynamic batch.
 
 The ratios of ``add`` and ``serve`` are taken against extraction measured right before and
 right after them (``--baseline-images`` crops each time, mean of the two), so that a change
@@ -24,6 +26,7 @@ depend on the weights); the crops come from the synthetic generator (``abdnet sy
 
     python benchmarks/serve_load.py --threads 1                       # >= 10,000 crops, 60 s
     python benchmarks/serve_load.py --parts search --search-entries 100000
+    python benchmarks/serve_load.py --replicas 2 --gallery http://127.0.0.1:19530 --crops DIR
 """
 
 from __future__ import annotations
@@ -117,14 +120,27 @@ def _bracketed(ckpt: Path, base: list[str], batch: int, run):
     return result, before, after
 
 
-def part_add(ckpt: Path, paths: list[str], gallery: Path, batch: int, base: list[str]) -> None:
+def part_add(
+    ckpt: Path,
+    paths: list[str],
+    gallery: str,
+    batch: int,
+    base: list[str],
+    args: argparse.Namespace,
+) -> None:
     from abdnet.gallery import Gallery, describe_extractor, enrol_files
     from abdnet.retrieval import FeatureExtractor
 
     def run() -> float:
         ext = FeatureExtractor(ckpt, device="cpu", batch_size=batch)
         ext.extract(paths[:batch])  # warm-up, as for the baseline
-        with Gallery.open(gallery, model=describe_extractor(ext), create=True) as g:
+        with Gallery.open(
+            gallery,
+            model=describe_extractor(ext),
+            create=True,
+            collection=args.collection,
+            crops=args.crops,
+        ) as g:
             t = time.perf_counter()
             report = enrol_files(g, ext, paths, batch_size=batch)
             speed = report.added / (time.perf_counter() - t)
@@ -139,7 +155,7 @@ def part_add(ckpt: Path, paths: list[str], gallery: Path, batch: int, base: list
     )
 
 
-async def _load(url: str, queries: list[tuple[str, bytes]], clients: int, seconds: float):
+async def _load(urls: list[str], queries: list[tuple[str, bytes]], clients: int, seconds: float):
     import httpx
 
     latencies: list[float] = []
@@ -147,13 +163,14 @@ async def _load(url: str, queries: list[tuple[str, bytes]], clients: int, second
     stop = time.perf_counter() + seconds
 
     async def client(n: int, c: httpx.AsyncClient) -> None:
+        url = urls[n % len(urls)]  # clients spread evenly over the replicas
         i = n
         while time.perf_counter() < stop:
             name, data = queries[i % len(queries)]
             i += clients
             t = time.perf_counter()
             try:
-                r = await c.post("/search?k=10", files={"image": (name, data, "image/jpeg")})
+                r = await c.post(url + "/search?k=10", files={"image": (name, data, "image/jpeg")})
                 if r.status_code != 200:
                     errors.append(f"{r.status_code} {r.text[:100]}")
                     continue
@@ -163,65 +180,85 @@ async def _load(url: str, queries: list[tuple[str, bytes]], clients: int, second
             latencies.append(time.perf_counter() - t)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as c:
+    async with httpx.AsyncClient(timeout=120, limits=limits) as c:
         t0 = time.perf_counter()
         await asyncio.gather(*(client(n, c) for n in range(clients)))
         wall = time.perf_counter() - t0
     return latencies, errors, wall
 
 
+def _start_serve(
+    ckpt: Path, gallery: str, args: argparse.Namespace
+) -> tuple[str, subprocess.Popen]:
+    port = _free_port()
+    cmd = [
+        sys.executable, "-m", "abdnet.cli.main", "serve", "--gallery", gallery,
+        "--collection", args.collection, "--checkpoint", str(ckpt), "--port", str(port),
+        "--log-level", "warning", "--max-batch", str(args.max_batch),
+        "--max-wait-ms", str(args.max_wait_ms),
+    ]  # fmt: skip
+    if args.crops:
+        cmd += ["--crops", args.crops]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    return f"http://127.0.0.1:{port}", subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+
+
+def _wait_up(url: str, proc: subprocess.Popen) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 300
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"abdnet serve exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("abdnet serve did not start")
+        time.sleep(0.5)
+
+
 def part_serve(
-    ckpt: Path, gallery: Path, queries: list[str], args: argparse.Namespace, base: list[str]
+    ckpt: Path, gallery: str, queries: list[str], args: argparse.Namespace, base: list[str]
 ) -> None:
     import httpx
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable, "-m", "abdnet.cli.main", "serve", "--gallery", str(gallery),
-        "--checkpoint", str(ckpt), "--port", str(port), "--log-level", "warning",
-        "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-    ]  # fmt: skip
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    servers = [_start_serve(ckpt, gallery, args) for _ in range(args.replicas)]
+    urls = [url for url, _ in servers]
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"abdnet serve exited: {proc.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(url + "/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("abdnet serve did not start")
-            time.sleep(0.5)
+        for url, proc in servers:
+            _wait_up(url, proc)
         data = [(Path(q).name, Path(q).read_bytes()) for q in queries]
-        asyncio.run(_load(url, data[:32], args.clients, 5.0))  # warm-up
-        metrics: list[str] = []
+        asyncio.run(_load(urls, data[:32], args.clients, 5.0))  # warm-up
+        metrics: list[list[str]] = []
 
         def run():
-            metrics.append(httpx.get(url + "/metrics", timeout=30).text)
-            out = asyncio.run(_load(url, data, args.clients, args.seconds))
-            metrics.append(httpx.get(url + "/metrics", timeout=30).text)
+            metrics.append([httpx.get(u + "/metrics", timeout=30).text for u in urls])
+            out = asyncio.run(_load(urls, data, args.clients, args.seconds))
+            metrics.append([httpx.get(u + "/metrics", timeout=30).text for u in urls])
             return out
 
         (lat, errors, wall), b_before, b_after = _bracketed(ckpt, base, args.batch_size, run)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for _, proc in servers:
+            proc.send_signal(signal.SIGTERM)
+        for _, proc in servers:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     qps = len(lat) / wall
     ms = np.percentile(np.array(lat) * 1000, [50, 99]) if lat else [float("nan")] * 2
-    images = _metric(metrics[1], "sum") - _metric(metrics[0], "sum")
-    batches = _metric(metrics[1], "count") - _metric(metrics[0], "count")
+    images = sum(_metric(b, "sum") - _metric(a, "sum") for a, b in zip(*metrics))
+    batches = sum(_metric(b, "count") - _metric(a, "count") for a, b in zip(*metrics))
     baseline = (b_before + b_after) / 2
     print(
-        f"[serve] {args.clients} clients, {wall:.0f} s: {len(lat)} searches, {len(errors)} errors; "
+        f"[serve] {args.replicas} replica(s) on {gallery}, {args.clients} clients, {wall:.0f} s: {len(lat)} searches, {len(errors)} errors; "
         f"{qps:.1f} queries/s; extraction before / after: {b_before:.1f} / {b_after:.1f} img/s; "
         f"ratio {qps / baseline:.2f}; latency p50 {ms[0]:.0f} ms, p99 {ms[1]:.0f} ms; mean "
         f"embed batch {images / max(batches, 1):.1f}"
@@ -321,7 +358,15 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--search-entries", type=int, default=100_000)
     ap.add_argument("--search-dim", type=int, default=256, help="configs/tiny.yaml gives 256")
+    ap.add_argument("--replicas", type=int, default=1, help="abdnet serve processes")
+    ap.add_argument(
+        "--gallery", help="Milvus server URI (default: a Milvus Lite file in the work folder)"
+    )
+    ap.add_argument("--collection", default="abdnet_gallery")
+    ap.add_argument("--crops", help="crop store (folder or fsspec URL) shared by the replicas")
     args = ap.parse_args()
+    if args.replicas > 1 and not (args.gallery and "://" in args.gallery):
+        ap.error("--replicas > 1 needs --gallery http://HOST:PORT (Milvus Lite serves one process)")
     parts = set(args.parts.split(","))
 
     import torch
@@ -336,12 +381,12 @@ def main() -> None:
             ckpt = _model(work / "tiny.safetensors")
             crops = _crops(work / "synth", args.ids, args.per_id)
             print(f"model: configs/tiny.yaml architecture, random weights; {len(crops)} crops")
-            gallery = work / "gallery.db"
+            gallery = args.gallery or str(work / "gallery.db")
             base = crops[: args.baseline_images]
             if "extract" in parts:
                 part_extract(ckpt, crops, args.batch_size)
             if "add" in parts:
-                part_add(ckpt, crops, gallery, args.batch_size, base)
+                part_add(ckpt, crops, gallery, args.batch_size, base, args)
             if "serve" in parts:
                 from abdnet.retrieval import collect_images
 

@@ -277,7 +277,9 @@ class MilvusServer:
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
     """One Milvus standalone server for the session: its gRPC API on a free port of
-    127.0.0.1, data under the session's temporary folder; stopped by its pid at the end."""
+    127.0.0.1, data under the session's temporary folder; stopped by its pid at the end.
+    Its embedded etcd's peer port is 2380 whatever the config says: one session using it at a
+    time per machine (a second one fails with "address already in use" in the log)."""
     try:
         import milvus
     except ImportError:

@@ -325,9 +325,10 @@ def test_page_in_headless_chromium(served, tmp_path):
 
 def test_two_replicas_on_one_milvus_server(milvus_server, tmp_path, tiny_checkpoint):
     """Two ``abdnet serve`` replicas over one Milvus server and one crop folder keep no state
-    of their own: an enrolment acknowledged by A is found through B at once, every time; a
+    of their own (crops at an fsspec URL): an enrolment acknowledged by A is found through B at once, every time; a
     delete through B is gone through A; SIGKILL of A right after a 201 loses nothing."""
-    shared = ("--collection", milvus_server.collection(), "--crops", str(tmp_path / "crops"))
+    crops = (tmp_path / "crops").as_uri()  # one fsspec crop store (file://) for both
+    shared = ("--collection", milvus_server.collection(), "--crops", crops)
     a = Server(milvus_server.uri, tiny_checkpoint, tmp_path, *shared)  # creates the gallery
     b = Server(milvus_server.uri, tiny_checkpoint, tmp_path, *shared)
     try:

@@ -1,6 +1,7 @@
 """Footage to identities on small synthetic footage: tracker, pipeline, outputs, bad input."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -44,9 +45,12 @@ def solid(pid, cam, k):
     return img
 
 
-def stripes(x):
+class Stripes(torch.nn.Module):
     """An embedding: the mean colour of six horizontal stripes, centred."""
-    return torch.stack([s.mean(dim=(2, 3)) for s in x.chunk(6, dim=2)], 1).flatten(1) - 0.4
+
+    def forward(self, x):
+        f = torch.stack([s.mean(dim=(2, 3)) for s in x.chunk(6, dim=2)], 1).flatten(1) - 0.4
+        return SimpleNamespace(embedding=f)  # an abdnet network's output has .embedding
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,7 @@ def footage(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def extractor():
-    return FeatureExtractor(stripes, config=Config(data=DataConfig(height=64, width=32)))
+    return FeatureExtractor(Stripes(), config=Config(data=DataConfig(height=64, width=32)))
 
 
 def test_a_tracker_keeps_one_id_per_person_in_a_known_scene():
@@ -83,14 +87,14 @@ def test_footage_plans_people_in_both_cameras_and_in_one():
 
 def test_footage_to_identities_links_cameras_and_scores_high(footage, extractor, tmp_path):
     tracks = [track_camera(CameraInput(c.name, c), input_height=64) for c in footage]
-    ids = identify(tracks, extractor=extractor, threshold=0.05)
+    ids = identify(tracks, embedder=extractor, threshold=0.05)
     out = tmp_path / "out"
     out.mkdir()
     write_results(out, tracks, ids)
     gt = {c.name: c / "gt" / "gt.txt" for c in footage}
     pred = {c.name: out / f"{c.name}.txt" for c in footage}
     score = evaluate_tracking(gt=gt, pred=pred)
-    unlinked_ids = identify(tracks, extractor=extractor, threshold=0.05, link=False)
+    unlinked_ids = identify(tracks, embedder=extractor, threshold=0.05, link=False)
     for c in footage:
         (out / f"{c.name}.txt").unlink()
     write_results(out, tracks, unlinked_ids)
@@ -144,7 +148,7 @@ def _true_person(t, g):
 
 def test_outputs_parse_as_motchallenge_results(footage, extractor, tmp_path):
     tracks = [track_camera(CameraInput(c.name, c), input_height=64) for c in footage[:1]]
-    write_results(tmp_path, tracks, identify(tracks, extractor=extractor, threshold=0.05))
+    write_results(tmp_path, tracks, identify(tracks, embedder=extractor, threshold=0.05))
     for line in (tmp_path / "cam1.txt").read_text().splitlines():
         f = line.split(",")
         assert len(f) == 10 and f[7:] == ["-1", "-1", "-1"]
@@ -156,7 +160,7 @@ def test_a_camera_without_detections_gives_an_empty_output(footage, extractor, t
     empty.write_text("")
     cam = track_camera(CameraInput("quiet", footage[0], empty), input_height=64)
     assert cam.tracklets == [] and cam.frames == CFG.frames
-    ids = identify([cam], extractor=extractor, threshold=0.05)
+    ids = identify([cam], embedder=extractor, threshold=0.05)
     write_results(tmp_path, [cam], ids)
     assert (tmp_path / "quiet.txt").read_text() == ""
 

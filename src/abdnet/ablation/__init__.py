@@ -53,6 +53,7 @@ from abdnet.ablation.variants import (
     EXTRA_VARIANTS,
     TABLE1_VARIANTS,
     VARIANTS,
+    PaperRow,
     Variant,
     resolve_variants,
     variant_config,
@@ -61,6 +62,7 @@ from abdnet.ablation.variants import (
 
 __all__ = [
     "Variant",
+    "PaperRow",
     "VariantResult",
     "MetricSummary",
     "Difference",

@@ -7,7 +7,7 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from abdnet.ablation.results import METRIC_NAMES, TIME_NAME, VariantResult
 from abdnet.ablation.stats import (
@@ -18,6 +18,7 @@ from abdnet.ablation.stats import (
     reference_row,
     summarize,
 )
+from abdnet.ablation.variants import PaperRow
 from abdnet.files import atomic_file, atomic_write
 
 __all__ = ["PAPER_HEADER", "RUNS_FILE", "TABLE_HEADER", "write_tables"]
@@ -29,7 +30,7 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100.0 * x:.2f}"
 
 
-def _paper_cells(p: tuple[float, float, float, float] | None) -> list[str]:
+def _paper_cells(p: PaperRow | None) -> list[str]:
     return [f"{x:.2f}" for x in p] if p else ["-", "-", "-", "-"]
 
 
@@ -67,12 +68,9 @@ def write_tables(results: Sequence[VariantResult], out_dir: str | Path) -> dict[
     if not rows:
         return {}
     out.mkdir(parents=True, exist_ok=True)
-    if any(r.n > 1 for r in rows):
-        md, table = _seed_tables(rows)
-    else:
-        md, table = _single_tables(rows)
-    atomic_write(paths["md"], "\n".join(md) + "\n")
-    atomic_write(paths["csv"], _csv_text(table))
+    tables = _seed_tables(rows) if any(r.n > 1 for r in rows) else _single_tables(rows)
+    atomic_write(paths["md"], "\n".join(tables.markdown) + "\n")
+    atomic_write(paths["csv"], _csv_text(tables.rows))
     atomic_write(paths["runs"], _csv_text(_runs_table(rows)))
     figure = _figure(rows)
     with atomic_file(paths["png"]) as tmp:
@@ -95,7 +93,12 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns
     ]
 
 
-def _single_tables(rows: Sequence[VariantSummary]) -> tuple[list[str], list[list[str]]]:
+class _Tables(NamedTuple):
+    markdown: list[str]  # the lines of table.md
+    rows: list[list[str]]  # table.csv, header first
+
+
+def _single_tables(rows: Sequence[VariantSummary]) -> _Tables:
     """One run per variant: its numbers."""
     body = [
         [
@@ -114,7 +117,7 @@ def _single_tables(rows: Sequence[VariantSummary]) -> tuple[list[str], list[list
         "",
         *_md_table(TABLE_HEADER, body, 2),
     ]
-    return md, [TABLE_HEADER, *body]
+    return _Tables(md, [TABLE_HEADER, *body])
 
 
 def _mean_std(s: MetricSummary, scale: float, digits: int) -> str:
@@ -134,7 +137,7 @@ def _seeds_text(rows: Sequence[VariantSummary]) -> str:
     return str(ns[0]) if len(ns) == 1 else f"{ns[0]} to {ns[-1]}"
 
 
-def _seed_tables(rows: Sequence[VariantSummary]) -> tuple[list[str], list[list[str]]]:
+def _seed_tables(rows: Sequence[VariantSummary]) -> _Tables:
     """Several seeds per variant: mean ± sample std, and differences to the reference row."""
     ref = reference_row(rows)
     first_seed = min(s for r in rows for s in r.seeds)
@@ -214,7 +217,7 @@ def _seed_tables(rows: Sequence[VariantSummary]) -> tuple[list[str], list[list[s
             se = "" if math.isnan(d.se) else f"{100 * d.se:.2f}"
             cells += [f"{100 * d.delta:.2f}", se, "true" if d.beyond_noise else "false"]
         csv_body.append(cells)
-    return md, [csv_header, *csv_body]
+    return _Tables(md, [csv_header, *csv_body])
 
 
 def _runs_table(rows: Sequence[VariantSummary]) -> list[list[str]]:
@@ -275,8 +278,8 @@ def _figure(rows: Sequence[VariantSummary]) -> Any:
             zorder=4,
             label="one seed" if i == 0 else "_nolegend_",
         )
-    h_paper = [r.paper[0] if r.paper else math.nan for r in rows]
-    m_paper = [r.paper[1] if r.paper else math.nan for r in rows]
+    h_paper = [r.paper.market_rank1 if r.paper else math.nan for r in rows]
+    m_paper = [r.paper.market_mAP if r.paper else math.nan for r in rows]
     ax.scatter(
         h_paper, [p - h for p in y], marker="|", s=200, color="navy", label="paper Market rank1",
         zorder=3,

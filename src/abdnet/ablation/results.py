@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from abdnet.ablation.variants import PaperRow
 from abdnet.evaluation import RankResult
 
 __all__ = ["METRIC_NAMES", "RESULT_FILE", "TIME_NAME", "VariantResult", "read_result"]
@@ -30,7 +31,7 @@ class VariantResult:
     train_seconds: float
     run_dir: str
     seed: int = 0  # the run's train.seed
-    paper: tuple[float, float, float, float] | None = None
+    paper: PaperRow | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -42,7 +43,7 @@ class VariantResult:
     def from_json(cls, d: dict[str, Any]) -> VariantResult:
         d = dict(d)
         if d.get("paper") is not None:
-            d["paper"] = tuple(d["paper"])
+            d["paper"] = PaperRow(*d["paper"])
         return cls(**d)
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -172,9 +172,27 @@ def _run_one(
     return vr
 
 
-def _worker(args: tuple[str, int, dict[str, Any], str, int]) -> dict[str, Any]:
+class _Pending(NamedTuple):
+    """A (variant, seed) still to train, with the config it trains."""
+
+    variant: Variant
+    seed: int
+    cfg: Config
+
+
+class _Job(NamedTuple):
+    """What a worker process of ``jobs > 1`` needs for one (variant, seed); picklable."""
+
+    name: str
+    seed: int
+    base: dict[str, Any]  # the base config, as config_to_dict gives it
+    out_dir: str
+    threads: int
+
+
+def _worker(job: _Job) -> dict[str, Any]:
     """One (variant, seed) in a worker process of ``jobs > 1``."""
-    name, seed, base_dict, out_dir, threads = args
+    name, seed, base_dict, out_dir, threads = job
     torch.set_num_threads(threads)
     variant = VARIANTS[name]
     cfg = variant_config(variant, config_from_dict(base_dict), seed=seed)
@@ -222,7 +240,7 @@ def run_ablation(
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out.resolve(), what=f"ablation folder {out}"):
         done: dict[tuple[str, int], VariantResult] = {}
-        todo: list[tuple[Variant, int, Config]] = []
+        todo: list[_Pending] = []
         for v in chosen:
             _refuse_single_folder_run(out / v.name)
         for seed in seed_list:
@@ -232,7 +250,7 @@ def run_ablation(
                 _check_run_config(run_dir, cfg)
                 finished = read_result(run_dir)
                 if finished is None:
-                    todo.append((v, seed, cfg))
+                    todo.append(_Pending(v, seed, cfg))
                 else:
                     log.info("%s seed %d: finished earlier (%s)", v.name, seed, run_dir)
                     done[(v.name, seed)] = finished
@@ -259,7 +277,7 @@ def run_ablation(
 
 
 def _run_parallel(
-    todo: Sequence[tuple[Variant, int, Config]],
+    todo: Sequence[_Pending],
     base: Config,
     out: Path,
     jobs: int,
@@ -274,7 +292,7 @@ def _run_parallel(
     # spawn: a fresh interpreter per worker (forking a process that holds torch threads is unsafe)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
         futures = {
-            pool.submit(_worker, (v.name, seed, base_dict, str(out), threads)): (v, seed)
+            pool.submit(_worker, _Job(v.name, seed, base_dict, str(out), threads)): (v, seed)
             for v, seed, _ in todo
         }
         for future in as_completed(futures):

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from abdnet.ablation.results import METRIC_NAMES, TIME_NAME, VariantResult
+from abdnet.ablation.variants import PaperRow
 
 __all__ = [
     "NOISE_SE",
@@ -74,7 +75,7 @@ class VariantSummary:
 
     name: str
     label: str
-    paper: tuple[float, float, float, float] | None
+    paper: PaperRow | None
     runs: tuple[VariantResult, ...]  # in seed order
 
     @property

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from abdnet.config import Config, LossConfig, config_from_dict, config_to_dict
 
 __all__ = [
     "EXTRA_VARIANTS",
+    "PaperRow",
     "TABLE1_VARIANTS",
     "VARIANTS",
     "Variant",
@@ -22,6 +23,15 @@ __all__ = [
     "variant_config",
     "variant_overrides",
 ]
+
+
+class PaperRow(NamedTuple):
+    """A row of the paper's Table 1 (ResNet-50, full schedule), in %."""
+
+    market_rank1: float
+    market_mAP: float
+    duke_rank1: float
+    duke_mAP: float
 
 
 @dataclass(frozen=True)
@@ -39,20 +49,19 @@ class Variant:
     ow: bool = False
     svd_layer: bool = False
     triplet: bool = False  # False: "(XE)", beta_tr = 0
-    # Table 1 numbers of the paper: (Market rank1, Market mAP, Duke rank1, Duke mAP) in %.
-    paper: tuple[float, float, float, float] | None = None
+    paper: PaperRow | None = None  # the paper's Table 1 numbers for this row
     note: str = ""
 
 
 TABLE1_VARIANTS: tuple[Variant, ...] = (
-    Variant("baseline", "baseline (XE)", paper=(91.50, 77.40, 82.80, 66.40)),
-    Variant("pam", "baseline (XE) + PAM", pam=True, paper=(92.10, 78.10, 83.80, 67.00)),
+    Variant("baseline", "baseline (XE)", paper=PaperRow(91.50, 77.40, 82.80, 66.40)),
+    Variant("pam", "baseline (XE) + PAM", pam=True, paper=PaperRow(92.10, 78.10, 83.80, 67.00)),
     Variant(
         "cam",
         "baseline (XE) + CAM",
         shallow_cam=True,
         cam=True,
-        paper=(91.80, 78.00, 84.30, 67.60),
+        paper=PaperRow(91.80, 78.00, 84.30, 67.60),
         note="CAM in both places: shallow (after res_conv_2) and attentive branch",
     ),
     Variant(
@@ -61,14 +70,20 @@ TABLE1_VARIANTS: tuple[Variant, ...] = (
         shallow_cam=True,
         cam=True,
         pam=True,
-        paper=(92.70, 78.50, 84.40, 67.90),
+        paper=PaperRow(92.70, 78.50, 84.40, 67.90),
     ),
-    Variant("of", "baseline (XE) + O.F.", of=True, paper=(92.90, 82.10, 84.90, 71.30)),
-    Variant("ow", "baseline (XE) + O.W.", ow=True, paper=(92.50, 78.50, 83.70, 67.40)),
+    Variant("of", "baseline (XE) + O.F.", of=True, paper=PaperRow(92.90, 82.10, 84.90, 71.30)),
+    Variant("ow", "baseline (XE) + O.W.", ow=True, paper=PaperRow(92.50, 78.50, 83.70, 67.40)),
     Variant(
-        "of_ow", "baseline (XE) + O.F. + O.W.", of=True, ow=True, paper=(93.20, 82.30, 85.30, 72.20)
+        "of_ow",
+        "baseline (XE) + O.F. + O.W.",
+        of=True,
+        ow=True,
+        paper=PaperRow(93.20, 82.30, 85.30, 72.20),
     ),
-    Variant("svd", "baseline + SVD layer", svd_layer=True, paper=(90.80, 76.90, 79.40, 62.50)),
+    Variant(
+        "svd", "baseline + SVD layer", svd_layer=True, paper=PaperRow(90.80, 76.90, 79.40, 62.50)
+    ),
     Variant(
         "abdnet_xe",
         "ABD-Net (XE)",
@@ -77,7 +92,7 @@ TABLE1_VARIANTS: tuple[Variant, ...] = (
         pam=True,
         of=True,
         ow=True,
-        paper=(94.90, 85.90, 87.30, 76.00),
+        paper=PaperRow(94.90, 85.90, 87.30, 76.00),
     ),
     Variant(
         "abdnet",
@@ -88,7 +103,7 @@ TABLE1_VARIANTS: tuple[Variant, ...] = (
         of=True,
         ow=True,
         triplet=True,
-        paper=(95.60, 88.28, 89.00, 78.59),
+        paper=PaperRow(95.60, 88.28, 89.00, 78.59),
     ),
 )
 

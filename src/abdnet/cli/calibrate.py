@@ -86,3 +86,45 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out} and {roc}")
     return 0
+
+
+def keep_run_threshold(run_dir, *, far: float, show: bool = True):
+    """Calibrate the run's model on its own test split (the config's query/gallery) and
+    keep the threshold in ``RUN/threshold.json``, the one ``abdnet track`` uses by default.
+    Returns the threshold, or None (with the reason on stderr) when the split has no
+    genuine or no impostor pair."""
+    from abdnet.cli.extract import progress_bar
+    from abdnet.data import build_dataset
+    from abdnet.engine import verify_embedder
+    from abdnet.evaluation import is_junk
+    from abdnet.gallery import Threshold, describe_extractor, format_time, save_threshold
+    from abdnet.layout import THRESHOLD_FILE
+    from abdnet.models import load_model
+    from abdnet.retrieval import FeatureExtractor
+
+    run = Path(run_dir)
+    loaded = load_model(run, map_location="cpu")
+    extractor = FeatureExtractor(loaded, flip=bool(loaded.config.eval.flip))
+    model = describe_extractor(extractor, source=str(run))
+    dataset = build_dataset(extractor.config.data)
+    total = len(dataset.query) + sum(not is_junk(r.pid) for r in dataset.gallery)
+    try:
+        with progress_bar(total, "calibrate", show=show) as bar:
+            roc = verify_embedder(
+                extractor,
+                dataset,
+                fars=sorted({far, 1e-2, 1e-3}, reverse=True),
+                progress=bar.update,
+            )
+    except ValueError as exc:
+        print(f"no threshold kept with the run: {exc}", file=sys.stderr)
+        return None
+    threshold = Threshold.from_verification(
+        roc,
+        far=far,
+        model=model,
+        data=f"{dataset.name} test split (query/gallery) of {run}",
+        created=format_time(datetime.now(timezone.utc)) or "",
+    )
+    save_threshold(run / THRESHOLD_FILE, threshold)
+    return threshold

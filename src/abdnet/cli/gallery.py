@@ -10,7 +10,10 @@ from typing import Any
 from abdnet.cli.extract import add_model_arguments, build_extractor, progress_bar
 from abdnet.cli.options import add_k_option, int_at_least
 
-HELP = "enrol crops into a persistent gallery (Milvus Lite file or Milvus server), search, delete"
+HELP = (
+    "enrol crops into a persistent gallery (Milvus Lite file or Milvus server), search, "
+    "delete, copy"
+)
 
 
 def add_min_side_option(parser: argparse.ArgumentParser) -> None:
@@ -43,9 +46,10 @@ def add_gallery_arguments(parser: argparse.ArgumentParser, *, creating: bool = F
     )
     parser.add_argument(
         "--crops",
-        metavar="DIR",
-        help="where crops are kept (default: NAME.crops beside PATH.db; for a server, no "
-        "crops are kept unless given)",
+        metavar="DIR|URL",
+        help="where crops are kept: a folder, or an fsspec URL (s3://bucket/prefix, gs://..., "
+        "file:///...) that several machines share (default: NAME.crops beside PATH.db; for a "
+        "server, no crops are kept unless given)",
     )
     if creating:
         parser.add_argument(
@@ -110,9 +114,10 @@ def _stored_model(args: argparse.Namespace):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from abdnet.cli.gallery_copy import add_copy_parser
     from abdnet.gallery.records import FIRST_CAMERA  # imports torch: not at the top level
 
-    sub = parser.add_subparsers(dest="gallery_command", metavar="{add,search,delete,info}")
+    sub = parser.add_subparsers(dest="gallery_command", metavar="{add,search,delete,info,copy}")
     sub.required = True
 
     a = sub.add_parser(
@@ -190,12 +195,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     i = sub.add_parser("info", help="size, model and storage of a gallery")
     add_gallery_arguments(i)
     i.add_argument("--json", action="store_true", help="print JSON")
+    add_copy_parser(sub)
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"add": _add, "search": _search, "delete": _delete, "info": _info}[args.gallery_command](
-        args
-    )
+    from abdnet.cli.gallery_copy import run_copy
+
+    commands = {"add": _add, "search": _search, "delete": _delete, "info": _info, "copy": run_copy}
+    return commands[args.gallery_command](args)
 
 
 def _add(args: argparse.Namespace) -> int:

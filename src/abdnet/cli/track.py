@@ -129,7 +129,7 @@ def _cameras(args: argparse.Namespace):
     return out
 
 
-def _threshold(args: argparse.Namespace, extractor, model):
+def _threshold(args: argparse.Namespace):
     from abdnet.gallery import load_threshold
     from abdnet.layout import THRESHOLD_FILE
 
@@ -144,12 +144,7 @@ def _threshold(args: argparse.Namespace, extractor, model):
             f"'abdnet calibrate --checkpoint RUN --data ROOT --out RUN/{THRESHOLD_FILE}' or "
             f"pass --threshold FILE"
         )
-    t = load_threshold(path)
-    if t.model.weights != model.weights:
-        raise ValueError(f"{path}: calibrated for another model ({t.model.describe()})")
-    if t.model.flip != extractor.flip:
-        extractor.flip = t.model.flip  # embed as the threshold was measured
-    return t, path
+    return load_threshold(path), path
 
 
 def _run_track(args: argparse.Namespace) -> int:
@@ -166,11 +161,11 @@ def _run_track(args: argparse.Namespace) -> int:
         raise ValueError(f"--crops must be >= 1, got {args.crops}")
     cameras = _cameras(args)
     out = check_output(args.out, force=args.force, option="--out", folder=True)
-    extractor, info = build_extractor(args)
-    if not args.flip:
-        extractor.flip = bool(extractor.config.eval.flip)
+    threshold, tpath = _threshold(args)
+    # embed as the threshold was measured (its flip averaging), in its space
+    extractor, info = build_extractor(args, flip=bool(args.flip or threshold.model.flip))
     model = describe_extractor(extractor, source=info["source"])
-    threshold, tpath = _threshold(args, extractor, model)
+    threshold.model.check_same(model, f"threshold {tpath}")
     show = not args.no_progress
     tracks = []
     for cam in cameras:
@@ -191,14 +186,14 @@ def _run_track(args: argparse.Namespace) -> int:
     with progress_bar(n_crops, "embed crops", show) as bar:
         identities = identify(
             tracks,
-            extractor=extractor,
+            embedder=extractor,
             threshold=threshold.threshold,
             far=threshold.far,
             link=not args.no_link,
             progress=bar.update,
         )
     with FolderLock(out, what="--out"), atomic_directory(out) as tmp:
-        write_results(tmp, tracks, identities, model=model.describe())
+        write_results(tmp, tracks, identities, model=model.short)
     people = len(set(identities.labels.values()))
     multi = sum(
         1

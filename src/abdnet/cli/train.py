@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 from abdnet.cli.options import positive_int
 
@@ -55,6 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace a run already in --out (its config, checkpoints and metrics are deleted; "
         "other files in the folder are kept)",
     )
+    parser.add_argument(
+        "--far",
+        type=float,
+        default=1e-2,
+        help="false-accept rate of the 'same person?' threshold calibrated on the test split "
+        "when training ends and kept as RUN/threshold.json ('abdnet track' links with it; "
+        "default 1e-2; 0: none)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -82,17 +91,28 @@ def run(args: argparse.Namespace) -> int:
             # the data set changes, the input size/augmentation of the config stay
             data = with_data_root(cfg.data, args.data)
             cfg = dataclasses.replace(cfg, data=data)
+        if args.force:
+            from abdnet.layout import THRESHOLD_FILE
+
+            # a replaced run's threshold belongs to its old model
+            (Path(args.out) / THRESHOLD_FILE).unlink(missing_ok=True)
         result = train(
             cfg, args.out, force=args.force, progress=progress, max_epochs=args.max_epochs
         )
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun only rank 0 reports
+    kept = None
+    if args.far and result.test is not None:
+        from abdnet.cli.calibrate import keep_run_threshold
+
+        kept = keep_run_threshold(result.run_dir, far=args.far, show=progress)
     summary = {
         "run_dir": str(result.run_dir),
         "epochs": result.epochs,
         "best_epoch": result.best_epoch,
         "test": result.test,
         "seconds": round(result.seconds, 1),
+        **({"threshold": kept.threshold, "threshold_far": kept.far} if kept else {}),
     }
     print(json.dumps(summary, indent=2, default=str))
     return 0

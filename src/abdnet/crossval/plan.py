@@ -11,12 +11,13 @@ from typing import Any
 from abdnet.config import Config, config_to_dict, replace_checked
 from abdnet.crossval.folds import FoldSplit, IdentityPool, assign_folds, fold_split, pool_identities
 from abdnet.data import build_dataset, write_synthetic
+from abdnet.evaluation import RankResult
 
 __all__ = ["FoldResult", "CVPlan", "METRICS", "plan_cv"]
 
 log = logging.getLogger(__name__)
 
-METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP")  # abdnet.evaluation.RankResult fields
+METRICS = RankResult.METRIC_NAMES  # the FoldResult fields of the metrics
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from abdnet.crossval.plan import METRICS, CVPlan, FoldResult, plan_cv
 from abdnet.data import build_dataset
 from abdnet.engine import evaluate_model, resolve_device, train
 from abdnet.files import FolderLock, atomic_write
-from abdnet.layout import RunLayout
+from abdnet.layout import LAST, RunLayout
 
 __all__ = [
     "RESULT_FILE",
@@ -78,11 +78,11 @@ def _evaluate_last(cfg: Config, run_dir: Path) -> dict[str, float]:
     from abdnet.models import load_model
 
     device = resolve_device(cfg.train.device)
-    model = load_model(RunLayout(run_dir).checkpoint("last")).model.to(device)
+    model = load_model(RunLayout(run_dir).checkpoint(LAST)).model.to(device)
     result = evaluate_model(
         model, build_dataset(cfg.data), cfg.eval, cfg.data, device, verification=False
     )
-    return {k: float(getattr(result, k)) for k in METRICS}
+    return result.metrics()
 
 
 def _train_fold(

@@ -257,16 +257,18 @@ class ModelEmbedder:
     @cached_property
     def space(self) -> EmbeddingSpace:
         """The declared space; the dimension comes from the model's ``feature_dim`` or one
-        forward pass of a blank image, the digest from the weights (computed on first use)."""
+        forward pass of a blank image, the digest from the weights (computed on first use;
+        "" for a callable that has neither weights nor a model file)."""
         dim = self.feature_dim
         if dim is None:
             probe = torch.zeros(1, 3, *self._input_size)
             dim = int(self._run(iter([probe]), None).shape[1])
+        try:
+            digest = weights_digest(self.network if self.network is not None else self.model)
+        except TypeError:
+            digest = ""
         return EmbeddingSpace(
-            dim=dim,
-            normalized=self.normalize,
-            metric=self.metric,
-            model_digest=weights_digest(self.network if self.network is not None else self.model),
+            dim=dim, normalized=self.normalize, metric=self.metric, model_digest=digest
         )
 
     @property

@@ -23,6 +23,7 @@ from abdnet.files import atomic_write, check_output
 from abdnet.layout import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
+    LAST,
     METRICS_FILE,
     PRECISION_FILE,
     SKIPPED_FILE,
@@ -75,7 +76,7 @@ def run_config(cfg: Config | None, run: RunLayout, *, resume: bool, force: bool)
 
 def check_resumable(run: RunLayout, *, resume: bool) -> None:
     """Refuse to resume a run whose ``checkpoints/last`` points to a missing folder."""
-    last = run.checkpoint("last")
+    last = run.checkpoint(LAST)
     if resume and last.is_symlink() and not last.exists():
         raise FileNotFoundError(
             f"--resume {run.root}: checkpoints/last points to a missing folder "
@@ -122,7 +123,9 @@ def run_precision(
     choice = [chosen.name if chosen else None, chosen.reason if chosen else None]
     if ctx.enabled:
         torch.distributed.broadcast_object_list(choice, src=0)
-    precision = dataclasses.replace(choose_precision(device, choice[0]), reason=choice[1])
+    name, reason = choice  # set on every rank: chosen on rank 0, broadcast to the others
+    assert name is not None and reason is not None
+    precision = dataclasses.replace(choose_precision(device, name), reason=reason)
     if ctx.is_main:
         atomic_write(
             run.precision,

@@ -58,7 +58,13 @@ from abdnet.engine.train_data import TrainData
 from abdnet.files import FolderLock
 from abdnet.layout import BEST, LAST, RunLayout
 from abdnet.losses import LossTerms, build_objective
-from abdnet.models import build_model_from_config, svd_restraint_, weight_decay_groups
+from abdnet.models import (
+    ABDNet,
+    OfficialABDNet,
+    build_model_from_config,
+    svd_restraint_,
+    weight_decay_groups,
+)
 
 __all__ = ["TrainResult", "train", "train_step", "build_optimizer", "seed_everything"]
 
@@ -203,7 +209,7 @@ class _Session:
     device: torch.device
     schedule: TransferSchedule
     data: TrainData
-    model: nn.Module
+    model: ABDNet | OfficialABDNet
     objective: nn.Module
     progress: bool
 
@@ -267,7 +273,8 @@ class _Session:
     ) -> list[EpochRecord]:
         cfg, ctx, model = self.cfg, self.ctx, self.model
         history: list[EpochRecord] = []
-        wrapped, wrapped_stage = None, 0
+        wrapped: Any = None  # the model under DDP and/or torch.compile
+        wrapped_stage = 0
         for epoch in range(state.epoch, end_epoch):
             plan = self.schedule.plan(epoch)
             if plan.reset_optimizer:

@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILENAME = CONFIG_FILE  # the run folder's name for its config: the same file
 CARD_FILENAME = "README.md"
-_METRIC_NAMES = RankResult.METRIC_NAMES
+# RankResult's metrics with mAP, the model-selection metric, first in the card
+_METRIC_NAMES = ("mAP", *(m for m in RankResult.METRIC_NAMES if m != "mAP"))
 
 
 @dataclass

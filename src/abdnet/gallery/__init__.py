@@ -48,7 +48,13 @@ from abdnet.gallery.records import (
     format_time,
     parse_time,
 )
-from abdnet.gallery.store import CropStore, StoreStats
+from abdnet.gallery.store import (
+    CropIntegrityError,
+    CropStore,
+    StoreStats,
+    UrlCropStore,
+    open_crop_store,
+)
 from abdnet.gallery.threshold import Threshold, load_threshold, save_threshold
 
 __all__ = [
@@ -83,8 +89,11 @@ __all__ = [
     "ModelInfo",
     "ModelMismatchError",
     "describe_extractor",
+    "CropIntegrityError",
     "CropStore",
     "StoreStats",
+    "UrlCropStore",
+    "open_crop_store",
     "EmbeddedFiles",
     "EnrolReport",
     "NameMetadata",

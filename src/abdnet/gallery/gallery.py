@@ -86,7 +86,7 @@ from abdnet.gallery.records import (
     quote,
     to_ms,
 )
-from abdnet.gallery.store import CropStore
+from abdnet.gallery.store import CropStore, UrlCropStore, open_crop_store
 
 __all__ = [
     "DEFAULT_COLLECTION",
@@ -151,7 +151,7 @@ class Gallery:
         uri: str,
         collection: str,
         meta: dict[str, Any],
-        crops: CropStore | None,
+        crops: CropStore | UrlCropStore | None,
         lock: FolderLock | None,
         timeout: float,
     ) -> None:
@@ -192,6 +192,11 @@ class Gallery:
         where = f"gallery {uri_s}"
         if index not in INDEX_TYPES:
             raise GalleryError(f"index {index!r}: expected one of {', '.join(INDEX_TYPES)}")
+        crop_root = crops if crops is not None else default_crop_folder(uri_s)
+        try:  # before Milvus is touched: a bad URL creates nothing
+            store = open_crop_store(crop_root) if crop_root is not None else None
+        except ValueError as exc:
+            raise GalleryError(f"--crops: {exc}") from None
         lock = None
         if is_embedded(uri_s):
             path = Path(uri_s)
@@ -230,8 +235,6 @@ class Gallery:
             if lock is not None:
                 lock.release()
             raise
-        crop_root = Path(crops) if crops is not None else default_crop_folder(uri_s)
-        store = CropStore(crop_root) if crop_root is not None else None
         gallery = cls(client, uri_s, collection, meta, store, lock, timeout)
         if lock is not None:
             try:
@@ -322,10 +325,18 @@ class Gallery:
         return Page(total=total, items=[GalleryEntry.from_row(r) for r in rows])
 
     def crop_path(self, entry: GalleryEntry) -> Path | None:
-        """The stored crop of ``entry``; None without a crop store or when it is missing."""
+        """The stored crop's local file; None without a crop store, when it is missing, or
+        when the store is not on the local file system (use :meth:`crop_bytes`)."""
         if self.crops is None:
             return None
         return self.crops.get(entry.sha256, entry.extension)
+
+    def crop_bytes(self, entry: GalleryEntry) -> bytes | None:
+        """The stored crop of ``entry``, checked against its sha256 (``CropIntegrityError``
+        when it differs); None without a crop store or when it is missing."""
+        if self.crops is None:
+            return None
+        return self.crops.read(entry.sha256, entry.extension)
 
     def search(
         self,
@@ -474,6 +485,45 @@ class Gallery:
                 for e in entries:
                     self.crops.delete(e.sha256, e.extension)
         return [e.id for e in entries]
+
+    def rows(self, *, batch_size: int = 512) -> Iterator[list[dict[str, Any]]]:
+        """Every row, embedding included, in batches (for copying a gallery)."""
+        it = self._call(
+            "read",
+            self._client.query_iterator,
+            self.collection,
+            batch_size=batch_size,
+            output_fields=["id", "embedding", *_FIELDS],
+            consistency_level=CONSISTENCY,
+        )
+        try:
+            while batch := it.next():
+                yield [dict(r) for r in batch]
+        finally:
+            it.close()
+
+    def get_rows(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of ``ids`` that exist, embedding included, in no particular order."""
+        ids = [i for i in ids if _valid_id(i)]
+        if not ids:
+            return []
+        return self._call(
+            "get",
+            self._client.query,
+            self.collection,
+            filter=f"id in [{', '.join(quote(i) for i in ids)}]",
+            output_fields=["id", "embedding", *_FIELDS],
+            consistency_level=CONSISTENCY,
+        )
+
+    def add_rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write rows as :meth:`rows` returns them (ids and enrolment times kept). Their crops
+        must already be in this gallery's crop store."""
+        with self._write:
+            self._call("add", self._client.upsert, self.collection, data=list(rows))
+            self._unsealed += len(rows)
+            if self._lock is not None and self._unsealed >= SEAL_ROWS:
+                self.flush()
 
     def flush(self) -> None:
         """Ask Milvus to seal what it holds in memory into its segment files."""

@@ -106,6 +106,11 @@ def describe_extractor(embedder: Embedder, *, source: str = "") -> ModelInfo:
     test transform and flip averaging."""
     data = embedder.config.data
     space = embedder.space
+    if not space.model_digest:
+        raise TypeError(
+            "cannot fingerprint an embedder whose runner has neither weights nor a model file "
+            "(an nn.Module, or a backend with the .path of its model file, is needed)"
+        )
     transform: dict[str, Any] = {
         "weights": space.model_digest,
         "height": int(data.height),

@@ -6,7 +6,7 @@ One ``ServiceState`` per app, kept in ``app.state.service`` and handed to the ro
 """
 
 import asyncio
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +27,14 @@ from abdnet.service.limits import ServiceSettings
 from abdnet.service.metrics import ServiceMetrics
 
 __all__ = ["ServiceState"]
+
+
+class _Query(NamedTuple):
+    """One query of a batched gallery search."""
+
+    embedding: np.ndarray  # (D,)
+    k: int
+    filter: SearchFilter
 
 
 class ServiceState:
@@ -79,12 +87,12 @@ class ServiceState:
         feats = self.extractor(torch.stack(tensors)).numpy()  # (B, D), in the model's space
         return list(feats)
 
-    def _search_batch(self, items: list[tuple[np.ndarray, int, SearchFilter]]) -> list[list[Hit]]:
-        k = max(item[1] for item in items)
+    def _search_batch(self, queries: list[_Query]) -> list[list[Hit]]:
+        k = max(q.k for q in queries)
         hits = self.gallery.search(
-            np.stack([item[0] for item in items]), k, [item[2] for item in items]
+            np.stack([q.embedding for q in queries]), k, [q.filter for q in queries]
         )
-        return [h[: item[1]] for h, item in zip(hits, items)]
+        return [h[: q.k] for h, q in zip(hits, queries)]
 
     async def embed(self, crops: list[CropImage]) -> list[np.ndarray]:
         assert self.embedder is not None
@@ -95,7 +103,7 @@ class ServiceState:
     async def search(self, feat: np.ndarray, k: int, filt: SearchFilter) -> list[Hit]:
         """The ``k`` nearest gallery entries of one embedding, batched with other queries."""
         assert self.searcher is not None
-        return await self.searcher.run((feat, k, filt))
+        return await self.searcher.run(_Query(feat, k, filt))
 
     def match(self, distance: float) -> bool | None:
         return None if self.threshold is None else self.threshold.matches(distance)

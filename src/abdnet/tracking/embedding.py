@@ -1,15 +1,15 @@
 """The one place where tracking embeds crops: every tracklet's chosen crops, in one batched
-call of the run's :class:`abdnet.retrieval.FeatureExtractor` (its transform, batching,
-flip, normalisation and backend)."""
+call of the run's :class:`abdnet.engine.Embedder` (its transform, batching, flip,
+normalisation and backend); the pooled vectors stay in the embedder's space."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
+from abdnet.engine import Embedder
 from abdnet.tracking.tracklets import Tracklet, pool_embeddings
 
 __all__ = ["embed_tracklets"]
@@ -18,19 +18,19 @@ log = logging.getLogger(__name__)
 
 
 def embed_tracklets(
-    extractor: Any,
+    embedder: Embedder,
     tracklets: Sequence[Tracklet],
     *,
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Embed the chosen crops of all ``tracklets`` at once and set each tracklet's pooled
-    ``embedding`` (quality-weighted mean, L2-normalized). Tracklets without crops keep
+    ``embedding`` (quality-weighted mean, L2-normalized when the space is). Tracklets without crops keep
     ``None``. Returns the number of crops embedded."""
     items = [(t, c) for t in tracklets for c in t.crops if c.image is not None and c.image.size]
     if not items:
         return 0
     images = [c.image for _, c in items]
-    result = extractor.extract(images, skip_bad=True, progress=progress)
+    result = embedder.embed(images, skip_bad=True, progress=progress)
     feats = result.features.numpy()
     by_tracklet: dict[int, list[tuple[np.ndarray, float]]] = {}
     for row, pos in enumerate(result.kept):
@@ -40,7 +40,9 @@ def embed_tracklets(
         got = by_tracklet.get(id(t))
         if got:
             t.embedding = pool_embeddings(
-                np.stack([f for f, _ in got]), np.asarray([max(q, 1e-3) for _, q in got])
+                np.stack([f for f, _ in got]),
+                np.asarray([max(q, 1e-3) for _, q in got]),
+                normalized=embedder.space.normalized,
             )
     if result.skipped:
         log.warning("%d crop(s) could not be embedded", len(result.skipped))

@@ -1,7 +1,9 @@
 """Tracklet re-ID: stitching inside a camera and linking across cameras, on plain arrays.
 
-Distances are squared Euclidean distances of L2-normalized embeddings (``2 - 2 cos``), the
-scale of :class:`abdnet.gallery.Threshold`. Two rules hold everywhere:
+Distances are those of the embedder's space (``distance``: its
+:meth:`abdnet.engine.EmbeddingSpace.distances`), the scale its calibrated
+:class:`abdnet.gallery.Threshold` is in; without one, squared Euclidean distances of
+L2-normalized embeddings (``2 - 2 cos``, the default space). Two rules hold everywhere:
 
 - two tracklets of one camera that overlap in time are two people (a cannot-link);
 - the world is open: a tracklet or group whose nearest candidate is farther than the
@@ -17,7 +19,7 @@ cross-camera pairs a calibration measures.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -30,6 +32,17 @@ __all__ = [
     "impostor_threshold",
     "group_embeddings",
 ]
+
+
+Distance = Callable[[np.ndarray, np.ndarray], object]
+
+
+def _matrix(distance: Distance | None, x: np.ndarray) -> np.ndarray:
+    if distance is None:
+        return pairwise_distances(x)
+    d = distance(x, x)
+    d = d.numpy() if hasattr(d, "numpy") else np.asarray(d)
+    return np.asarray(d, dtype=np.float64)
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -62,6 +75,7 @@ def stitch(
     threshold: float,
     max_gap: float | None = None,
     valid: np.ndarray | None = None,
+    distance: Distance | None = None,
 ) -> np.ndarray:
     """Group the tracklets of one camera into people; returns a label per tracklet (0..G-1).
 
@@ -77,7 +91,7 @@ def stitch(
     d = np.full((n, n), np.inf)
     if valid.any():
         idx = np.flatnonzero(valid)
-        d[np.ix_(idx, idx)] = pairwise_distances(np.asarray(embeddings)[idx])
+        d[np.ix_(idx, idx)] = _matrix(distance, np.asarray(embeddings)[idx])
     blocked = overlaps(starts, ends)
     gap = _gaps(starts, ends)
     if max_gap is not None:
@@ -125,16 +139,26 @@ def _average_linkage(
 
 
 def group_embeddings(
-    embeddings: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    normalized: bool = True,
 ) -> np.ndarray:
-    """``(G, D)``: per label, the L2-normalized weighted mean of its rows' normalized embeddings."""
+    """``(G, D)``: per label, the weighted mean of its rows (of unit vectors, L2-normalized
+    again, when ``normalized``)."""
     e = np.asarray(embeddings, dtype=np.float64)
-    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    if normalized:
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
     w = np.ones(e.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     g = int(labels.max()) + 1 if labels.size else 0
     out = np.zeros((g, e.shape[1]))
     np.add.at(out, labels, w[:, None] * e)
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    if normalized:
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    total = np.zeros(g)
+    np.add.at(total, labels, w)
+    return out / np.maximum(total, 1e-12)[:, None]
 
 
 def link_cameras(
@@ -143,6 +167,7 @@ def link_cameras(
     embeddings: np.ndarray,
     threshold: float,
     valid: np.ndarray | None = None,
+    distance: Distance | None = None,
 ) -> np.ndarray:
     """Global identity labels (0..P-1) for per-camera groups (one row per group).
 
@@ -161,7 +186,7 @@ def link_cameras(
     d = np.full((n, n), np.inf)
     if valid.any():
         idx = np.flatnonzero(valid)
-        d[np.ix_(idx, idx)] = pairwise_distances(np.asarray(embeddings)[idx])
+        d[np.ix_(idx, idx)] = _matrix(distance, np.asarray(embeddings)[idx])
     same_cam = cam_idx[:, None] == cam_idx[None, :]
     if len(names) == 2:
         return _assign_two(d, cam_idx, threshold)
@@ -199,6 +224,7 @@ def impostor_threshold(
     far: float,
     valid: np.ndarray | None = None,
     min_pairs: int = 10,
+    distance: Distance | None = None,
 ) -> float | None:
     """The distance below which a share ``far`` of this camera's impostor pairs fall.
 
@@ -216,5 +242,5 @@ def impostor_threshold(
     mask = ov[iu]
     if mask.sum() < min_pairs:
         return None
-    dist = pairwise_distances(np.asarray(embeddings)[idx])[iu][mask]
+    dist = _matrix(distance, np.asarray(embeddings)[idx])[iu][mask]
     return float(np.quantile(dist, far, method="lower"))

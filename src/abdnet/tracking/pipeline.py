@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from abdnet.engine import Embedder
 from abdnet.tracking.embedding import embed_tracklets
 from abdnet.tracking.linking import group_embeddings, impostor_threshold, link_cameras, stitch
 from abdnet.tracking.mot import ClipReport, MotRows, clip_rows, read_mot
@@ -207,20 +208,21 @@ class Identities:
 def identify(
     cameras: Sequence[CameraTracks],
     *,
-    extractor: Any,
+    embedder: Embedder,
     threshold: float,
     far: float = 1e-3,
     link: bool = True,
     min_length: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> Identities:
-    """Embed, stitch and link. ``threshold`` (squared L2 of normalized embeddings) links
+    """Embed, stitch and link. ``threshold`` (a distance of ``embedder.space``) links
     groups across cameras; inside a camera the threshold is the smaller of it and the
     camera's own impostor quantile at ``far`` (:func:`impostor_threshold`). ``link=False``
     keeps every camera's people apart. Tracklets shorter than ``min_length`` frames are not
     stitched or linked."""
     every = [t for c in cameras for t in c.tracklets]
-    n_crops = embed_tracklets(extractor, every, progress=progress)
+    n_crops = embed_tracklets(embedder, every, progress=progress)
+    dist = embedder.space.distances
     labels: dict[str, int] = {}
     groups: dict[str, int] = {}
     stitch_t: dict[str, float] = {}
@@ -235,10 +237,14 @@ def identify(
         valid = np.asarray([t.embedding is not None and len(t) >= min_length for t in ts])
         starts = np.asarray([t.start for t in ts])
         ends = np.asarray([t.end for t in ts])
-        own = impostor_threshold(embeddings=emb, starts=starts, ends=ends, far=far, valid=valid)
+        own = impostor_threshold(
+            embeddings=emb, starts=starts, ends=ends, far=far, valid=valid, distance=dist
+        )
         t_cam = threshold if own is None else min(threshold, own)
         stitch_t[cam.camera.name] = t_cam
-        lab = stitch(embeddings=emb, starts=starts, ends=ends, threshold=t_cam, valid=valid)
+        lab = stitch(
+            embeddings=emb, starts=starts, ends=ends, threshold=t_cam, valid=valid, distance=dist
+        )
         weights = np.asarray([max(len(t.crops), 1) for t in ts], dtype=np.float64)
         for g in range(int(lab.max()) + 1 if lab.size else 0):
             members = np.flatnonzero(lab == g)
@@ -248,7 +254,10 @@ def identify(
             ok = valid[members]
             if ok.any():
                 e = group_embeddings(
-                    emb[members][ok], np.zeros(int(ok.sum()), dtype=np.int64), weights[members][ok]
+                    emb[members][ok],
+                    np.zeros(int(ok.sum()), dtype=np.int64),
+                    weights[members][ok],
+                    normalized=embedder.space.normalized,
                 )[0]
                 group_rows.append((cam.camera.name, e, 1.0))
             else:
@@ -262,6 +271,7 @@ def identify(
                 embeddings=np.stack([e for _, e, _ in group_rows]),
                 threshold=threshold,
                 valid=valid_g,
+                distance=dist,
             )
         else:
             glab = np.arange(len(group_rows))

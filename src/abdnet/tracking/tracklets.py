@@ -144,15 +144,21 @@ def choose_crops(crops: list[Crop], k: int) -> list[Crop]:
     return sorted(chosen, key=lambda c: c.frame)
 
 
-def pool_embeddings(embeddings: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """The L2-normalized (weighted) mean of L2-normalized ``embeddings`` ``(N, D)``."""
+def pool_embeddings(
+    embeddings: np.ndarray, weights: np.ndarray | None = None, *, normalized: bool = True
+) -> np.ndarray:
+    """The (weighted) mean of ``embeddings`` ``(N, D)``; with ``normalized`` (a space of unit
+    vectors) the mean of the unit vectors, L2-normalized again."""
     e = np.asarray(embeddings, dtype=np.float64)
     if e.ndim != 2 or e.shape[0] == 0:
         raise ValueError(f"pool_embeddings: expected (N>0, D) embeddings, got shape {e.shape}")
-    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    if normalized:
+        e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
     w = np.ones(e.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     m = (w[:, None] * e).sum(0) / max(w.sum(), 1e-12)
-    return (m / max(np.linalg.norm(m), 1e-12)).astype(np.float32)
+    if normalized:
+        m = m / max(np.linalg.norm(m), 1e-12)
+    return m.astype(np.float32)
 
 
 @dataclass

@@ -94,13 +94,9 @@ async def entry(svc: Service, entry_id: str) -> dict[str, Any]:
 @router.get("/gallery/{entry_id}/image", dependencies=[Depends(can_read)])
 async def entry_image(svc: Service, entry_id: str) -> Response:
     e = await _entry_or_404(svc, entry_id)
-    path = svc.gallery.crop_path(e)
-    if path is None:
+    data = await asyncio.to_thread(svc.gallery.crop_bytes, e)  # sha256-checked
+    if data is None:  # no crop store, or deleted meanwhile
         raise ApiError(404, f"gallery entry {entry_id!r} has no stored crop")
-    try:
-        data = await asyncio.to_thread(path.read_bytes)
-    except FileNotFoundError:  # deleted meanwhile
-        raise ApiError(404, f"gallery entry {entry_id!r} has no stored crop") from None
     return Response(
         data,
         media_type=MIME_TYPES.get(e.extension, "application/octet-stream"),
