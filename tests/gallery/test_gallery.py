@@ -254,7 +254,7 @@ def test_cameras_count_from_one(tmp_path):
 
 
 def test_a_format_1_gallery_is_refused_with_what_to_do(tmp_path, monkeypatch):
-    import abdnet.gallery.gallery as gallery_module
+    import abdnet.gallery.collection as gallery_module
 
     monkeypatch.setattr(gallery_module, "_VERSION", 1)  # as an older abdnet wrote it
     Gallery.open(tmp_path / "old.db", model=_model(), create=True).close()

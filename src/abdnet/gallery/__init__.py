@@ -3,6 +3,13 @@
 pymilvus is imported only when a gallery is opened.
 """
 
+from abdnet.gallery.collection import (
+    DEFAULT_COLLECTION,
+    INDEX_TYPES,
+    MAX_RESULTS,
+    GalleryError,
+    is_embedded,
+)
 from abdnet.gallery.enrol import (
     EmbeddedFiles,
     EnrolReport,
@@ -13,15 +20,7 @@ from abdnet.gallery.enrol import (
     name_metadata,
     pending_files,
 )
-from abdnet.gallery.gallery import (
-    DEFAULT_COLLECTION,
-    INDEX_TYPES,
-    MAX_RESULTS,
-    Gallery,
-    GalleryError,
-    default_crop_folder,
-    is_embedded,
-)
+from abdnet.gallery.gallery import Gallery, default_crop_folder
 from abdnet.gallery.images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIDE,

@@ -1,20 +1,6 @@
-"""Model weights from anywhere: local paths, verified URL downloads, the Hugging Face Hub.
+"""The URL download cache: ``https://`` / ``http://`` weights specs, downloaded with pooch,
+verified by SHA-256 and kept under ``$ABDNET_CACHE``.
 
-One concept, a weights spec resolved to a local file (its three kinds of source, the URL
-cache's rules); it runs past 450 lines because the rules below are written out in full.
-
-:func:`resolve_source` turns a weights *spec* into a local path:
-
-- ``PATH`` (or ``file://PATH``): returned as given (``~`` expanded); the caller decides whether
-  it is a file, a checkpoint folder or a run folder.
-- ``https://HOST/PATH`` or ``http://...``, optionally pinned with ``#sha256=HEX`` (pip's
-  convention): downloaded into the abdnet cache (below) and returned from there.
-- ``hf://OWNER/REPO[/FILE][@REVISION]``: ``huggingface_hub.hf_hub_download`` (its own cache,
-  ``HF_HOME`` / ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``, ``HF_ENDPOINT``, branch / tag / commit
-  revisions). ``FILE`` defaults to ``model.safetensors``, the file ``abdnet export hf`` writes.
-
-The URL cache
--------------
 ``$ABDNET_CACHE`` (default ``~/.cache/abdnet``) holds ``downloads/<entry>/<file>``, one entry
 per URL and pin: ``<entry>`` is a hash of the URL, followed by the first 16 hex digits of the
 pin for a pinned URL; ``<file>`` keeps the URL's last path segment, whose suffix tells the
@@ -48,8 +34,7 @@ downloaded.
   connection, timeout, an HTTP error, a dropped connection), a cached file is used with a
   warning; without one the error names the URL and the failure.
 
-``pooch`` is imported when a URL is downloaded, ``huggingface_hub`` when an ``hf://`` spec
-is resolved. This module imports only :mod:`abdnet.files` of abdnet.
+``pooch`` is imported when a URL is downloaded.
 """
 
 from __future__ import annotations
@@ -58,54 +43,26 @@ import contextlib
 import datetime as _dt
 import email.utils
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
-import re
 import shutil
 import sys
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from abdnet.files import FolderLock, atomic_write
-from abdnet.layout import MODEL_FILE
+from abdnet.hub.settings import OFFLINE_ENV, cache_root, client_version, is_offline
+from abdnet.hub.sources import SourceError, UrlSource, parse_source
 
-__all__ = [
-    "CACHE_ENV",
-    "OFFLINE_ENV",
-    "HF_DEFAULT_FILE",
-    "ChecksumError",
-    "SourceError",
-    "UrlSource",
-    "HubSource",
-    "cache_root",
-    "download_url",
-    "is_offline",
-    "parse_source",
-    "resolve_source",
-    "sha256_file",
-]
+__all__ = ["ChecksumError", "download_url", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "ABDNET_CACHE"
-OFFLINE_ENV = "ABDNET_OFFLINE"
-HF_DEFAULT_FILE = MODEL_FILE  # what ``abdnet export hf`` writes and hf:// loads
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0  # per socket operation (connect, each read): a stalled server fails
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
-
-
-class SourceError(ValueError):
-    """A weights spec cannot be resolved; the message names the spec and the reason."""
 
 
 class ChecksumError(SourceError):
@@ -123,114 +80,6 @@ class _FetchError(Exception):
     """The server could not be reached or the transfer failed (network / HTTP / truncation)."""
 
 
-@dataclass(frozen=True)
-class UrlSource:
-    """An ``http(s)://`` spec: the URL (without its fragment) and the optional SHA-256 pin."""
-
-    url: str
-    sha256: str | None = None  # lower-case hex; None: unpinned
-
-    @property
-    def filename(self) -> str:
-        """The URL's last path segment (what the cached file is called)."""
-        name = urllib.parse.unquote(urllib.parse.urlsplit(self.url).path.rsplit("/", 1)[-1])
-        name = re.sub(r"[^A-Za-z0-9._+-]", "_", name).lstrip(".")
-        return name or "download"
-
-    def __str__(self) -> str:
-        return self.url + (f"#sha256={self.sha256}" if self.sha256 else "")
-
-
-@dataclass(frozen=True)
-class HubSource:
-    """An ``hf://OWNER/REPO[/FILE][@REVISION]`` spec."""
-
-    repo_id: str  # OWNER/REPO
-    filename: str = HF_DEFAULT_FILE  # path inside the repository
-    revision: str | None = None  # branch, tag or commit; None: the default branch
-
-    def __str__(self) -> str:
-        return f"hf://{self.repo_id}/{self.filename}" + (
-            f"@{self.revision}" if self.revision else ""
-        )
-
-
-def parse_source(spec: str | os.PathLike[str]) -> Path | UrlSource | HubSource:
-    """What a weights spec names: a local path, a URL (with its pin) or a Hub file.
-
-    Raises :class:`SourceError` for an unknown scheme or a malformed pin / Hub name.
-    """
-    if not isinstance(spec, str):
-        return Path(spec).expanduser()
-    m = _SCHEME.match(spec)
-    if m is None:
-        return Path(spec).expanduser()
-    scheme = m.group(1).lower()
-    if scheme in ("http", "https"):
-        return _parse_url(spec)
-    if scheme == "hf":
-        return _parse_hub(spec)
-    if scheme == "file":
-        return Path(urllib.request.url2pathname(urllib.parse.urlsplit(spec).path))
-    raise SourceError(
-        f"{spec}: unsupported scheme {scheme}://; expected a local path, an https:// or http:// "
-        "URL (optionally ending in #sha256=HEX) or hf://OWNER/REPO[/FILE][@REVISION]"
-    )
-
-
-def _parse_url(spec: str) -> UrlSource:
-    url, _, fragment = spec.partition("#")
-    if not urllib.parse.urlsplit(url).netloc:
-        raise SourceError(f"{spec}: no host in the URL")
-    if not fragment:
-        return UrlSource(url)
-    name, _, value = fragment.partition("=")
-    if name.lower() != "sha256":
-        raise SourceError(
-            f"{spec}: unsupported URL fragment #{fragment}; the only one understood is "
-            "#sha256=<64 hex digits>"
-        )
-    if not _HEX64.match(value):
-        raise SourceError(f"{spec}: the #sha256= pin must be 64 hex digits, got {value!r}")
-    return UrlSource(url, value.lower())
-
-
-def _parse_hub(spec: str) -> HubSource:
-    rest = spec[len("hf://") :]
-    revision = None
-    if "@" in rest:
-        rest, revision = rest.rsplit("@", 1)
-        if not revision:
-            raise SourceError(f"{spec}: empty revision after '@'")
-    parts = rest.strip("/").split("/")
-    if len(parts) < 2 or not all(parts[:2]):
-        raise SourceError(f"{spec}: expected hf://OWNER/REPO[/FILE][@REVISION]")
-    filename = "/".join(parts[2:]) or HF_DEFAULT_FILE
-    return HubSource(f"{parts[0]}/{parts[1]}", filename, revision)
-
-
-def is_offline(offline: bool | None = None) -> bool:
-    """``offline`` if given, else the ``ABDNET_OFFLINE`` environment variable (1/true/yes/on)."""
-    if offline is not None:
-        return bool(offline)
-    value = os.environ.get(OFFLINE_ENV, "").strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise SourceError(f"{OFFLINE_ENV}={value!r}: expected 1/true/yes/on or 0/false/no/off")
-
-
-def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cache folder: ``cache_dir`` if given, else ``$ABDNET_CACHE``, else ~/.cache/abdnet."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path("~/.cache/abdnet").expanduser()
-
-
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Lower-case hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()
@@ -238,32 +87,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: f.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def resolve_source(
-    spec: str | os.PathLike[str],
-    *,
-    cache_dir: str | os.PathLike[str] | None = None,
-    offline: bool | None = None,
-    progress: bool | None = None,
-) -> Path:
-    """The local path a weights spec stands for, downloading (and verifying) it if needed.
-
-    See the module docstring for the forms of ``spec``, the cache and the offline rules.
-    ``offline`` / ``cache_dir`` default to ``ABDNET_OFFLINE`` / ``ABDNET_CACHE``;
-    ``progress`` shows a download progress bar on stderr (None: only on a terminal).
-    Raises :class:`SourceError` (a ``ValueError``) naming the spec when it cannot be resolved.
-    """
-    source = parse_source(spec)
-    if isinstance(source, Path):
-        return source
-    if isinstance(source, UrlSource):
-        return download_url(source, cache_dir=cache_dir, offline=offline, progress=progress)
-    return _resolve_hub(source, offline=is_offline(offline))
-
-
-# ---------------------------------------------------------------------------------------
-# URLs
 
 
 @dataclass
@@ -369,13 +192,6 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()  # only succeeds when nothing was cached
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("abdnet")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree
-        return "0"
-
-
 class _NotModified(Exception):
     """The server answered ``304 Not Modified`` to a conditional request."""
 
@@ -388,7 +204,7 @@ class _Download:
     def __init__(self, validators: dict[str, object], progress: bool | None) -> None:
         import pooch
 
-        headers = {"User-Agent": f"abdnet/{_version()} pooch", "Accept-Encoding": "identity"}
+        headers = {"User-Agent": f"abdnet/{client_version()} pooch", "Accept-Encoding": "identity"}
         if validators.get("etag"):
             headers["If-None-Match"] = str(validators["etag"])
         if validators.get("last_modified"):
@@ -491,54 +307,3 @@ def _quiet(logger: logging.Logger) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-# ---------------------------------------------------------------------------------------
-# Hugging Face Hub
-
-
-def _resolve_hub(source: HubSource, *, offline: bool) -> Path:
-    # huggingface_hub is imported only for hf:// specs: it is not needed otherwise.
-    from huggingface_hub import errors as hf_errors
-    from huggingface_hub import hf_hub_download
-
-    try:
-        path = hf_hub_download(
-            source.repo_id,
-            source.filename,
-            revision=source.revision,
-            local_files_only=offline,
-            library_name="abdnet",
-            library_version=_version(),
-        )
-    except hf_errors.LocalEntryNotFoundError:
-        why = (
-            f"{OFFLINE_ENV} is set"
-            if offline
-            else "the Hub cannot be reached (no network, or HF_HUB_OFFLINE is set)"
-        )
-        raise SourceError(
-            f"{source}: not in the Hugging Face cache and {why}; run once with network access"
-        ) from None
-    except hf_errors.GatedRepoError:
-        raise SourceError(
-            f"{source}: {source.repo_id} is gated: accept its terms on the Hub and log in "
-            "(`hf auth login` or HF_TOKEN)"
-        ) from None
-    except hf_errors.RepositoryNotFoundError:
-        raise SourceError(
-            f"{source}: repository {source.repo_id} not found (or private: log in with "
-            "`hf auth login` or set HF_TOKEN)"
-        ) from None
-    except hf_errors.RevisionNotFoundError:
-        raise SourceError(
-            f"{source}: revision {source.revision!r} not found in {source.repo_id}"
-        ) from None
-    except hf_errors.EntryNotFoundError:
-        raise SourceError(
-            f"{source}: no file {source.filename!r} in {source.repo_id}"
-            + (f" at revision {source.revision}" if source.revision else "")
-        ) from None
-    except (hf_errors.HfHubHTTPError, OSError) as exc:
-        raise SourceError(f"{source}: {exc}") from None
-    return Path(path)
