@@ -176,7 +176,11 @@ class UrlCropStore:
         return _verified(data, sha256, f"{self.url} ({key})")
 
     def delete(self, sha256: str, extension: str) -> bool:
+        """Remove a crop; True if one was stored. (An object store's DELETE of a missing key
+        succeeds, so the key is looked up first.)"""
         key = self.path(sha256, extension)
+        if not self.fs.exists(key):
+            return False
         try:
             self.fs.rm_file(key)
         except FileNotFoundError:
