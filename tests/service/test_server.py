@@ -374,3 +374,94 @@ def test_two_replicas_on_one_milvus_server(milvus_server, tmp_path, tiny_checkpo
     finally:
         a.stop()
         b.stop()
+
+
+LOAD_SECONDS = 30.0
+
+
+def test_sixteen_clients_over_two_replicas_lose_nothing(
+    milvus_server, tmp_path, tiny_checkpoint, record_property
+):
+    """16 clients for 30 s, half on each replica, half their requests enrolments: no error,
+    and every acknowledged enrolment is listed through both replicas. Latencies are reported
+    (``-s`` output and the test's report properties), not asserted."""
+    crops = (tmp_path / "crops").as_uri()
+    shared = ("--collection", milvus_server.collection(), "--crops", crops)
+    replicas = [Server(milvus_server.uri, tiny_checkpoint, tmp_path, *shared)]
+    replicas.append(Server(milvus_server.uri, tiny_checkpoint, tmp_path, *shared))
+    errors: list[str] = []
+    acked: dict[str, int] = {}
+    latency: dict[str, list[float]] = {"enrol": [], "search": []}
+    lock = threading.Lock()
+    try:
+        with httpx.Client(base_url=replicas[0].url, timeout=120) as c:
+            for seed in range(5):  # so that every search has k=5 results to give
+                r = c.post(
+                    "/gallery",
+                    files=[("image", (f"p{seed}.png", _png(seed), "image/png"))],
+                    headers=_auth(),
+                )
+                assert r.status_code == 201, r.text
+                acked[r.json()["ids"][0]] = seed
+        stop_at = time.monotonic() + LOAD_SECONDS
+
+        def client(n: int) -> None:
+            with httpx.Client(base_url=replicas[n % 2].url, timeout=120) as c:
+                i = 0
+                while time.monotonic() < stop_at:
+                    seed = 10_000 + 1000 * n + i
+                    t0 = time.perf_counter()
+                    try:
+                        if i % 2 == 0:
+                            r = c.post(
+                                "/gallery",
+                                files=[("image", (f"l{seed}.png", _png(seed), "image/png"))],
+                                headers=_auth(),
+                            )
+                            ok = r.status_code == 201
+                        else:
+                            r = c.post(
+                                "/search?k=5&exclude_same_camera=false",
+                                files=[("image", (f"q{seed}.png", _png(seed), "image/png"))],
+                            )
+                            ok = r.status_code == 200 and len(r.json()["results"]) == 5
+                    except httpx.HTTPError as exc:
+                        with lock:
+                            errors.append(f"client {n}: {type(exc).__name__}: {exc}")
+                        i += 1
+                        continue
+                    kind = "enrol" if i % 2 == 0 else "search"
+                    with lock:
+                        latency[kind].append(time.perf_counter() - t0)
+                        if not ok:
+                            errors.append(f"client {n} {kind} {r.status_code}: {r.text[:200]}")
+                        elif kind == "enrol":
+                            acked[r.json()["ids"][0]] = seed
+                    i += 1
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert len(latency["enrol"]) >= 16 and len(latency["search"]) >= 16
+        for server in replicas:
+            assert server.health()["gallery_size"] == len(acked)
+            with httpx.Client(base_url=server.url, timeout=120) as c:
+                listed: list[str] = []
+                for off in range(0, len(acked), 500):
+                    page = c.get(f"/gallery?offset={off}&limit=500").json()["items"]
+                    listed += [x["id"] for x in page]
+            assert sorted(listed) == sorted(acked)
+        for kind, values in latency.items():
+            p50, p99 = np.percentile(np.array(values) * 1000.0, [50, 99])
+            print(
+                f"\n{kind}: {len(values)} requests over 2 replicas, p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+            )
+            record_property(f"{kind}_requests", len(values))
+            record_property(f"{kind}_p50_ms", round(float(p50), 1))
+            record_property(f"{kind}_p99_ms", round(float(p99), 1))
+    finally:
+        for server in replicas:
+            server.stop()
