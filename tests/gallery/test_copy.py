@@ -97,3 +97,40 @@ def test_copy_into_another_models_gallery_is_refused(source, tmp_path, capsys):
     assert len(err) == 1 and "dst.db" in err[0] and "other weights" in err[0]
     with Gallery.open(tmp_path / "dst.db") as d:
         assert d.count() == 0
+
+
+def test_copy_server_to_server_verified(source, milvus_server, tmp_path, capsys):
+    """Two collections on the one server, each with its own fsspec crop store: the copy is
+    verified, and a crop altered in the copy's store afterwards fails the verification."""
+    src, feats, crops = source
+    a, b = milvus_server.collection(), milvus_server.collection()
+    a_crops, b_crops = (tmp_path / "a-crops").as_uri(), (tmp_path / "b-crops").as_uri()
+    with (
+        Gallery.open(src) as s,
+        Gallery.open(milvus_server.uri, model=MODEL, create=True, collection=a, crops=a_crops) as d,
+    ):
+        assert copy_gallery(s, d).verified == 30
+    args = ["gallery", "copy", milvus_server.uri, milvus_server.uri, "--collection", a]
+    args += ["--crops", a_crops, "--to-collection", b, "--to-crops", b_crops, "--batch-size", "8"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "copied 30, already there 0" in out and "verified 30 entries" in out
+
+    with Gallery.open(milvus_server.uri, collection=b, crops=b_crops) as d:
+        assert d.count() == 30 and d.model == MODEL
+        rows = {r["id"]: r for r in d.get_rows(list(feats))}
+        assert set(rows) == set(feats)
+        for i, f in feats.items():
+            assert np.asarray(rows[i]["embedding"], np.float32).tobytes() == f.tobytes()
+            (entry,) = d.get([i])
+            assert d.crop_bytes(entry) == crops[i]
+        victim = rows[next(iter(feats))]
+    with Gallery.open(milvus_server.uri, collection=a) as s:
+        assert s.count() == 30  # the source is left as it was
+
+    # the verification pass reads every crop back: an altered one is reported
+    (path,) = (tmp_path / "b-crops").rglob(f"{victim['sha256']}.{victim['extension']}")
+    path.write_bytes(b"not the crop")
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and victim["sha256"] in err[0]
