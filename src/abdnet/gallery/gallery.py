@@ -424,4 +424,6 @@ class Gallery:
         try:
             return fn(*args, timeout=self._timeout, **kwargs)
         except MilvusException as exc:
-            raise GalleryError(f"gallery {self.uri}: {what} failed: {exc}") from None
+            # its message, on one line (str(exc) embeds the multi-line gRPC error's repr)
+            message = " ".join(str(getattr(exc, "message", None) or exc).split())
+            raise GalleryError(f"gallery {self.uri}: {what} failed: {message}") from None
