@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import logging
 import lzma
 import os
 import shutil
@@ -36,7 +37,19 @@ def pytest_configure(config):
     it is created, pytest's capture of the test that imported it, and closes that stream when a
     later ``logging.config.dictConfig`` (pymilvus runs one at import) clears the handlers,
     breaking pytest's capture for the rest of the session. Created here and pointed at the
-    real stderr, which it never closes."""
+    real stderr, which it never closes.
+
+    pymilvus's own handler (that ``dictConfig``) has the same flaw: created inside a test, it
+    writes to that test's closed capture ever after ("--- Logging error ---" in a later test's
+    stderr). Imported here, before any test, and pointed at the real stderr too."""
+    try:
+        import pymilvus  # noqa: F401  (its import configures the "pymilvus" logger)
+    except ImportError:
+        pass
+    else:
+        for handler in logging.getLogger("pymilvus").handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sys.__stderr__)
     try:
         import absl.logging
     except ImportError:
