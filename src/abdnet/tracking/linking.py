@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from abdnet.engine import EmbeddingSpace
+
 __all__ = [
     "pairwise_distances",
     "overlaps",
@@ -46,12 +48,13 @@ def _matrix(distance: Distance | None, x: np.ndarray) -> np.ndarray:
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Squared Euclidean distances of the L2-normalized rows of ``a`` and ``b``, in [0, 4]."""
+    """Distances of the rows of ``a`` and ``b`` in the default embedding space (squared
+    Euclidean of L2-normalized vectors, in [0, 4]), by :class:`abdnet.engine.EmbeddingSpace`."""
     a = np.asarray(a, dtype=np.float64)
     b = a if b is None else np.asarray(b, dtype=np.float64)
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return np.clip(2.0 - 2.0 * (a @ b.T), 0.0, 4.0)
+    space = EmbeddingSpace(dim=a.shape[1])
+    d = space.distances(space.project(a), space.project(b))
+    return np.clip(np.asarray(d, dtype=np.float64), 0.0, 4.0)
 
 
 def overlaps(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
