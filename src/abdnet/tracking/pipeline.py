@@ -19,6 +19,7 @@ import numpy as np
 
 from abdnet.engine import Embedder
 from abdnet.tracking.embedding import embed_tracklets
+from abdnet.tracking.interpolate import fill_gaps
 from abdnet.tracking.linking import group_embeddings, impostor_threshold, link_cameras, stitch
 from abdnet.tracking.mot import ClipReport, MotRows, clip_rows, read_mot
 from abdnet.tracking.tracker import Detections, build_tracker
@@ -289,17 +290,28 @@ def identify(
     return Identities(labels, groups, threshold, stitch_t, n_crops)
 
 
-def result_rows(cam: CameraTracks, identities: Identities) -> MotRows:
-    """The MOTChallenge result rows of one camera: every tracked box with its identity."""
-    frames, ids, boxes, scores = [], [], [], []
+def result_rows(cam: CameraTracks, identities: Identities, *, fill_gap: int = 0) -> MotRows:
+    """The MOTChallenge result rows of one camera: every tracked box with its identity, and
+    with ``fill_gap`` > 0 each identity's gaps of at most that many frames interpolated
+    (:func:`abdnet.tracking.interpolate.fill_gaps`)."""
+    per_id: dict[int, list[Tracklet]] = {}
     for t in cam.tracklets:
         pid = identities.labels.get(t.key)
-        if pid is None:
-            continue
-        frames.append(t.frames)
-        ids.append(np.full(len(t), pid))
-        boxes.append(np.concatenate([t.boxes[:, :2], t.boxes[:, 2:] - t.boxes[:, :2]], axis=1))
-        scores.append(t.scores)
+        if pid is not None:
+            per_id.setdefault(pid, []).append(t)
+    frames, ids, boxes, scores = [], [], [], []
+    for pid, ts in sorted(per_id.items()):
+        f = np.concatenate([t.frames for t in ts])
+        b = np.concatenate([t.boxes for t in ts])
+        s = np.concatenate([t.scores for t in ts])
+        order = np.argsort(f, kind="stable")
+        f, b, s = f[order], b[order], s[order]
+        if fill_gap > 0 and np.all(np.diff(f) > 0):
+            f, b, s, _ = fill_gaps(f, b, s, max_gap=fill_gap, frame_size=cam.size)
+        frames.append(f)
+        ids.append(np.full(f.shape[0], pid))
+        boxes.append(np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1))
+        scores.append(s)
     if not frames:
         return MotRows.empty()
     return MotRows.from_arrays(
