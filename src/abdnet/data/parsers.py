@@ -317,14 +317,18 @@ def detect_layout(root: str | Path) -> tuple[str, Path]:
     root = Path(root).expanduser()
     if not root.exists():
         raise DatasetError(f"data set root not found: {root}")
-    video = detect_video_layout(root)
-    if video is not None:  # DukeMTMC-VideoReID would otherwise pass for the folder layout
+    candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
+    found = [(kind, p) for p in candidates if (kind := _detect_here(p)) is not None]
+    try:
+        video = detect_video_layout(root)
+    except DatasetError:  # several video sets: none of them is the one asked for here
+        video = None
+    # DukeMTMC-VideoReID would otherwise pass for the folder layout
+    if video is not None and (not found or video[1] in {p for _, p in found}):
         raise DatasetError(
             f"{root}: a video re-ID data set ({video[0]} at {video[1]}); 'abdnet eval --data' "
             "scores it tracklet to tracklet, the other commands take image data sets"
         )
-    candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
-    found = [(kind, p) for p in candidates if (kind := _detect_here(p)) is not None]
     if not found:
         raise DatasetError(
             f"{root}: no known data set layout (Market-1501/DukeMTMC folders bounding_box_train, query, "
