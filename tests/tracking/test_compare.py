@@ -90,6 +90,6 @@ def test_demo_footage_at_a_minute_size(tmp_path, capsys):
     assert rows["multi-camera"][4] == pytest.approx(100 * unlinked, abs=0.051)
     assert linked >= unlinked
     assert (out / "run" / "threshold.json").is_file()
-    assert json.loads((out / "run" / "threshold.json").read_text())["far"] == 1e-2
+    assert json.loads((out / "run" / "threshold.json").read_text())["far"] == 0.1
     assert np.isfinite(doc["threshold"]) and doc["identities"]["true"] >= 2
     assert main(args) == 0  # a second footage demo into the same folder replaces its outputs
