@@ -28,7 +28,7 @@ RNG = np.random.default_rng(0)
 
 def image(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(RNG.integers(0, 255, (8, 4, 3), dtype=np.uint8)).save(path)
+    Image.fromarray(RNG.integers(0, 255, (16, 8, 3), dtype=np.uint8)).save(path)
     return path
 
 

@@ -142,6 +142,12 @@ def test_abdnet_eval_scores_a_mars_tree_tracklet_to_tracklet(trained_run, tmp_pa
     assert d["unit"] == "tracklet" and d["frames_per_tracklet"] == 2
     assert d["num_query"] == 2 and d["num_gallery"] == 3
     assert 0.0 < d["mAP"] <= 1.0
-    assert main(["eval", "--checkpoint", str(trained_run), "--data", str(root)]) == 0
+    thr = tmp_path / "threshold.json"
+    args = ["eval", "--checkpoint", str(trained_run), "--data", str(root), "--far", "0.5"]
+    assert main([*args, "--threshold-out", str(thr)]) == 0
     out = capsys.readouterr().out
     assert "mars: 2 queries, 3 gallery tracklets" in out and "every frame" in out
+    # the tracklet pairs' threshold, as calibrate writes it: 2 genuine and 3 impostor
+    # cross-camera pairs (query 5 and gallery 7 share camera 0)
+    doc = json.loads(thr.read_text())
+    assert doc["num_genuine_pairs"] == 2 and doc["num_impostor_pairs"] == 3
