@@ -151,3 +151,6 @@ def test_abdnet_eval_scores_a_mars_tree_tracklet_to_tracklet(trained_run, tmp_pa
     # cross-camera pairs (query 5 and gallery 7 share camera 0)
     doc = json.loads(thr.read_text())
     assert doc["num_genuine_pairs"] == 2 and doc["num_impostor_pairs"] == 3
+    # the video options on an image data set are refused, not ignored
+    assert main(["eval", "--checkpoint", str(trained_run), "--frames", "4"]) != 0
+    assert "--frames / --split: only for a video data set" in capsys.readouterr().err

@@ -96,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 0:
         raise ValueError(f"--frames must be >= 0 (0: every frame), got {args.frames}")
     video = detect_video_layout(args.data) if args.data else None
+    if video is None and (args.frames or args.split):
+        raise ValueError(
+            f"--frames / --split: only for a video data set (--data {args.data or '(none)'} "
+            "holds none)"
+        )
     out = None
     if args.threshold_out:
         from abdnet.files import check_output
