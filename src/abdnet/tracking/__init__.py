@@ -3,11 +3,13 @@
 MOTChallenge I/O (:mod:`.mot`), frame sources (:mod:`.video`, PyAV), the tracker protocol and
 its adapter over Roboflow's ``trackers`` (:mod:`.tracker`), tracklets and their crops
 (:mod:`.tracklets`), stitching and cross-camera linking on arrays (:mod:`.linking`), the
-pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), metrics (:mod:`.evaluate`) and
-synthetic footage with ground truth (:mod:`.footage`). ``trackers``, ``av`` and
+pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), metrics (:mod:`.evaluate`),
+synthetic footage with ground truth (:mod:`.footage`) and the linked / not linked
+comparison on it (:mod:`.compare`). ``trackers``, ``av`` and
 ``supervision`` are imported only when used.
 """
 
+from abdnet.tracking.compare import LinkingComparison, compare_linking, comparison_table
 from abdnet.tracking.evaluate import (
     CameraScore,
     TrackingScore,
@@ -65,6 +67,7 @@ __all__ = [
     "Frame",
     "Identities",
     "ImageSequence",
+    "LinkingComparison",
     "MotRows",
     "RoboflowTracker",
     "SequenceInfo",
@@ -77,6 +80,8 @@ __all__ = [
     "build_tracker",
     "choose_crops",
     "clip_rows",
+    "compare_linking",
+    "comparison_table",
     "crop_quality",
     "evaluate_tracking",
     "find_ground_truth",
