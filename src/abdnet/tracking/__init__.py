@@ -3,11 +3,13 @@
 MOTChallenge I/O (:mod:`.mot`), frame sources (:mod:`.video`, PyAV), the tracker protocol and
 its adapter over Roboflow's ``trackers`` (:mod:`.tracker`), tracklets and their crops
 (:mod:`.tracklets`), stitching and cross-camera linking on arrays (:mod:`.linking`), the
-pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), metrics (:mod:`.evaluate`) and
+pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), enrolment into the gallery
+(:mod:`.enrol`), metrics (:mod:`.evaluate`) and
 synthetic footage with ground truth (:mod:`.footage`). ``trackers``, ``av`` and
 ``supervision`` are imported only when used.
 """
 
+from abdnet.tracking.enrol import camera_numbers, default_label_prefix, enrol_identities
 from abdnet.tracking.evaluate import (
     CameraScore,
     TrackingScore,
@@ -75,6 +77,9 @@ __all__ = [
     "Tracks",
     "VideoFile",
     "build_tracker",
+    "camera_numbers",
+    "default_label_prefix",
+    "enrol_identities",
     "choose_crops",
     "clip_rows",
     "crop_quality",

@@ -1,13 +1,16 @@
-"""``POST /search``: the gallery entries nearest to one uploaded image, nearest first."""
+"""``POST /search``: the gallery entries nearest to one uploaded image, nearest first;
+``POST /search/sightings``: the identities among them, with where and when each was seen."""
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from abdnet.gallery import FIRST_CAMERA, SearchFilter, name_metadata
+from abdnet.gallery import FIRST_CAMERA, Hit, SearchFilter, name_metadata
 from abdnet.service.api.deps import Service, can_read
 from abdnet.service.api.forms import form_of, images_of, label_value, query_time
 from abdnet.service.errors import ApiError
+from abdnet.service.state import ServiceState
 
 __all__ = ["router"]
 
@@ -23,17 +26,17 @@ def search_k(svc: Service, k: int | None = Query(None, ge=1)) -> int:
     return k
 
 
-@router.post("/search", dependencies=[Depends(can_read)])
-async def search(
+async def _query(
     request: Request,
-    svc: Service,
-    k: int = Depends(search_k),
-    camera: int | None = Query(None, ge=FIRST_CAMERA),
-    exclude_same_camera: bool = True,
-    after: str | None = None,
-    before: str | None = None,
-    label: str | None = None,
-) -> dict[str, Any]:
+    svc: ServiceState,
+    k: int,
+    camera: int | None,
+    exclude_same_camera: bool,
+    after: str | None,
+    before: str | None,
+    label: str | None,
+) -> tuple[int | None, SearchFilter, list[Hit]]:
+    """The query camera, the filter and the ``k`` nearest hits of the uploaded ``image``."""
     t_after, t_before = query_time(after, "after"), query_time(before, "before")
     if t_after is not None and t_before is not None and t_after > t_before:
         raise ApiError(400, "query parameters 'after' and 'before': after is later than before")
@@ -48,5 +51,48 @@ async def search(
         label=label_value(label, "query parameter 'label'"),
     )
     (feat,) = await svc.embed([crop])
-    hits = await svc.search(feat, k, filt)
+    return camera, filt, await svc.search(feat, k, filt)
+
+
+@router.post("/search", dependencies=[Depends(can_read)])
+async def search(
+    request: Request,
+    svc: Service,
+    k: int = Depends(search_k),
+    camera: int | None = Query(None, ge=FIRST_CAMERA),
+    exclude_same_camera: bool = True,
+    after: str | None = None,
+    before: str | None = None,
+    label: str | None = None,
+) -> dict[str, Any]:
+    camera, _, hits = await _query(
+        request, svc, k, camera, exclude_same_camera, after, before, label
+    )
     return {**svc.thresholds(), "camera": camera, "results": [svc.hit_json(h) for h in hits]}
+
+
+@router.post("/search/sightings", dependencies=[Depends(can_read)])
+async def sightings(
+    request: Request,
+    svc: Service,
+    k: int = Depends(search_k),
+    camera: int | None = Query(None, ge=FIRST_CAMERA),
+    exclude_same_camera: bool = False,
+    after: str | None = None,
+    before: str | None = None,
+    label: str | None = None,
+    gap: float | None = Query(None, gt=0),
+) -> dict[str, Any]:
+    """Where and when was this person seen: the ``k`` nearest entries grouped by identity
+    (label), nearest first, each with its cameras and per camera its time spans over all its
+    entries the filter lets through (``gap`` seconds: split a camera's sightings where they
+    lie further apart). Unlike ``/search``, the query's camera is kept by default."""
+    camera, filt, hits = await _query(
+        request, svc, k, camera, exclude_same_camera, after, before, label
+    )
+    groups = await asyncio.to_thread(svc.gallery.sightings, hits, filter=filt, gap=gap)
+    return {
+        **svc.thresholds(),
+        "camera": camera,
+        "identities": [svc.sightings_json(g) for g in groups],
+    }
