@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -550,7 +551,7 @@ def _seconds(iso: str, camera: str) -> float:
 
 
 def test_where_and_when_a_tracked_person_was_seen_matches_the_ground_truth(tracked):
-    server, _, cams = tracked
+    server, root, cams = tracked
     truth = _ground_truth(cams)
     number = {"cam1": 1, "cam2": 2}  # the gallery's camera numbers of cam1 and cam2
     name = {v: k for k, v in number.items()}
@@ -585,6 +586,14 @@ def test_where_and_when_a_tracked_person_was_seen_matches_the_ground_truth(track
                 assert span["sightings"] == x["sightings"] == listed["total"] > 0
             assert top["sightings"] == sum(x["sightings"] for x in top["cameras"])
         assert len(labels) == len(truth)  # one identity per person
+        # identities.json records the enrolment; its identities are the labels' ones
+        doc = json.loads((root / "out" / "identities.json").read_text())
+        assert doc["gallery"]["cameras"] == number and doc["gallery"]["label_prefix"] == "walk"
+        assert doc["gallery"]["added"] == server.health()["gallery_size"]
+        cameras_of = {
+            f"walk/{p['id']}": {number[n] for n in p["cameras"]} for p in doc["identities"]
+        }
+        assert labels == set(cameras_of)
         # a stored crop finds its own entry at distance 0: its embedding is the crop's
         entry = c.get("/gallery", params={"limit": 1}).json()["items"][0]
         crop = c.get(entry["image"]).content
