@@ -18,11 +18,13 @@ from abdnet.retrieval import FeatureExtractor
 from abdnet.tracking import (
     CameraInput,
     camera_numbers,
+    default_label_prefix,
     enrol_identities,
     identify,
     read_seqinfo,
     track_camera,
 )
+from abdnet.tracking.enrol import check_label_prefix
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,6 +38,17 @@ def test_camera_numbers_come_from_the_names_or_their_order():
     assert camera_numbers(["door", "cam2"]) == {"door": 1, "cam2": 2}
     assert camera_numbers(["a1", "b1"]) == {"a1": 1, "b1": 2}
     assert camera_numbers(["cam0", "cam1"]) == {"cam0": 1, "cam1": 2}
+
+
+def test_the_default_label_prefix_is_unique_to_the_run_and_labels_must_fit():
+    assert default_label_prefix("/data/out", START) == "out@20260102T100000Z"
+    later = default_label_prefix("/data/out", START + timedelta(seconds=1))
+    assert later != default_label_prefix("/data/out", START)
+    check_label_prefix("x" * 250, 99999)  # "x...x/99999": 256 bytes
+    with pytest.raises(ValueError, match="--label-prefix"):
+        check_label_prefix("x" * 250, 100000)
+    with pytest.raises(ValueError, match="--label-prefix"):
+        check_label_prefix("", 1)
 
 
 def test_every_embedded_crop_is_enrolled_with_its_own_embedding_and_its_place(

@@ -152,4 +152,6 @@ def enrol_identities(
     )
     report = enrol_embedded(gallery, items, model=model, progress=progress)
     report.failed.extend(refused)
+    if progress is not None and refused:
+        progress(len(refused))  # the bar counts every embedded crop
     return report
