@@ -2,7 +2,7 @@
 ``POST /search/sightings``: the identities among them, with where and when each was seen."""
 
 import asyncio
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -26,6 +26,12 @@ def search_k(svc: Service, k: int | None = Query(None, ge=1)) -> int:
     return k
 
 
+class _Searched(NamedTuple):
+    camera: int | None  # the query's camera (given, or from its Market-style name)
+    filter: SearchFilter
+    hits: list[Hit]  # nearest first
+
+
 async def _query(
     request: Request,
     svc: ServiceState,
@@ -35,7 +41,7 @@ async def _query(
     after: str | None,
     before: str | None,
     label: str | None,
-) -> tuple[int | None, SearchFilter, list[Hit]]:
+) -> _Searched:
     """The query camera, the filter and the ``k`` nearest hits of the uploaded ``image``."""
     t_after, t_before = query_time(after, "after"), query_time(before, "before")
     if t_after is not None and t_before is not None and t_after > t_before:
@@ -51,7 +57,7 @@ async def _query(
         label=label_value(label, "query parameter 'label'"),
     )
     (feat,) = await svc.embed([crop])
-    return camera, filt, await svc.search(feat, k, filt)
+    return _Searched(camera, filt, await svc.search(feat, k, filt))
 
 
 @router.post("/search", dependencies=[Depends(can_read)])
@@ -65,10 +71,8 @@ async def search(
     before: str | None = None,
     label: str | None = None,
 ) -> dict[str, Any]:
-    camera, _, hits = await _query(
-        request, svc, k, camera, exclude_same_camera, after, before, label
-    )
-    return {**svc.thresholds(), "camera": camera, "results": [svc.hit_json(h) for h in hits]}
+    q = await _query(request, svc, k, camera, exclude_same_camera, after, before, label)
+    return {**svc.thresholds(), "camera": q.camera, "results": [svc.hit_json(h) for h in q.hits]}
 
 
 @router.post("/search/sightings", dependencies=[Depends(can_read)])
@@ -87,12 +91,10 @@ async def sightings(
     (label), nearest first, each with its cameras and per camera its time spans over all its
     entries the filter lets through (``gap`` seconds: split a camera's sightings where they
     lie further apart). Unlike ``/search``, the query's camera is kept by default."""
-    camera, filt, hits = await _query(
-        request, svc, k, camera, exclude_same_camera, after, before, label
-    )
-    groups = await asyncio.to_thread(svc.gallery.sightings, hits, filter=filt, gap=gap)
+    q = await _query(request, svc, k, camera, exclude_same_camera, after, before, label)
+    groups = await asyncio.to_thread(svc.gallery.sightings, q.hits, filter=q.filter, gap=gap)
     return {
         **svc.thresholds(),
-        "camera": camera,
+        "camera": q.camera,
         "identities": [svc.sightings_json(g) for g in groups],
     }
