@@ -303,6 +303,17 @@ def test_page_in_headless_chromium(served, tmp_path):
         assert all(Path(r["source"]).name in text for r in api["results"])
         assert all(f"frame {r['frame']}" in text for r in api["results"] if r["frame"] is not None)
         assert "1970" not in text
+        # where and when: each unlabelled result is an identity of its own, one lane (its
+        # camera) with one bar on a frame axis (these crops have frames, no capture times)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline .identity")) == 6)
+        lanes = driver.execute_script(
+            "return [...document.querySelectorAll('#timeline .identity')].map(i => "
+            "[...i.querySelectorAll('svg .lane')].map(l => [l.dataset.camera, "
+            "l.querySelectorAll('rect.bar').length]))"
+        )
+        assert lanes == [[[str(r["camera"]), 1]] for r in api["results"]]
+        ticks = driver.find_element(By.ID, "timeline").text
+        assert "frame " in ticks and "1970" not in ticks
 
         # enrol through the page with the key, then find the new crop in the gallery list
         new = tmp_path / "0042_c2s1_000100_00.png"
