@@ -78,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--out", metavar="OUT", help="output folder")
     model.add_argument("--force", action="store_true", help="replace an existing OUT")
     model.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_gallery_arguments(parser)
     ev = parser.add_argument_group("scoring (abdnet track eval)")
     ev.add_argument(
         "--gt", metavar="ROOT", help="ground truth: ROOT/NAME/gt/gt.txt or ROOT/NAME.txt per camera"
@@ -167,6 +168,7 @@ def _run_track(args: argparse.Namespace) -> int:
     model = describe_extractor(extractor, source=info["source"])
     threshold.model.check_same(model, f"threshold {tpath}")
     show = not args.no_progress
+    _check_gallery(args, model, out)  # before the work: a gallery of another model is refused
     tracks = []
     for cam in cameras:
         from abdnet.tracking.video import open_source
@@ -192,8 +194,9 @@ def _run_track(args: argparse.Namespace) -> int:
             link=not args.no_link,
             progress=bar.update,
         )
+    record = _enrol(args, model, tracks, identities, show) if args.gallery else None
     with FolderLock(out, what="--out"), atomic_directory(out) as tmp:
-        write_results(tmp, tracks, identities, model=model.short)
+        write_results(tmp, tracks, identities, model=model.short, gallery=record)
     people = len(set(identities.labels.values()))
     multi = sum(
         1
@@ -210,6 +213,101 @@ def _run_track(args: argparse.Namespace) -> int:
         f"{threshold.threshold:.4f} (FAR {threshold.far:g}, {tpath}); wrote {out}"
     )
     return 0
+
+
+# -- abdnet track --gallery ----------------------------------------------------------------
+
+
+def _add_gallery_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description += (
+        " With --gallery, every identity's embedded crops are enrolled into the gallery "
+        "(camera, time or frame, label PREFIX/ID), so that 'abdnet serve' answers where and "
+        "when a person was seen (POST /search/sightings, the page's timeline)."
+    )
+    g = parser.add_argument_group("into the gallery (abdnet track --gallery)")
+    g.add_argument(
+        "--gallery",
+        metavar="PATH.db|URI",
+        help="also enrol every identity's embedded crops (camera, time or frame, label "
+        "PREFIX/ID) into this gallery: a Milvus Lite file (created on first use) or a Milvus "
+        "server (http://HOST:19530); a gallery of another model is refused",
+    )
+    g.add_argument(
+        "--collection",
+        default="abdnet_gallery",
+        help="collection name in the gallery database (default abdnet_gallery)",
+    )
+    g.add_argument(
+        "--gallery-crops",
+        metavar="DIR|URL",
+        help="where the gallery keeps crops (default: NAME.crops beside PATH.db; for a server, "
+        "none unless given)",
+    )
+    g.add_argument(
+        "--label-prefix",
+        metavar="PREFIX",
+        help="gallery labels are PREFIX/ID (default: OUT's name and the run's start time, "
+        "OUTNAME@YYYYmmddTHHMMSSZ, unique to the run)",
+    )
+
+
+def _open_gallery(args: argparse.Namespace, model):
+    from abdnet.gallery import Gallery
+
+    return Gallery.open(
+        args.gallery, model=model, create=True, crops=args.gallery_crops, collection=args.collection
+    )
+
+
+def _check_gallery(args: argparse.Namespace, model, out: Path) -> None:
+    """Check the --gallery options, and that the gallery (created when new) is ``model``'s."""
+    from abdnet.tracking.enrol import check_label_prefix, default_label_prefix
+
+    if not args.gallery:
+        for option in ("gallery_crops", "label_prefix"):
+            if getattr(args, option):
+                raise ValueError(f"--{option.replace('_', '-')} needs --gallery")
+        return
+    if args.label_prefix is None:
+        args.label_prefix = default_label_prefix(out)
+    check_label_prefix(args.label_prefix, 10**9)
+    _open_gallery(args, model).close()
+
+
+def _enrol(args: argparse.Namespace, model, tracks, identities, show: bool) -> dict:
+    """Enrol the identities' crops; print and return what ``identities.json`` records."""
+    from abdnet.cli.extract import progress_bar
+    from abdnet.tracking import camera_numbers, enrol_identities
+
+    numbers = camera_numbers([c.camera.name for c in tracks])
+    n_crops = sum(
+        1 for c in tracks for t in c.tracklets for k in t.crops if k.embedding is not None
+    )
+    with _open_gallery(args, model) as gallery, progress_bar(n_crops, "enrol crops", show) as bar:
+        report = enrol_identities(
+            gallery,
+            tracks,
+            identities,
+            model=model,
+            label_prefix=args.label_prefix,
+            numbers=numbers,
+            progress=bar.update,
+        )
+    cams = ", ".join(f"{n}={i}" for n, i in numbers.items())
+    print(
+        f"gallery {gallery.uri}: {report.added} crops added, {report.skipped} already enrolled"
+        + (f", {len(report.failed)} too small to enrol" if report.failed else "")
+        + f"; labels {args.label_prefix}/ID; cameras {cams}"
+    )
+    return {
+        "uri": gallery.uri,
+        "collection": gallery.collection,
+        "label_prefix": args.label_prefix,
+        "cameras": numbers,
+        "added": report.added,
+        "already_enrolled": report.skipped,
+        "not_enrolled": [{"crop": c, "reason": r} for c, r in report.failed],
+    }
 
 
 def _run_eval(args: argparse.Namespace) -> int:

@@ -3,13 +3,14 @@
 MOTChallenge I/O (:mod:`.mot`), frame sources (:mod:`.video`, PyAV), the tracker protocol and
 its adapter over Roboflow's ``trackers`` (:mod:`.tracker`), tracklets and their crops
 (:mod:`.tracklets`), stitching and cross-camera linking on arrays (:mod:`.linking`), the
-pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), metrics (:mod:`.evaluate`),
-synthetic footage with ground truth (:mod:`.footage`) and the linked / not linked
-comparison on it (:mod:`.compare`). ``trackers``, ``av`` and
-``supervision`` are imported only when used.
+pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), enrolment into the gallery
+(:mod:`.enrol`), metrics (:mod:`.evaluate`), synthetic footage with ground truth
+(:mod:`.footage`) and the linked / not linked comparison on it (:mod:`.compare`).
+``trackers``, ``av`` and ``supervision`` are imported only when used.
 """
 
 from abdnet.tracking.compare import LinkingComparison, compare_linking, comparison_table
+from abdnet.tracking.enrol import camera_numbers, default_label_prefix, enrol_identities
 from abdnet.tracking.evaluate import (
     CameraScore,
     TrackingScore,
@@ -78,6 +79,9 @@ __all__ = [
     "Tracks",
     "VideoFile",
     "build_tracker",
+    "camera_numbers",
+    "default_label_prefix",
+    "enrol_identities",
     "choose_crops",
     "clip_rows",
     "compare_linking",
