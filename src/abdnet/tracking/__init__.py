@@ -4,10 +4,22 @@ MOTChallenge I/O (:mod:`.mot`), frame sources (:mod:`.video`, PyAV), the tracker
 its adapter over Roboflow's ``trackers`` (:mod:`.tracker`), tracklets and their crops
 (:mod:`.tracklets`), stitching and cross-camera linking on arrays (:mod:`.linking`), the
 pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), metrics (:mod:`.evaluate`) and
-synthetic footage with ground truth (:mod:`.footage`). ``trackers``, ``av`` and
-``supervision`` are imported only when used.
+synthetic footage with ground truth (:mod:`.footage`), person detectors for footage without
+detections (:mod:`.detector`), annotated videos (:mod:`.annotate`) and ABD-Net as BoxMOT's
+appearance model (:mod:`.boxmot_reid`). ``trackers``, ``av``, ``supervision``, torchvision's
+detection models, ``ultralytics`` and ``boxmot`` are imported only when used.
 """
 
+from abdnet.tracking.annotate import identity_colour, write_annotated_video
+from abdnet.tracking.boxmot_reid import AbdnetReID
+from abdnet.tracking.detector import (
+    DETECTORS,
+    TORCHVISION_DETECTORS,
+    Detector,
+    TorchvisionDetector,
+    YoloDetector,
+    build_detector,
+)
 from abdnet.tracking.evaluate import (
     CameraScore,
     TrackingScore,
@@ -53,6 +65,15 @@ from abdnet.tracking.tracklets import (
 from abdnet.tracking.video import Frame, ImageSequence, VideoFile, open_source
 
 __all__ = [
+    "AbdnetReID",
+    "DETECTORS",
+    "Detector",
+    "TORCHVISION_DETECTORS",
+    "TorchvisionDetector",
+    "YoloDetector",
+    "build_detector",
+    "identity_colour",
+    "write_annotated_video",
     "CONTACT_SHEET",
     "IDENTITIES_FILE",
     "TRACKERS",
