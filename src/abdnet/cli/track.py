@@ -66,8 +66,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--tracker",
         default="bytetrack",
-        choices=["bytetrack", "sort", "ocsort", "botsort"],
-        help="tracker inside each camera (default bytetrack)",
+        choices=[
+            "bytetrack",
+            "sort",
+            "ocsort",
+            "botsort",
+            "boxmot:botsort",
+            "boxmot:strongsort",
+            "boxmot:deepocsort",
+        ],
+        help="tracker inside each camera (default bytetrack; the first four are Roboflow "
+        "'trackers'). boxmot:NAME is a BoxMOT appearance tracker with the run's model as its "
+        "re-ID model; BoxMOT is AGPL-3.0 and abdnet does not install it (pip install boxmot)",
     )
     # --- detectors and the annotated video (footage without a detections file) ---
     det = parser.add_argument_group("detection (cameras without --detections)")
@@ -220,6 +230,7 @@ def _run_track(args: argparse.Namespace) -> int:
                     crops=args.crops,
                     detector=detector,
                     detector_name=args.detector or "",
+                    embedder=extractor,
                     progress=bar.update,
                 )
             )

@@ -11,7 +11,7 @@ detection models, ``ultralytics`` and ``boxmot`` are imported only when used.
 """
 
 from abdnet.tracking.annotate import identity_colour, write_annotated_video
-from abdnet.tracking.boxmot_reid import AbdnetReID
+from abdnet.tracking.boxmot_reid import BOXMOT_TRACKERS, AbdnetReID, BoxmotTracker
 from abdnet.tracking.detector import (
     DETECTORS,
     TORCHVISION_DETECTORS,
@@ -66,6 +66,8 @@ from abdnet.tracking.video import Frame, ImageSequence, VideoFile, open_source
 
 __all__ = [
     "AbdnetReID",
+    "BOXMOT_TRACKERS",
+    "BoxmotTracker",
     "DETECTORS",
     "Detector",
     "TORCHVISION_DETECTORS",

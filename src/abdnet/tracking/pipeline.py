@@ -90,13 +90,15 @@ def track_camera(
     crops: int = 6,
     detector: Detector | None = None,
     detector_name: str = "",
+    embedder: Embedder | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CameraTracks:
     """Track one camera. Its boxes come from ``camera.detections``, else from ``detector``
     (batches of ``detector.batch_size`` frames), else from the sequence's ``det/det.txt``.
     Boxes of a file are clipped to the frame (counted, warned); detections on frames the
     footage lacks are counted and warned; an empty detection file gives no tracklets.
-    ``progress`` is called with 1 after each frame."""
+    ``embedder`` is the re-ID model of a ``boxmot:NAME`` tracker. ``progress`` is called
+    with 1 after each frame."""
     source = open_source(camera.path)
     w, h = source.info.width, source.info.height
     timings = {"decode": 0.0, "detect": 0.0, "track": 0.0, "crops": 0.0}
@@ -114,7 +116,9 @@ def track_camera(
             log.warning("%s", report.message(str(det_path)))
         stream = _from_rows(source, rows, timings)
     per_frame = rows.by_frame()
-    trk = build_tracker(tracker, frame_rate=source.info.frame_rate, **(tracker_params or {}))
+    trk = build_tracker(
+        tracker, frame_rate=source.info.frame_rate, embedder=embedder, **(tracker_params or {})
+    )
     builder = TrackletBuilder(camera.name, input_height=input_height, crops=crops)
     seen: set[int] = set()
     known: set[int] = set()
