@@ -10,7 +10,7 @@ import torch
 
 from abdnet.config import Config, DataConfig
 from abdnet.retrieval import FeatureExtractor
-from abdnet.tracking import AbdnetReID, CameraInput, build_tracker, track_camera
+from abdnet.tracking import AbdnetReID, BoxmotTracker, CameraInput, track_camera
 from abdnet.tracking.footage import FootageConfig, write_footage
 
 
@@ -51,7 +51,7 @@ def test_get_features_embeds_each_box_of_the_bgr_image(extractor):
 @pytest.mark.skipif(importlib.util.find_spec("boxmot") is not None, reason="boxmot installed")
 def test_a_boxmot_tracker_without_boxmot_says_how_to_install_it(extractor):
     with pytest.raises(ValueError, match="pip install boxmot"):
-        build_tracker("boxmot:botsort", frame_rate=25, embedder=extractor)
+        BoxmotTracker("boxmot:botsort", frame_rate=25, embedder=extractor)
 
 
 def test_boxmot_botsort_tracks_footage_with_abdnet_inside(extractor, tmp_path, monkeypatch):

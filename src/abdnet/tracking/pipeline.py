@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from abdnet.engine import Embedder
+from abdnet.tracking.boxmot_reid import BoxmotTracker
 from abdnet.tracking.detector import Detector
 from abdnet.tracking.embedding import embed_tracklets
 from abdnet.tracking.linking import group_embeddings, impostor_threshold, link_cameras, stitch
 from abdnet.tracking.mot import ClipReport, MotRows, clip_rows, read_mot
-from abdnet.tracking.tracker import Detections, build_tracker
+from abdnet.tracking.tracker import Detections, Tracker, build_tracker
 from abdnet.tracking.tracklets import Tracklet, TrackletBuilder
 from abdnet.tracking.video import Frame, FrameSource, ImageSequence, open_source
 
@@ -116,9 +117,14 @@ def track_camera(
             log.warning("%s", report.message(str(det_path)))
         stream = _from_rows(source, rows, timings)
     per_frame = rows.by_frame()
-    trk = build_tracker(
-        tracker, frame_rate=source.info.frame_rate, embedder=embedder, **(tracker_params or {})
-    )
+    if tracker.startswith("boxmot:"):
+        if embedder is None:
+            raise ValueError(f"tracker {tracker}: needs the run's embedder as its re-ID model")
+        trk: Tracker = BoxmotTracker(
+            tracker, embedder=embedder, frame_rate=source.info.frame_rate, params=tracker_params
+        )
+    else:
+        trk = build_tracker(tracker, frame_rate=source.info.frame_rate, **(tracker_params or {}))
     builder = TrackletBuilder(camera.name, input_height=input_height, crops=crops)
     seen: set[int] = set()
     known: set[int] = set()

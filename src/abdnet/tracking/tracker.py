@@ -4,8 +4,8 @@
 default adapter wraps Roboflow's ``trackers`` package (Apache-2.0: SORT, ByteTrack,
 OC-SORT, BoT-SORT); the motion model, the association and the track life cycle are the
 library's. BoxMOT (AGPL-3.0) appearance trackers, with ABD-Net as their re-ID model, are
-built by :class:`abdnet.tracking.boxmot_reid.BoxmotTracker` when asked for by name
-(``boxmot:botsort`` ...); boxmot is imported only then.
+built by :class:`abdnet.tracking.boxmot_reid.BoxmotTracker` (the pipeline picks it by name,
+``boxmot:botsort`` ...); boxmot is imported only then.
 """
 
 from __future__ import annotations
@@ -125,16 +125,6 @@ class RoboflowTracker:
         return Tracks(ids[keep], index[keep])
 
 
-def build_tracker(
-    name: str = "bytetrack", *, frame_rate: float, embedder: Any = None, **params: Any
-) -> Tracker:
-    """The tracker called ``name``: one of :data:`TRACKERS` (Roboflow ``trackers``), or a
-    ``boxmot:NAME`` BoxMOT tracker (installed by the user) with ``embedder`` as its re-ID
-    model."""
-    if name.startswith("boxmot:"):
-        from abdnet.tracking.boxmot_reid import BoxmotTracker
-
-        if embedder is None:
-            raise ValueError(f"tracker {name}: needs the run's embedder as its re-ID model")
-        return BoxmotTracker(name, embedder=embedder, frame_rate=frame_rate, params=params)
+def build_tracker(name: str = "bytetrack", *, frame_rate: float, **params: Any) -> Tracker:
+    """The tracker called ``name``: one of :data:`TRACKERS` (Roboflow ``trackers``)."""
     return RoboflowTracker(name=name, frame_rate=frame_rate, params=dict(params))
