@@ -148,7 +148,7 @@ def default_weights(name: str) -> str:
     """The URL torchvision declares for detector ``name``'s COCO weights."""
     import torchvision.models.detection as tvd
 
-    builder, enum = TORCHVISION_DETECTORS[name]
+    enum = TORCHVISION_DETECTORS[name][1]
     return str(getattr(tvd, enum).COCO_V1.url)
 
 

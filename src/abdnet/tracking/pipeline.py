@@ -1,9 +1,11 @@
 """From camera footage to identities: track each camera, embed a few crops per tracklet,
 stitch inside each camera, link across cameras.
 
-:func:`track_camera` streams one camera's frames through a :class:`Tracker` into tracklets
-(with their chosen crops cut); :func:`identify` embeds all tracklets in one batched call
-and assigns global identities with :mod:`abdnet.tracking.linking`.
+:func:`track_camera` streams one camera's frames, with boxes from a detections file or a
+:class:`~abdnet.tracking.detector.Detector` (frames batched), through a :class:`Tracker` into
+tracklets (with their chosen crops cut); :func:`identify` embeds all tracklets in one batched
+call and assigns global identities with :mod:`abdnet.tracking.linking`. Both record the
+seconds spent per stage (``timings``) for ``benchmarks/track_speed.py``.
 """
 
 from __future__ import annotations
