@@ -22,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.description = (
         "Track each camera's people (Roboflow 'trackers', ByteTrack by default) on given "
-        "detections, embed a few good crops per tracklet with the model, stitch tracklets of "
+        "detections or those of a detector (--detector), embed a few good crops per tracklet with the model, stitch tracklets of "
         "one person inside each camera and link them across cameras with the calibrated "
         "threshold. Writes OUT/NAME.txt per camera (MOTChallenge 'frame,id,x,y,w,h,conf,-1,-1,"
         "-1', one id per person in every camera), OUT/identities.json and "
-        "OUT/contact_sheet.png. 'abdnet track eval --gt ROOT --pred OUT' prints HOTA, IDF1 and "
+        "OUT/contact_sheet.png (and OUT/NAME.mp4 annotated videos with --video-out). 'abdnet track eval --gt ROOT --pred OUT' prints HOTA, IDF1 and "
         "MOTA per camera and the multi-camera IDF1."
     )
     parser.add_argument("action", nargs="?", choices=["eval"], help="eval: score a result folder")
@@ -66,9 +66,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--tracker",
         default="bytetrack",
-        choices=["bytetrack", "sort", "ocsort", "botsort"],
-        help="tracker inside each camera (default bytetrack)",
+        choices=[
+            "bytetrack",
+            "sort",
+            "ocsort",
+            "botsort",
+            "boxmot:botsort",
+            "boxmot:strongsort",
+            "boxmot:deepocsort",
+        ],
+        help="tracker inside each camera (default bytetrack; the first four are Roboflow "
+        "'trackers'). boxmot:NAME is a BoxMOT appearance tracker with the run's model as its "
+        "re-ID model; BoxMOT is AGPL-3.0 and abdnet does not install it (pip install boxmot)",
     )
+    # --- detectors and the annotated video (footage without a detections file) ---
+    det = parser.add_argument_group("detection (cameras without --detections)")
+    det.add_argument(
+        "--detector",
+        metavar="NAME",
+        help="detect people in every camera that has no --detections: "
+        "fasterrcnn_mobilenet_v3_large_320_fpn, fasterrcnn_mobilenet_v3_large_fpn, "
+        "ssdlite320_mobilenet_v3_large (torchvision, COCO weights downloaded once into the "
+        "abdnet cache) or yolo (ultralytics, installed by the user; AGPL-3.0). Without it a "
+        "sequence folder's det/det.txt is used",
+    )
+    det.add_argument(
+        "--detector-weights",
+        metavar="PATH|URL",
+        help="the detector's weights: a file, https://...[#sha256=HEX] or hf://... (default: "
+        "torchvision's COCO weights of the model; required for yolo)",
+    )
+    det.add_argument(
+        "--detector-score",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="keep person boxes scoring >= S (default 0.5)",
+    )
+    det.add_argument(
+        "--detector-batch",
+        type=int,
+        default=4,
+        metavar="N",
+        help="frames per detector call (default 4)",
+    )
+    det.add_argument(
+        "--video-out",
+        action="store_true",
+        help="also write OUT/NAME.mp4 per camera: the footage with each box and its global "
+        "identity id drawn, one colour per identity",
+    )
+    # --- end detectors ---
     model.add_argument(
         "--crops", type=int, default=6, help="crops embedded per tracklet (default 6)"
     )
@@ -169,6 +217,7 @@ def _run_track(args: argparse.Namespace) -> int:
     threshold.model.check_same(model, f"threshold {tpath}")
     show = not args.no_progress
     _check_gallery(args, model, out)  # before the work: a gallery of another model is refused
+    detector = _detector(args, extractor)
     tracks = []
     for cam in cameras:
         from abdnet.tracking.video import open_source
@@ -181,6 +230,9 @@ def _run_track(args: argparse.Namespace) -> int:
                     input_height=extractor.config.data.height,
                     tracker=args.tracker,
                     crops=args.crops,
+                    detector=detector,
+                    detector_name=args.detector or "",
+                    embedder=extractor,
                     progress=bar.update,
                 )
             )
@@ -197,6 +249,14 @@ def _run_track(args: argparse.Namespace) -> int:
     record = _enrol(args, model, tracks, identities, show) if args.gallery else None
     with FolderLock(out, what="--out"), atomic_directory(out) as tmp:
         write_results(tmp, tracks, identities, model=model.short, gallery=record)
+        if args.video_out:
+            from abdnet.tracking import write_annotated_video
+
+            for cam in tracks:
+                with progress_bar(cam.frames, f"video {cam.camera.name}", show) as bar:
+                    write_annotated_video(
+                        tmp / f"{cam.camera.name}.mp4", cam, identities, progress=bar.update
+                    )
     people = len(set(identities.labels.values()))
     multi = sum(
         1
@@ -308,6 +368,25 @@ def _enrol(args: argparse.Namespace, model, tracks, identities, show: bool) -> d
         "already_enrolled": report.skipped,
         "not_enrolled": [{"crop": c, "reason": r} for c, r in report.failed],
     }
+
+
+def _detector(args: argparse.Namespace, extractor):
+    """The --detector of the run, or None (every camera then needs a detections file)."""
+    if not args.detector:
+        if args.detector_weights:
+            raise ValueError("--detector-weights needs --detector NAME")
+        return None
+    from abdnet.tracking import build_detector
+
+    device = str(getattr(extractor, "device", "cpu"))
+    return build_detector(
+        args.detector,
+        weights=args.detector_weights,
+        score_threshold=args.detector_score,
+        batch_size=args.detector_batch,
+        device=device,
+        progress=not args.no_progress,
+    )
 
 
 def _run_eval(args: argparse.Namespace) -> int:

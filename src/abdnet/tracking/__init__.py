@@ -5,11 +5,24 @@ its adapter over Roboflow's ``trackers`` (:mod:`.tracker`), tracklets and their 
 (:mod:`.tracklets`), stitching and cross-camera linking on arrays (:mod:`.linking`), the
 pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), enrolment into the gallery
 (:mod:`.enrol`), metrics (:mod:`.evaluate`), synthetic footage with ground truth
-(:mod:`.footage`) and the linked / not linked comparison on it (:mod:`.compare`).
-``trackers``, ``av`` and ``supervision`` are imported only when used.
+(:mod:`.footage`) and the linked / not linked comparison on it (:mod:`.compare`), person
+detectors for footage without detections (:mod:`.detector`), annotated videos
+(:mod:`.annotate`) and ABD-Net as BoxMOT's appearance model (:mod:`.boxmot_reid`).
+``trackers``, ``av``, ``supervision``, torchvision's detection models, ``ultralytics`` and
+``boxmot`` are imported only when used.
 """
 
+from abdnet.tracking.annotate import identity_colour, write_annotated_video
+from abdnet.tracking.boxmot_reid import BOXMOT_TRACKERS, AbdnetReID, BoxmotTracker
 from abdnet.tracking.compare import LinkingComparison, compare_linking, comparison_table
+from abdnet.tracking.detector import (
+    DETECTORS,
+    TORCHVISION_DETECTORS,
+    Detector,
+    TorchvisionDetector,
+    YoloDetector,
+    build_detector,
+)
 from abdnet.tracking.enrol import camera_numbers, default_label_prefix, enrol_identities
 from abdnet.tracking.evaluate import (
     CameraScore,
@@ -56,6 +69,17 @@ from abdnet.tracking.tracklets import (
 from abdnet.tracking.video import Frame, ImageSequence, VideoFile, open_source
 
 __all__ = [
+    "AbdnetReID",
+    "BOXMOT_TRACKERS",
+    "BoxmotTracker",
+    "DETECTORS",
+    "Detector",
+    "TORCHVISION_DETECTORS",
+    "TorchvisionDetector",
+    "YoloDetector",
+    "build_detector",
+    "identity_colour",
+    "write_annotated_video",
     "CONTACT_SHEET",
     "IDENTITIES_FILE",
     "TRACKERS",

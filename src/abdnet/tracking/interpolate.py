@@ -19,13 +19,18 @@ import numpy as np
 __all__ = ["fill_gaps", "touches_border"]
 
 
-def touches_border(boxes: np.ndarray, frame_size: tuple[int, int], margin: float = 2.0) -> np.ndarray:
+def touches_border(
+    boxes: np.ndarray, frame_size: tuple[int, int], margin: float = 2.0
+) -> np.ndarray:
     """Per ``x0, y0, x1, y1`` box, whether it lies within ``margin`` pixels of the border
     of a ``(width, height)`` frame."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     w, h = frame_size
-    return (b[:, 0] <= margin) | (b[:, 1] <= margin) | (b[:, 2] >= w - margin) | (
-        b[:, 3] >= h - margin
+    return (
+        (b[:, 0] <= margin)
+        | (b[:, 1] <= margin)
+        | (b[:, 2] >= w - margin)
+        | (b[:, 3] >= h - margin)
     )
 
 

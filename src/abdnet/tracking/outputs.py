@@ -93,6 +93,7 @@ def identities_document(
                 "boxes_dropped": cam.clipped.dropped,
                 "detections_past_end": cam.past_end,
                 "tracklets": len(cam.tracklets),
+                **({"detector": cam.detector} if cam.detector else {}),
                 **({"start": cam.camera.start.isoformat()} if cam.camera.start else {}),
             }
             for cam in cameras
