@@ -237,7 +237,7 @@ def test_default_of_gradient_is_the_authors_expected_gradient():
     (relative, x of_paper_scale) as it is. Their expected gradient relative to the exact
     lambda_1 gradient depends on the spectrum through r = l_1^2 / sum_{i>1} l_i^2 (losses/svdo.py);
     relu(randn + 1) maps of 64 x 4*4 have r ~ 34 like the 1024 x 24*8 maps the default is
-    calibrated on (r 30-36), at 1/3000 of the cost. The ratio is the same at activation scale 4.
+    calibrated on (r 30-36), at 1/200 of their size. The ratio is the same at activation scale 4.
     """
     g = torch.Generator().manual_seed(0)
     base = torch.relu(torch.randn(4, 64, 4, 4, generator=g) + 1.0)
