@@ -76,15 +76,17 @@ of norm ``2 sqrt(sum_i phi'_i^2 l_i)``; the exact lambda_1's is ``2 v_1 v_1^T F`
 ``2 sqrt(l_1)``. Their ratio ``kappa = sqrt(sum_i phi'_i^2 l_i / l_1)`` is of degree 0 in the
 activations. With a dominant ``l_1`` (post-ReLU maps) and ``w = c_1^2 l_1^2 / sum_i c_i^2 l_i^2``
 (the weight of the top eigenvector in ``x1``), ``lambda_1_hat = sum c_i^2 l_i^3 / sum c_i^2 l_i^2``
-gives ``d lambda_1_hat / d l_1 = w (3 - 2 w)`` up to ``sum_{i>1} c_i^2 l_i^3 / l_1``, so
-``phi'_1 = E[w (3 - 2 w)]`` (at most 9/8 per start); ``lambda_min_hat`` is about the mean
-eigenvalue ``tr(A) / C``, whose gradient is ~1e-2 of lambda_1's. ``kappa`` depends on the
+gives ``d lambda_1_hat / d l_1 = w (3 - 2 w) - 2 w (1 - w) S_3 / (S_2 l_1)``
+(``S_k = sum_{i>1} c_i^2 l_i^k``; the last term is of order l_2 / l_1), so
+``phi'_1 ~ E[w (3 - 2 w)]`` (at most 9/8 per start); ``lambda_min_hat`` is about the mean
+eigenvalue ``tr(A) / C``, whose gradient is below 1e-2 of lambda_1's. ``kappa`` depends on the
 spectrum through ``r = l_1^2 / sum_{i>1} l_i^2`` (how often ``w`` is small): measured
 (``benchmarks/svdo_magnitude.py``, 2000 starts per sample) 0.96-0.98 at r = 20-36 (random
 post-ReLU 1024 x 24*8 and 1024 x 12*8 maps, and the 1024 x 24*8 map after the attentive
 reduction of a ResNet-50 at init), 0.99 at r ~ 80 (its res_conv_2 map), 0.76-0.86 at r = 4-6
-(64 x 16 post-ReLU maps). The mean of their gradient over 2000 real starts agrees (0.978 +-
-0.006 along the exact gradient where ``phi'_1`` = 0.969). The per-start noise around it is
+(post-ReLU maps of 16-32 positions). The mean of the official form's gradient over 2000
+starts agrees (0.978 +- 0.006 along the exact gradient of a 1024 x 24*8 map whose
+``phi'_1`` is 0.969). The per-start noise around it is
 ~50x the expected gradient in r.m.s. on those maps, so the norm of a mean over k starts is
 ``sqrt(|E g|^2 + noise^2 / k)``: ~5x ``|E g|`` at k = 100, a statistic of k, not of their code.
 
