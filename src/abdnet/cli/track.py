@@ -123,6 +123,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--no-link", action="store_true", help="no cross-camera linking (one id per camera person)"
     )
+    model.add_argument(
+        "--fill-gaps",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="interpolate each person's boxes across gaps of at most SECONDS inside a camera "
+        "(hidden behind someone; not across the frame border) in the results (default "
+        "2.0; 0: only the boxes the tracker reported)",
+    )
     model.add_argument("--out", metavar="OUT", help="output folder")
     model.add_argument("--force", action="store_true", help="replace an existing OUT")
     model.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -201,6 +210,7 @@ def _run_track(args: argparse.Namespace) -> int:
     from abdnet.files import FolderLock, atomic_directory, check_output
     from abdnet.gallery import describe_extractor
     from abdnet.tracking import identify, track_camera, write_results
+    from abdnet.tracking.pipeline import FILL_GAP_SECONDS
 
     if not (args.checkpoint or args.onnx):
         raise ValueError("--checkpoint RUN (or --onnx MODEL) is required")
@@ -208,6 +218,8 @@ def _run_track(args: argparse.Namespace) -> int:
         raise ValueError("--out OUT is required")
     if args.crops < 1:
         raise ValueError(f"--crops must be >= 1, got {args.crops}")
+    if args.fill_gaps is not None and not args.fill_gaps >= 0:
+        raise ValueError(f"--fill-gaps must be >= 0 seconds, got {args.fill_gaps}")
     cameras = _cameras(args)
     out = check_output(args.out, force=args.force, option="--out", folder=True)
     threshold, tpath = _threshold(args)
@@ -244,6 +256,7 @@ def _run_track(args: argparse.Namespace) -> int:
             threshold=threshold.threshold,
             far=threshold.far,
             link=not args.no_link,
+            fill_gap=FILL_GAP_SECONDS if args.fill_gaps is None else args.fill_gaps,
             progress=bar.update,
         )
     record = _enrol(args, model, tracks, identities, show) if args.gallery else None

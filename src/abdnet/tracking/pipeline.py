@@ -288,6 +288,14 @@ class Identities:
     stitch_thresholds: dict[str, float]  # per camera
     crops_embedded: int = 0
     timings: dict[str, float] = field(default_factory=dict)  # seconds: embed, link
+    # an identity's gaps of at most this many seconds inside a camera are interpolated in
+    # the results (:func:`result_rows`); 0: only the boxes the tracker reported
+    fill_gap: float = 0.0
+
+
+#: Default longest gap (seconds) of one person inside one camera that the results fill by
+#: interpolation: long enough for a walker hidden behind one or two others.
+FILL_GAP_SECONDS = 2.0
 
 
 def identify(
@@ -297,6 +305,7 @@ def identify(
     threshold: float,
     far: float = 1e-3,
     link: bool = True,
+    fill_gap: float = FILL_GAP_SECONDS,
     min_length: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> Identities:
@@ -304,7 +313,10 @@ def identify(
     groups across cameras; inside a camera the threshold is the smaller of it and the
     camera's own impostor quantile at ``far`` (:func:`impostor_threshold`). ``link=False``
     keeps every camera's people apart. Tracklets shorter than ``min_length`` frames are not
-    stitched or linked."""
+    stitched or linked. ``fill_gap`` (seconds) is kept in the result: the longest gap of one
+    identity inside one camera that :func:`result_rows` interpolates (0: none)."""
+    if fill_gap < 0:
+        raise ValueError(f"fill_gap must be >= 0 seconds, got {fill_gap}")
     every = [t for c in cameras for t in c.tracklets]
     t0 = _time.perf_counter()
     n_crops = embed_tracklets(embedder, every, progress=progress)
@@ -374,13 +386,17 @@ def identify(
             for k in keys:
                 labels[k] = number[int(glab[g])]
     timings = {"embed": t_embed, "link": _time.perf_counter() - t0 - t_embed}
-    return Identities(labels, groups, threshold, stitch_t, n_crops, timings)
+    return Identities(labels, groups, threshold, stitch_t, n_crops, timings, fill_gap=fill_gap)
 
 
-def result_rows(cam: CameraTracks, identities: Identities, *, fill_gap: int = 0) -> MotRows:
+def result_rows(
+    cam: CameraTracks, identities: Identities, *, fill_gap: float | None = None
+) -> MotRows:
     """The MOTChallenge result rows of one camera: every tracked box with its identity, and
-    with ``fill_gap`` > 0 each identity's gaps of at most that many frames interpolated
-    (:func:`abdnet.tracking.interpolate.fill_gaps`)."""
+    each identity's gaps of at most ``fill_gap`` seconds (default ``identities.fill_gap``)
+    interpolated (:func:`abdnet.tracking.interpolate.fill_gaps`)."""
+    seconds = identities.fill_gap if fill_gap is None else fill_gap
+    max_gap = int(round(seconds * cam.frame_rate)) if seconds > 0 else 0
     per_id: dict[int, list[Tracklet]] = {}
     for t in cam.tracklets:
         pid = identities.labels.get(t.key)
@@ -393,8 +409,8 @@ def result_rows(cam: CameraTracks, identities: Identities, *, fill_gap: int = 0)
         s = np.concatenate([t.scores for t in ts])
         order = np.argsort(f, kind="stable")
         f, b, s = f[order], b[order], s[order]
-        if fill_gap > 0 and np.all(np.diff(f) > 0):
-            f, b, s, _ = fill_gaps(f, b, s, max_gap=fill_gap, frame_size=cam.size)
+        if max_gap > 0 and np.all(np.diff(f) > 0):
+            f, b, s, _ = fill_gaps(f, b, s, max_gap=max_gap, frame_size=cam.size)
         frames.append(f)
         ids.append(np.full(f.shape[0], pid))
         boxes.append(np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1))
