@@ -420,3 +420,45 @@ def make_gallery_target(request):
 def gallery_target(request, tmp_path, make_gallery_target) -> GalleryTarget:
     """Each test that takes it runs twice: on a Milvus Lite file and on the Milvus server."""
     return make_gallery_target(request.param, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------
+# Tracked footage for the tests of what follows tracking (the gallery, the service).
+
+
+@pytest.fixture(scope="session")
+def calibrated_run(trained_run, tmp_path_factory) -> Path:
+    """The small run with its threshold kept (FAR 1e-2), as ``abdnet track`` needs it."""
+    from abdnet.cli.calibrate import keep_run_threshold
+
+    run = tmp_path_factory.mktemp("session-calibrated-run") / "run"
+    shutil.copytree(trained_run, run, symlinks=True)
+    assert keep_run_threshold(run, far=1e-2, show=False) is not None
+    return run
+
+
+# Saturated colours, one per person: even the small run tells them apart, so the identities
+# of the footage below come out right and what follows them can be checked against its
+# ground truth.
+_COLOURS = [(250, 20, 20), (20, 20, 250), (20, 220, 20), (250, 250, 250)]
+
+
+@pytest.fixture(scope="session")
+def coloured_footage(tmp_path_factory) -> list[Path]:
+    """Two cameras (``cam1``, ``cam2``; 100 frames of 160x100 at 25 fps) with four people
+    dressed in one colour each; three pass both cameras, one only ``cam2``. Ground truth in
+    ``camN/gt/gt.txt``."""
+    import numpy as np
+
+    from abdnet.tracking.footage import FootageConfig, write_footage
+
+    def look(pid: int, cam: int, k: int) -> np.ndarray:
+        person = np.empty((128, 48, 3), np.uint8)
+        person[:20] = (230, 190, 160)  # a head
+        person[20:] = _COLOURS[pid - 1]
+        return person
+
+    cfg = FootageConfig(
+        people=4, frames=100, width=160, height=100, seed=1, one_camera=0.3, return_share=0.0
+    )
+    return write_footage(tmp_path_factory.mktemp("session-footage") / "root", cfg, appearance=look)

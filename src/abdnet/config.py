@@ -273,12 +273,12 @@ class LossConfig:
     # "spatial" = F F^T / N (N = H*W); "none" = raw F F^T (eq. 4 literally, 1e2-1e5 x the CE).
     # See losses/svdo.py and docs/paper-vs-official.md.
     of_gram_norm: GramNorm = "relative"
-    # Multiplies L_OF of svdo_form "paper" (with beta_of). 128 = 32 (the authors' sum over the
-    # batch / (B/32) vs our mean) x 4 (their estimator's typical gradient vs the exact one)
-    # puts the per-sample O.F. gradient on post-ReLU 1024 x 24*8 attentive-branch maps within
-    # 2x of the authors' code with "relative" (benchmarks/svdo_magnitude.py measures it,
-    # tests/losses check the band).
-    of_paper_scale: Annotated[float, Range(ge=0.0)] = 128.0
+    # Multiplies L_OF of svdo_form "paper" (with beta_of), whatever of_gram_norm. 31 = 32 (the
+    # authors' sum over the batch / (B/32) vs our mean) x 0.97 (their one-step estimator's
+    # expected gradient / the exact lambda_1 gradient on post-ReLU 1024 x 24*8 maps) makes the
+    # expected O.F. gradient with "relative" equal to the authors' code's (the quantity SGD
+    # applies; losses/svdo.py derives it, benchmarks/svdo_magnitude.py of measures it).
+    of_paper_scale: Annotated[float, Range(ge=0.0)] = 31.0
     # ArcFace's additive angular margin m (Deng et al., CVPR 2019): the target logit becomes
     # s cos(theta + m); needs model.id_head "cosine"; 0 = off. Their value: 0.5.
     arc_margin: Annotated[float, Range(ge=0.0, lt=1.5)] = 0.0

@@ -137,6 +137,35 @@ def test_search_top10_equals_brute_force(env):
         assert c.get("/gallery?camera=0").status_code == 400
 
 
+def test_sightings_of_unlabelled_crops_are_one_identity_each(env):
+    q = env["queries"][1]
+    with _client(env) as c:
+        hits = c.post("/search?k=6&exclude_same_camera=false", files=_file(q)).json()["results"]
+        r = c.post("/search/sightings?k=6", files=_file(q))  # keeps the query's camera
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["threshold"] == env["threshold"].threshold
+        got = body["identities"]
+        assert [g["hits"][0]["id"] for g in got] == [h["id"] for h in hits]
+        for g, h in zip(got, hits):
+            assert g["label"] is None and g["sightings"] == 1 and g["complete"]
+            assert g["distance"] == h["distance"] and g["match"] == h["match"]
+            # a crop with a frame number and no capture time: one span of frames
+            (cam,) = g["cameras"]
+            assert cam["camera"] == h["camera"]
+            assert cam["spans"] == [
+                {
+                    "first": None,
+                    "last": None,
+                    "first_frame": h["frame"],
+                    "last_frame": h["frame"],
+                    "sightings": 1,
+                }
+            ]
+        bad = c.post("/search/sightings?gap=-1", files=_file(q))
+        assert bad.status_code in (400, 422) and "gap" in bad.json()["error"]
+
+
 def test_enrol_browse_fetch_delete(env):
     data = _png()
     with _client(env) as c:

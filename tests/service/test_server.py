@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -231,7 +232,8 @@ def _metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def test_page_in_headless_chromium(served, tmp_path):
+def _chromium(profile: Path):
+    """Headless Chromium driven by chromedriver (selenium), with its profile in ``profile``."""
     # The browser is a test requirement (.ci/run installs it): a missing one fails here.
     assert Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), (
         "headless browser test needs Debian's chromium and chromium-driver "
@@ -239,10 +241,7 @@ def test_page_in_headless_chromium(served, tmp_path):
     )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    server, root, paths = served
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
@@ -254,10 +253,18 @@ def test_page_in_headless_chromium(served, tmp_path):
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--user-data-dir={profile}",
     ):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def test_page_in_headless_chromium(served, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, root, paths = served
+    driver = _chromium(tmp_path / "profile")
     wait = WebDriverWait(driver, 60)
     try:
         driver.get(server.url + "/")
@@ -296,6 +303,17 @@ def test_page_in_headless_chromium(served, tmp_path):
         assert all(Path(r["source"]).name in text for r in api["results"])
         assert all(f"frame {r['frame']}" in text for r in api["results"] if r["frame"] is not None)
         assert "1970" not in text
+        # where and when: each unlabelled result is an identity of its own, one lane (its
+        # camera) with one bar on a frame axis (these crops have frames, no capture times)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#timeline .identity")) == 6)
+        lanes = driver.execute_script(
+            "return [...document.querySelectorAll('#timeline .identity')].map(i => "
+            "[...i.querySelectorAll('svg .lane')].map(l => [l.dataset.camera, "
+            "l.querySelectorAll('rect.bar').length]))"
+        )
+        assert lanes == [[[str(r["camera"]), 1]] for r in api["results"]]
+        ticks = driver.find_element(By.ID, "timeline").text
+        assert "frame " in ticks and "1970" not in ticks
 
         # enrol through the page with the key, then find the new crop in the gallery list
         new = tmp_path / "0042_c2s1_000100_00.png"
@@ -465,3 +483,194 @@ def test_sixteen_clients_over_two_replicas_lose_nothing(
     finally:
         for server in replicas:
             server.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Where and when: footage tracked into the gallery (abdnet track --gallery), then served.
+
+STARTS = {"cam1": "2026-01-02T10:00:00+00:00", "cam2": "2026-01-02T10:00:30+00:00"}
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, calibrated_run, coloured_footage):
+    """``abdnet track --gallery`` over the coloured footage (both cameras with a start
+    time), and a server over that gallery with the run's threshold."""
+    from abdnet.cli.main import main
+    from abdnet.layout import THRESHOLD_FILE
+
+    root = tmp_path_factory.mktemp("tracked")
+    args = ["track", "--checkpoint", str(calibrated_run), "--out", str(root / "out")]
+    for c in coloured_footage:
+        args += ["--camera", f"{c.name}={c}", "--start", f"{c.name}={STARTS[c.name]}"]
+    args += ["--gallery", str(root / "g.db"), "--label-prefix", "walk", "--no-progress"]
+    assert main(args) == 0
+    server = Server(
+        root / "g.db", calibrated_run, root, "--threshold", str(calibrated_run / THRESHOLD_FILE)
+    )
+    yield server, root, coloured_footage
+    server.stop()
+
+
+def _ground_truth(cams: list[Path]) -> dict[int, dict[str, tuple[int, int]]]:
+    """person -> camera -> (first, last) frame of the person's ground-truth boxes."""
+    from abdnet.tracking import read_mot
+
+    out: dict[int, dict[str, tuple[int, int]]] = {}
+    for cam in cams:
+        gt = read_mot(cam / "gt" / "gt.txt")
+        for pid in np.unique(gt.ids).tolist():
+            frames = gt.frames[gt.ids == pid]
+            out.setdefault(int(pid), {})[cam.name] = (int(frames.min()), int(frames.max()))
+    return out
+
+
+def _person_crop(cam: Path, pid: int) -> bytes:
+    """A PNG of person ``pid`` cut from a frame of ``cam`` at its ground-truth box: the
+    largest one that no other person's box touches and the frame edge does not cut."""
+    from abdnet.tracking import read_mot, read_seqinfo
+
+    gt, info = read_mot(cam / "gt" / "gt.txt"), read_seqinfo(cam / "seqinfo.ini")
+    best = None
+    for i in np.flatnonzero(gt.ids == pid):
+        x, y, w, h = gt.boxes[i]
+        if x <= 1 or y <= 1 or x + w >= info.width - 1 or y + h >= info.height - 1:
+            continue
+        others = np.flatnonzero((gt.frames == gt.frames[i]) & (gt.ids != pid))
+        o = gt.boxes[others]
+        apart = (
+            (o[:, 0] > x + w)
+            | (o[:, 0] + o[:, 2] < x)
+            | (o[:, 1] > y + h)
+            | (o[:, 1] + o[:, 3] < y)
+        )
+        if apart.all() and (best is None or h > gt.boxes[best][3]):
+            best = i
+    assert best is not None, f"{cam.name}: person {pid} is never seen whole and alone"
+    x, y, w, h = np.round(gt.boxes[best]).astype(int)
+    frame = Image.open(cam / "img1" / f"{gt.frames[best]:06d}.jpg").convert("RGB")
+    buf = io.BytesIO()
+    frame.crop((x, y, x + w, y + h)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _seconds(iso: str, camera: str) -> float:
+    from datetime import datetime
+
+    return (
+        datetime.fromisoformat(iso.replace("Z", "+00:00")) - datetime.fromisoformat(STARTS[camera])
+    ).total_seconds()
+
+
+def test_where_and_when_a_tracked_person_was_seen_matches_the_ground_truth(tracked):
+    server, root, cams = tracked
+    truth = _ground_truth(cams)
+    number = {"cam1": 1, "cam2": 2}  # the gallery's camera numbers of cam1 and cam2
+    name = {v: k for k, v in number.items()}
+    labels = set()
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        for pid, seen in sorted(truth.items()):
+            cam = cams[0] if "cam1" in seen else cams[1]
+            r = c.post(
+                "/search/sightings?k=5",
+                files=[("image", (f"person{pid}.png", _person_crop(cam, pid), "image/png"))],
+            )
+            assert r.status_code == 200, r.text
+            top = r.json()["identities"][0]
+            assert top["label"].startswith("walk/") and top["match"] is True, top
+            labels.add(top["label"])
+            # the person's cameras, and in each one span inside the person's presence there
+            assert {x["camera"] for x in top["cameras"]} == {number[n] for n in seen}
+            for x in top["cameras"]:
+                camera = name[x["camera"]]
+                first, last = seen[camera]
+                (span,) = x["spans"]
+                assert first <= span["first_frame"] < span["last_frame"] <= last
+                rate = 25.0
+                assert (first - 1) / rate - 1e-3 <= _seconds(span["first"], camera)
+                assert _seconds(span["last"], camera) <= (last - 1) / rate + 1e-3
+                assert _seconds(span["first"], camera) == pytest.approx(
+                    (span["first_frame"] - 1) / rate, abs=1e-3
+                )
+                listed = c.get(
+                    "/gallery", params={"label": top["label"], "camera": x["camera"], "limit": 1000}
+                ).json()
+                assert span["sightings"] == x["sightings"] == listed["total"] > 0
+            assert top["sightings"] == sum(x["sightings"] for x in top["cameras"])
+        assert len(labels) == len(truth)  # one identity per person
+        # identities.json records the enrolment; its identities are the labels' ones
+        doc = json.loads((root / "out" / "identities.json").read_text())
+        assert doc["gallery"]["cameras"] == number and doc["gallery"]["label_prefix"] == "walk"
+        assert doc["gallery"]["added"] == server.health()["gallery_size"]
+        cameras_of = {
+            f"walk/{p['id']}": {number[n] for n in p["cameras"]} for p in doc["identities"]
+        }
+        assert labels == set(cameras_of)
+        # a stored crop finds its own entry at distance 0: its embedding is the crop's
+        entry = c.get("/gallery", params={"limit": 1}).json()["items"][0]
+        crop = c.get(entry["image"]).content
+        r = c.post("/search/sightings?k=1", files=[("image", ("e.png", crop, "image/png"))])
+        (only,) = r.json()["identities"]
+        assert only["label"] == entry["label"] and only["distance"] == pytest.approx(0, abs=1e-5)
+        assert only["hits"][0]["id"] == entry["id"]
+        # bad parameters are refused
+        r = c.post("/search/sightings?gap=0", files=[("image", ("e.png", crop, "image/png"))])
+        assert r.status_code in (400, 422) and "gap" in r.json()["error"]
+
+
+def test_the_page_draws_a_timeline_with_one_lane_per_camera(tracked, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, _, cams = tracked
+    pid = max(_ground_truth(cams))  # any person
+    cam = cams[1]  # every person passes cam2 in this footage
+    query = tmp_path / "query.png"
+    query.write_bytes(_person_crop(cam, pid))
+    api = httpx.post(
+        server.url + "/search/sightings?k=60&exclude_same_camera=true",
+        files=[("image", (query.name, query.read_bytes(), "image/png"))],
+        timeout=60,
+    ).json()
+    assert len(api["identities"]) > 1
+    driver = _chromium(tmp_path / "profile")
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(server.url + "/")
+        wait.until(lambda d: "crops" in d.find_element(By.ID, "status").text)
+        file_input = driver.find_element(By.ID, "query-file")
+        driver.execute_script("arguments[0].hidden = false", file_input)
+        file_input.send_keys(str(query))
+        driver.find_element(By.ID, "k").clear()
+        driver.find_element(By.ID, "k").send_keys("60")
+        driver.find_element(By.ID, "search-button").click()
+        wait.until(
+            lambda d: (
+                len(d.find_elements(By.CSS_SELECTOR, "#timeline .identity"))
+                == len(api["identities"])
+            )
+        )
+        drawn = driver.execute_script(
+            "return [...document.querySelectorAll('#timeline .identity')].map(i => ({"
+            "label: i.dataset.label,"
+            "lanes: [...i.querySelectorAll('svg .lane')].map(l => l.dataset.camera),"
+            "bars: [...i.querySelectorAll('svg .lane')].map(l => l.querySelectorAll('rect.bar')"
+            ".length),"
+            "names: [...i.querySelectorAll('svg .lane-name')].map(t => t.textContent),"
+            "widths: [...i.querySelectorAll('svg rect.bar')].map(b => b.getBBox().width)}))"
+        )
+        for shown, identity in zip(drawn, api["identities"]):
+            assert shown["label"] == identity["label"]
+            cameras = [str(x["camera"]) for x in identity["cameras"]]
+            assert shown["lanes"] == cameras  # one lane per camera
+            assert shown["names"] == [f"camera {x}" for x in cameras]
+            assert shown["bars"] == [len(x["spans"]) for x in identity["cameras"]]
+            assert all(w >= 3 for w in shown["widths"])
+        # the person of the query passes both cameras or only cam2, as its lanes say
+        top = drawn[0]
+        seen = _ground_truth(cams)[pid]
+        assert top["lanes"] == [str({"cam1": 1, "cam2": 2}[n]) for n in sorted(seen)]
+        text = driver.find_element(By.ID, "timeline").text
+        assert "2026-01-02" in text and "1970" not in text
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "profile", ignore_errors=True)

@@ -88,3 +88,39 @@ def test_a_run_without_threshold_says_how_to_get_one(trained_run, cams, tmp_path
         ]
     )
     assert code == 2 and "abdnet calibrate" in capsys.readouterr().err
+
+
+def test_track_with_a_detector_and_annotated_videos(run_with_threshold, cams, tmp_path, capsys):
+    import av
+    import torch
+
+    from abdnet.tracking.detector import torchvision_model
+
+    weights = tmp_path / "ssd.pth"  # random weights, as a local file (nothing downloaded)
+    torch.manual_seed(0)
+    torch.save(torchvision_model("ssdlite320_mobilenet_v3_large").state_dict(), weights)
+    out = tmp_path / "out"
+    args = ["track", "--checkpoint", str(run_with_threshold), "--out", str(out), "--no-progress"]
+    args += ["--camera", f"cam1={cams[0]}", "--camera", f"cam2={cams[1]}"]
+    args += ["--detections", f"cam2={cams[1] / 'det' / 'det.txt'}"]
+    args += ["--detector", "ssdlite320_mobilenet_v3_large", "--detector-weights", str(weights)]
+    args += ["--detector-score", "0.9", "--detector-batch", "3", "--video-out"]
+    assert main(args) == 0, capsys.readouterr().err
+    doc = json.loads((out / "identities.json").read_text())
+    assert doc["cameras"]["cam1"]["detector"] == "ssdlite320_mobilenet_v3_large"
+    assert "detector" not in doc["cameras"]["cam2"]  # its boxes came from --detections
+    assert len(read_mot(out / "cam2.txt")) > 0
+    for c in cams:
+        with av.open(str(out / f"{c.name}.mp4")) as v:
+            frames = list(v.decode(v.streams.video[0]))
+        assert len(frames) == 40 and (frames[0].width, frames[0].height) == (160, 100)
+
+
+def test_detector_options_are_checked(run_with_threshold, cams, tmp_path, capsys):
+    base = ["track", "--checkpoint", str(run_with_threshold), "--camera", f"c={cams[0]}"]
+    code = main([*base, "--out", str(tmp_path / "a"), "--detector", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--detector nope: expected one of" in err and err.count("\n") == 1
+    code = main([*base, "--out", str(tmp_path / "b"), "--detector-weights", "x.pth"])
+    assert code == 2 and "--detector-weights needs --detector" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

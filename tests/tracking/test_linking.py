@@ -116,3 +116,112 @@ def test_impostor_threshold_is_a_quantile_of_overlapping_pairs():
         embeddings=emb, starts=np.arange(12.0) * 2, ends=np.arange(12.0) * 2 + 1, far=0.1
     )
     assert apart is None  # no two tracklets at once: no impostor evidence
+
+
+# --- the component split gives the clustering of all rows at once --------------------------
+
+
+def _naive_average_linkage(d, blocked, threshold):
+    """The reference: scan every pair of groups before each merge (O(n^3))."""
+    n = d.shape[0]
+    members = [[i] for i in range(n)]
+    alive = list(range(n))
+    dsum = np.where(np.isfinite(d), d, 0.0)
+    block = blocked | ~np.isfinite(d)
+    np.fill_diagonal(block, True)
+    size = np.ones(n)
+    while len(alive) > 1:
+        a = np.asarray(alive)
+        avg = np.where(block[np.ix_(a, a)], np.inf, dsum[np.ix_(a, a)] / np.outer(size[a], size[a]))
+        i, j = divmod(int(np.argmin(avg)), len(alive))
+        if not avg[i, j] <= threshold:
+            break
+        gi, gj = int(a[i]), int(a[j])
+        members[gi] += members[gj]
+        dsum[gi] += dsum[gj]
+        dsum[:, gi] += dsum[:, gj]
+        block[gi] |= block[gj]
+        block[:, gi] |= block[:, gj]
+        block[gi, gi] = True
+        size[gi] += size[gj]
+        alive.remove(gj)
+    labels = np.empty(n, dtype=np.int64)
+    for g, r in enumerate(sorted(alive, key=lambda r: min(members[r]))):
+        labels[members[r]] = g
+    return labels
+
+
+def _dense_stitch(emb, starts, ends, threshold, valid, max_gap=None):
+    """The reference: average linkage over the full matrix (every row in one problem)."""
+    n = len(starts)
+    d = np.full((n, n), np.inf)
+    idx = np.flatnonzero(valid)
+    d[np.ix_(idx, idx)] = pairwise_distances(emb[idx])
+    blocked = overlaps(starts, ends)
+    if max_gap is not None:
+        gap = np.maximum(starts[:, None] - ends[None, :], starts[None, :] - ends[:, None])
+        blocked |= gap > max_gap
+    return _naive_average_linkage(d, blocked, threshold)
+
+
+def _dense_link(cams, emb, threshold, valid):
+    from abdnet.tracking.linking import _assign_two
+
+    names = sorted(set(cams))
+    cam_idx = np.asarray([names.index(c) for c in cams])
+    n = len(cams)
+    d = np.full((n, n), np.inf)
+    idx = np.flatnonzero(valid)
+    d[np.ix_(idx, idx)] = pairwise_distances(emb[idx])
+    if len(names) == 2:
+        return _assign_two(d, cam_idx, threshold)
+    same = cam_idx[:, None] == cam_idx[None, :]
+    return _naive_average_linkage(d, same, threshold)
+
+
+def _canonical(labels):
+    """Labels renumbered by each group's first row (a partition's one spelling)."""
+    _, first = np.unique(labels, return_index=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[np.unique(labels, return_inverse=True)[1]]
+
+
+def _scene(n, people, seed, dim=8, noise=0.5):
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=(people, dim))
+    emb = centre[rng.integers(people, size=n)] + rng.normal(scale=noise, size=(n, dim))
+    starts = rng.uniform(0, 100, n)
+    ends = starts + rng.uniform(1, 15, n)
+    valid = rng.random(n) > 0.05
+    return emb, starts, ends, valid
+
+
+def test_stitching_by_components_equals_one_clustering_of_all_rows():
+    for seed in range(6):
+        emb, starts, ends, valid = _scene(150, 30, seed)
+        for threshold in (0.3, 0.8, 1.5, 3.0):  # from many small components to one large
+            for gap in (None, 20.0):
+                got = stitch(
+                    embeddings=emb,
+                    starts=starts,
+                    ends=ends,
+                    threshold=threshold,
+                    valid=valid,
+                    max_gap=gap,
+                )
+                ref = _dense_stitch(emb, starts, ends, threshold, valid, gap)
+                np.testing.assert_array_equal(got, _canonical(ref))
+        assert 1 < len(set(got.tolist())) < len(got)
+
+
+def test_linking_by_components_equals_one_clustering_of_all_rows():
+    for seed in range(6):
+        for n_cams in (2, 5):
+            emb, _, _, valid = _scene(120, 25, seed)
+            cams = [f"c{k}" for k in np.random.default_rng(seed).integers(n_cams, size=120)]
+            for threshold in (0.3, 0.8, 1.5, 3.0):
+                got = link_cameras(cameras=cams, embeddings=emb, threshold=threshold, valid=valid)
+                ref = _dense_link(cams, emb, threshold, valid)
+                np.testing.assert_array_equal(got, _canonical(ref))
+            assert 1 < len(set(got.tolist())) < len(got)

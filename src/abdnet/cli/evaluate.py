@@ -9,7 +9,8 @@ from abdnet.cli.options import CHECKPOINT_HELP, positive_int
 
 HELP = (
     "evaluate a checkpoint (run folder, file, URL, hf://) or an exported ONNX model on "
-    "query/gallery: CMC, mAP, mINP, TAR@FAR and EER"
+    "query/gallery (images, or the tracklets of a video data set): CMC, mAP, mINP, TAR@FAR "
+    "and EER"
 )
 
 
@@ -25,7 +26,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         metavar="ROOT",
-        help="data set folder (layout detected); default: the data set the model was trained on",
+        help="data set folder (layout detected; MARS, DukeMTMC-VideoReID, iLIDS-VID and "
+        "PRID2011 are scored tracklet to tracklet); default: the data set the model was "
+        "trained on",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=0,
+        metavar="N",
+        help="video data sets: pool N frames per tracklet, spread evenly (torchreid's "
+        "'evenly'); default 0: every frame ('all')",
+    )
+    parser.add_argument(
+        "--split",
+        type=int,
+        default=0,
+        metavar="K",
+        help="video data sets: the train/test split of iLIDS-VID and PRID2011 (default 0)",
     )
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     parser.add_argument("--aqe", action="store_true", help="average query expansion")
@@ -66,10 +84,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from abdnet.config import replace_checked, with_data_root
-    from abdnet.data import build_dataset
-    from abdnet.engine import choose_precision, evaluate_embedder, resolve_device
+    from abdnet.data import build_dataset, detect_video_layout, open_video_dataset
+    from abdnet.engine import (
+        choose_precision,
+        evaluate_embedder,
+        evaluate_tracklets,
+        resolve_device,
+    )
     from abdnet.retrieval import FeatureExtractor
 
+    if args.frames < 0:
+        raise ValueError(f"--frames must be >= 0 (0: every frame), got {args.frames}")
+    video = detect_video_layout(args.data) if args.data else None
+    if video is None and (args.frames or args.split):
+        raise ValueError(
+            f"--frames / --split: only for a video data set (--data {args.data or '(none)'} "
+            "holds none)"
+        )
     out = None
     if args.threshold_out:
         from abdnet.files import check_output
@@ -126,16 +157,31 @@ def run(args: argparse.Namespace) -> int:
             source, device=device, batch_size=eval_cfg.batch_size, flip=eval_cfg.flip,
             flip_mode=eval_cfg.flip_mode, precision=precision.name,
         )  # fmt: skip
-    dataset = build_dataset(data_cfg)
+    if video is not None:
+        from abdnet.data import sample_frames
+
+        dataset = open_video_dataset(video[1], split=args.split)
+        unit = "tracklets"
+        total = sum(
+            len(sample_frames(len(r), args.frames)) for r in dataset.query + dataset.gallery
+        )
+    else:
+        dataset = build_dataset(data_cfg)
+        unit = "images"
+        total = len(dataset.query) + len(dataset.gallery)
     bar = None
     if not (args.no_progress or args.json):
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(dataset.query) + len(dataset.gallery), desc="extract", leave=False)
+        bar = tqdm(total=total, desc="extract", leave=False)
     try:
-        result = evaluate_embedder(
-            extractor, dataset, eval_cfg, progress=bar.update if bar is not None else None
-        )
+        update = bar.update if bar is not None else None
+        if video is not None:
+            result = evaluate_tracklets(
+                extractor, dataset, eval_cfg, frames=args.frames, progress=update
+            )
+        else:
+            result = evaluate_embedder(extractor, dataset, eval_cfg, progress=update)
     finally:
         if bar is not None:
             bar.close()
@@ -145,10 +191,16 @@ def run(args: argparse.Namespace) -> int:
     d["distance"] = space.distance_name
     if out is not None:
         _write_threshold(args, out, result, extractor, dataset_root=str(data_cfg.root))
+    if video is not None:
+        d["unit"] = "tracklet"
+        d["frames_per_tracklet"] = args.frames or "all"
     if args.json:
         print(json.dumps(d))
         return 0
-    print(f"{dataset.name}: {d['num_query']} queries, {d['num_gallery']} gallery images")
+    print(f"{dataset.name}: {d['num_query']} queries, {d['num_gallery']} gallery {unit}")
+    if video is not None:
+        pooled = f"{args.frames} frames spread evenly" if args.frames else "every frame"
+        print(f"  tracklet features: mean of the raw embeddings of {pooled}")
     print(f"  precision {precision_name} ({precision_reason})")
     print(f"  mAP    {100 * d['mAP']:6.2f}%")
     print(f"  mINP   {100 * d['mINP']:6.2f}%")
@@ -162,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
                 f"  TAR@FAR={p.far_target:.0e} {100 * p.tar:6.2f}%  (threshold {p.threshold:.6f})"
             )
         print(
-            f"  EER    {100 * v.eer:6.2f}%  ({v.num_genuine} genuine / {v.num_impostor} impostor cross-camera pairs)"
+            f"  EER    {100 * v.eer:6.2f}%  ({v.num_genuine} genuine / {v.num_impostor} impostor "
+            f"cross-camera pairs)"
         )
     if d["num_query_skipped"]:
         print(f"  ({d['num_query_skipped']} queries without a valid gallery match skipped)")

@@ -22,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.description = (
         "Track each camera's people (Roboflow 'trackers', ByteTrack by default) on given "
-        "detections, embed a few good crops per tracklet with the model, stitch tracklets of "
+        "detections or those of a detector (--detector), embed a few good crops per tracklet with the model, stitch tracklets of "
         "one person inside each camera and link them across cameras with the calibrated "
         "threshold. Writes OUT/NAME.txt per camera (MOTChallenge 'frame,id,x,y,w,h,conf,-1,-1,"
         "-1', one id per person in every camera), OUT/identities.json and "
-        "OUT/contact_sheet.png. 'abdnet track eval --gt ROOT --pred OUT' prints HOTA, IDF1 and "
+        "OUT/contact_sheet.png (and OUT/NAME.mp4 annotated videos with --video-out). 'abdnet track eval --gt ROOT --pred OUT' prints HOTA, IDF1 and "
         "MOTA per camera and the multi-camera IDF1."
     )
     parser.add_argument("action", nargs="?", choices=["eval"], help="eval: score a result folder")
@@ -66,9 +66,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--tracker",
         default="bytetrack",
-        choices=["bytetrack", "sort", "ocsort", "botsort"],
-        help="tracker inside each camera (default bytetrack)",
+        choices=[
+            "bytetrack",
+            "sort",
+            "ocsort",
+            "botsort",
+            "boxmot:botsort",
+            "boxmot:strongsort",
+            "boxmot:deepocsort",
+        ],
+        help="tracker inside each camera (default bytetrack; the first four are Roboflow "
+        "'trackers'). boxmot:NAME is a BoxMOT appearance tracker with the run's model as its "
+        "re-ID model; BoxMOT is AGPL-3.0 and abdnet does not install it (pip install boxmot)",
     )
+    # --- detectors and the annotated video (footage without a detections file) ---
+    det = parser.add_argument_group("detection (cameras without --detections)")
+    det.add_argument(
+        "--detector",
+        metavar="NAME",
+        help="detect people in every camera that has no --detections: "
+        "fasterrcnn_mobilenet_v3_large_320_fpn, fasterrcnn_mobilenet_v3_large_fpn, "
+        "ssdlite320_mobilenet_v3_large (torchvision, COCO weights downloaded once into the "
+        "abdnet cache) or yolo (ultralytics, installed by the user; AGPL-3.0). Without it a "
+        "sequence folder's det/det.txt is used",
+    )
+    det.add_argument(
+        "--detector-weights",
+        metavar="PATH|URL",
+        help="the detector's weights: a file, https://...[#sha256=HEX] or hf://... (default: "
+        "torchvision's COCO weights of the model; required for yolo)",
+    )
+    det.add_argument(
+        "--detector-score",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="keep person boxes scoring >= S (default 0.5)",
+    )
+    det.add_argument(
+        "--detector-batch",
+        type=int,
+        default=4,
+        metavar="N",
+        help="frames per detector call (default 4)",
+    )
+    det.add_argument(
+        "--video-out",
+        action="store_true",
+        help="also write OUT/NAME.mp4 per camera: the footage with each box and its global "
+        "identity id drawn, one colour per identity",
+    )
+    # --- end detectors ---
     model.add_argument(
         "--crops", type=int, default=6, help="crops embedded per tracklet (default 6)"
     )
@@ -78,6 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--out", metavar="OUT", help="output folder")
     model.add_argument("--force", action="store_true", help="replace an existing OUT")
     model.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_gallery_arguments(parser)
     ev = parser.add_argument_group("scoring (abdnet track eval)")
     ev.add_argument(
         "--gt", metavar="ROOT", help="ground truth: ROOT/NAME/gt/gt.txt or ROOT/NAME.txt per camera"
@@ -167,6 +216,8 @@ def _run_track(args: argparse.Namespace) -> int:
     model = describe_extractor(extractor, source=info["source"])
     threshold.model.check_same(model, f"threshold {tpath}")
     show = not args.no_progress
+    _check_gallery(args, model, out)  # before the work: a gallery of another model is refused
+    detector = _detector(args, extractor)
     tracks = []
     for cam in cameras:
         from abdnet.tracking.video import open_source
@@ -179,6 +230,9 @@ def _run_track(args: argparse.Namespace) -> int:
                     input_height=extractor.config.data.height,
                     tracker=args.tracker,
                     crops=args.crops,
+                    detector=detector,
+                    detector_name=args.detector or "",
+                    embedder=extractor,
                     progress=bar.update,
                 )
             )
@@ -192,8 +246,17 @@ def _run_track(args: argparse.Namespace) -> int:
             link=not args.no_link,
             progress=bar.update,
         )
+    record = _enrol(args, model, tracks, identities, show) if args.gallery else None
     with FolderLock(out, what="--out"), atomic_directory(out) as tmp:
-        write_results(tmp, tracks, identities, model=model.short)
+        write_results(tmp, tracks, identities, model=model.short, gallery=record)
+        if args.video_out:
+            from abdnet.tracking import write_annotated_video
+
+            for cam in tracks:
+                with progress_bar(cam.frames, f"video {cam.camera.name}", show) as bar:
+                    write_annotated_video(
+                        tmp / f"{cam.camera.name}.mp4", cam, identities, progress=bar.update
+                    )
     people = len(set(identities.labels.values()))
     multi = sum(
         1
@@ -210,6 +273,120 @@ def _run_track(args: argparse.Namespace) -> int:
         f"{threshold.threshold:.4f} (FAR {threshold.far:g}, {tpath}); wrote {out}"
     )
     return 0
+
+
+# -- abdnet track --gallery ----------------------------------------------------------------
+
+
+def _add_gallery_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description += (
+        " With --gallery, every identity's embedded crops are enrolled into the gallery "
+        "(camera, time or frame, label PREFIX/ID), so that 'abdnet serve' answers where and "
+        "when a person was seen (POST /search/sightings, the page's timeline)."
+    )
+    g = parser.add_argument_group("into the gallery (abdnet track --gallery)")
+    g.add_argument(
+        "--gallery",
+        metavar="PATH.db|URI",
+        help="also enrol every identity's embedded crops (camera, time or frame, label "
+        "PREFIX/ID) into this gallery: a Milvus Lite file (created on first use) or a Milvus "
+        "server (http://HOST:19530); a gallery of another model is refused",
+    )
+    g.add_argument(
+        "--collection",
+        default="abdnet_gallery",
+        help="collection name in the gallery database (default abdnet_gallery)",
+    )
+    g.add_argument(
+        "--gallery-crops",
+        metavar="DIR|URL",
+        help="where the gallery keeps crops (default: NAME.crops beside PATH.db; for a server, "
+        "none unless given)",
+    )
+    g.add_argument(
+        "--label-prefix",
+        metavar="PREFIX",
+        help="gallery labels are PREFIX/ID (default: OUT's name and the run's start time, "
+        "OUTNAME@YYYYmmddTHHMMSSZ, unique to the run)",
+    )
+
+
+def _open_gallery(args: argparse.Namespace, model):
+    from abdnet.gallery import Gallery
+
+    return Gallery.open(
+        args.gallery, model=model, create=True, crops=args.gallery_crops, collection=args.collection
+    )
+
+
+def _check_gallery(args: argparse.Namespace, model, out: Path) -> None:
+    """Check the --gallery options, and that the gallery (created when new) is ``model``'s."""
+    from abdnet.tracking.enrol import check_label_prefix, default_label_prefix
+
+    if not args.gallery:
+        for option in ("gallery_crops", "label_prefix"):
+            if getattr(args, option):
+                raise ValueError(f"--{option.replace('_', '-')} needs --gallery")
+        return
+    if args.label_prefix is None:
+        args.label_prefix = default_label_prefix(out)
+    check_label_prefix(args.label_prefix, 10**9)
+    _open_gallery(args, model).close()
+
+
+def _enrol(args: argparse.Namespace, model, tracks, identities, show: bool) -> dict:
+    """Enrol the identities' crops; print and return what ``identities.json`` records."""
+    from abdnet.cli.extract import progress_bar
+    from abdnet.tracking import camera_numbers, enrol_identities
+
+    numbers = camera_numbers([c.camera.name for c in tracks])
+    n_crops = sum(
+        1 for c in tracks for t in c.tracklets for k in t.crops if k.embedding is not None
+    )
+    with _open_gallery(args, model) as gallery, progress_bar(n_crops, "enrol crops", show) as bar:
+        report = enrol_identities(
+            gallery,
+            tracks,
+            identities,
+            model=model,
+            label_prefix=args.label_prefix,
+            numbers=numbers,
+            progress=bar.update,
+        )
+    cams = ", ".join(f"{n}={i}" for n, i in numbers.items())
+    print(
+        f"gallery {gallery.uri}: {report.added} crops added, {report.skipped} already enrolled"
+        + (f", {len(report.failed)} too small to enrol" if report.failed else "")
+        + f"; labels {args.label_prefix}/ID; cameras {cams}"
+    )
+    return {
+        "uri": gallery.uri,
+        "collection": gallery.collection,
+        "label_prefix": args.label_prefix,
+        "cameras": numbers,
+        "added": report.added,
+        "already_enrolled": report.skipped,
+        "not_enrolled": [{"crop": c, "reason": r} for c, r in report.failed],
+    }
+
+
+def _detector(args: argparse.Namespace, extractor):
+    """The --detector of the run, or None (every camera then needs a detections file)."""
+    if not args.detector:
+        if args.detector_weights:
+            raise ValueError("--detector-weights needs --detector NAME")
+        return None
+    from abdnet.tracking import build_detector
+
+    device = str(getattr(extractor, "device", "cpu"))
+    return build_detector(
+        args.detector,
+        weights=args.detector_weights,
+        score_threshold=args.detector_score,
+        batch_size=args.detector_batch,
+        device=device,
+        progress=not args.no_progress,
+    )
 
 
 def _run_eval(args: argparse.Namespace) -> int:

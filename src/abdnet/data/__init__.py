@@ -1,4 +1,4 @@
-"""abdnet.data: data sets (parsers, synthetic), transforms, P x K sampler and loaders."""
+"""abdnet.data: data sets (image and video parsers, synthetic), transforms, P x K sampler and loaders."""
 
 from .dataset import DatasetError, ImageRecord, ReIDDataset, make_dataset, relabel, split_validation
 from .images import (
@@ -33,12 +33,22 @@ from .parsers import (
 from .person import Appearance, PersonBox, PersonLayer, make_appearance, render_person
 from .sampler import RandomIdentitySampler
 from .synthetic import SYNTHETIC_MARKER, SyntheticReID, write_synthetic
+from .tracklets import TrackletDataset, TrackletRecord, make_tracklet_dataset, sample_frames
 from .transforms import (
     RandomChannelGain,
     RandomErasing,
     RandomTranslate,
     build_test_transform,
     build_train_transform,
+)
+from .video_parsers import (
+    VIDEO_DATASET_NAMES,
+    detect_video_layout,
+    open_video_dataset,
+    parse_duke_video,
+    parse_ilidsvid,
+    parse_mars,
+    parse_prid2011,
 )
 
 __all__ = [
@@ -86,4 +96,15 @@ __all__ = [
     "resolve_workers",
     "split_validation",
     "write_synthetic",
+    "TrackletDataset",
+    "TrackletRecord",
+    "make_tracklet_dataset",
+    "sample_frames",
+    "VIDEO_DATASET_NAMES",
+    "detect_video_layout",
+    "open_video_dataset",
+    "parse_duke_video",
+    "parse_ilidsvid",
+    "parse_mars",
+    "parse_prid2011",
 ]

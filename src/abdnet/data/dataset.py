@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .images import MAX_UPSCALE, check_image_file, read_image, upscale_warning
+from .images import IMAGE_EXTENSIONS, MAX_UPSCALE, check_image_file, read_image, upscale_warning
 
 __all__ = [
     "ImageRecord",
     "ReIDDataset",
     "DatasetError",
+    "images_in",
     "make_dataset",
     "relabel",
     "split_validation",
@@ -48,6 +49,15 @@ log = logging.getLogger(__name__)
 
 class DatasetError(ValueError):
     """A data set on disk is malformed; the message names the file or folder at fault."""
+
+
+def images_in(folder: Path) -> list[Path]:
+    """Image files directly in ``folder`` (sorted); other files (Thumbs.db, ...) are ignored."""
+    if not folder.is_dir():
+        raise DatasetError(f"missing folder: {folder}")
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 @dataclass(frozen=True)

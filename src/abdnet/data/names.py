@@ -1,7 +1,11 @@
-"""Market-1501 and DukeMTMC-reID file names: the one definition of their patterns.
+"""Re-ID file names of the known data sets: the one definition of their patterns.
 
 - Market-1501: ``0002_c1s1_000451_03.jpg``: pid, camera (1-based), sequence, frame, box.
 - DukeMTMC-reID: ``0001_c2_f0046182.jpg``: pid, camera (1-based), frame.
+- MARS (video): ``0001C1T0001F001.jpg``: pid (``00-1`` for junk), camera (1-based),
+  tracklet, frame.
+- DukeMTMC-VideoReID: ``0001_C2_F0001_X00001.jpg``: pid, camera (1-based), frame, then
+  more (the pid and the tracklet are also the folder names).
 
 Both start with ``<pid>_c<camera>``; cameras are numbered from 1 in the names, from 0 in
 abdnet. The parsers match a whole file stem (``MARKET_STEM``, ``DUKE_STEM``);
@@ -15,7 +19,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DUKE_EXAMPLE", "DUKE_STEM", "MARKET_EXAMPLE", "MARKET_STEM", "NameLabels", "parse_name"]
+__all__ = [
+    "DUKE_EXAMPLE",
+    "DUKE_STEM",
+    "DUKE_VIDEO_EXAMPLE",
+    "DUKE_VIDEO_STEM",
+    "MARKET_EXAMPLE",
+    "MARKET_STEM",
+    "MARS_EXAMPLE",
+    "MARS_STEM",
+    "NameLabels",
+    "parse_name",
+]
 
 _PID_CAM = r"(?P<pid>-?\d+)_c(?P<cam>\d+)"
 _MARKET_FRAME = r"s\d+_(?P<market_frame>\d+)_"  # sequence, frame, then the box number
@@ -25,6 +40,10 @@ MARKET_STEM = re.compile(rf"^{_PID_CAM}{_MARKET_FRAME}\d+$")
 DUKE_STEM = re.compile(rf"^{_PID_CAM}{_DUKE_FRAME}$")
 MARKET_EXAMPLE = "0002_c1s1_000451_03.jpg"
 DUKE_EXAMPLE = "0001_c2_f0046182.jpg"
+MARS_STEM = re.compile(r"^(?P<pid>\d+|\d*-1)C(?P<cam>\d)T(?P<tracklet>\d+)F(?P<frame>\d+)$")
+MARS_EXAMPLE = "0001C1T0001F001.jpg"
+DUKE_VIDEO_STEM = re.compile(r"^(?P<pid>\d+)_C(?P<cam>\d+)_F(?P<frame>\d+)(?:_.*)?$")
+DUKE_VIDEO_EXAMPLE = "0001_C2_F0001_X00001.jpg"
 
 _PREFIX = re.compile(rf"^{_PID_CAM}")
 _WITH_FRAME = re.compile(rf"^{_PID_CAM}(?:{_MARKET_FRAME}|{_DUKE_FRAME})")

@@ -33,10 +33,11 @@ from typing import Any
 from abdnet.config import DataConfig, DatasetName, SyntheticConfig, choices
 from abdnet.evaluation import JUNK_PID
 
-from .dataset import DatasetError, ImageRecord, ReIDDataset, make_dataset
+from .dataset import DatasetError, ImageRecord, ReIDDataset, images_in, make_dataset
 from .images import IMAGE_EXTENSIONS
 from .names import DUKE_EXAMPLE, DUKE_STEM, MARKET_EXAMPLE, MARKET_STEM
 from .synthetic import SYNTHETIC_MARKER, SyntheticReID
+from .video_parsers import detect_video_layout
 
 __all__ = [
     "DATASET_NAMES",
@@ -58,15 +59,6 @@ DATASET_NAMES = tuple(n for n in choices(DatasetName) if n != "auto")
 _MARKET_FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
 
 
-def _images_in(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (sorted); other files (Thumbs.db, ...) are ignored."""
-    if not folder.is_dir():
-        raise DatasetError(f"missing folder: {folder}")
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-
-
 def _require(path: Path, what: str = "folder") -> Path:
     if not (path.is_dir() if what == "folder" else path.is_file()):
         raise DatasetError(f"missing {what}: {path}")
@@ -85,7 +77,7 @@ def _parse_market_style(
     for split, folder in zip(("train", "query", "gallery"), _MARKET_FOLDERS, strict=True):
         records = []
         junk = distractors = 0
-        for path in _images_in(root / folder):
+        for path in images_in(root / folder):
             m = pattern.match(path.stem)
             if m is None:
                 raise DatasetError(
@@ -194,7 +186,7 @@ def parse_msmt17(
         for pid_dir in sorted(p for p in train_dir.iterdir() if p.is_dir()):
             if not pid_dir.name.isdigit():
                 raise DatasetError(f"{pid_dir}: identity folder name must be an integer pid")
-            for path in _images_in(pid_dir):
+            for path in images_in(pid_dir):
                 train.append(
                     ImageRecord(str(path), int(pid_dir.name), _msmt_camid(path, str(path)))
                 )
@@ -221,7 +213,7 @@ def parse_folder(
             pid = int(pid_dir.name)
             if pid < JUNK_PID:
                 raise DatasetError(f"{pid_dir}: pid must be >= -1 (-1 = junk), got {pid}")
-            for path in _images_in(pid_dir):
+            for path in images_in(pid_dir):
                 m = re.match(r"^(\d+)_", path.name)
                 if m is None:
                     raise DatasetError(
@@ -327,6 +319,16 @@ def detect_layout(root: str | Path) -> tuple[str, Path]:
         raise DatasetError(f"data set root not found: {root}")
     candidates = [root] + (sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [])
     found = [(kind, p) for p in candidates if (kind := _detect_here(p)) is not None]
+    try:
+        video = detect_video_layout(root)
+    except DatasetError:  # several video sets: none of them is the one asked for here
+        video = None
+    # DukeMTMC-VideoReID would otherwise pass for the folder layout
+    if video is not None and (not found or video[1] in {p for _, p in found}):
+        raise DatasetError(
+            f"{root}: a video re-ID data set ({video[0]} at {video[1]}); 'abdnet eval --data' "
+            "scores it tracklet to tracklet, the other commands take image data sets"
+        )
     if not found:
         raise DatasetError(
             f"{root}: no known data set layout (Market-1501/DukeMTMC folders bounding_box_train, query, "

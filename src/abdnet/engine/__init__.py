@@ -26,7 +26,12 @@ from abdnet.engine.embedder import (
     ModelEmbedder,
     crop_frame,
 )
-from abdnet.engine.evaluate import evaluate_embedder, evaluate_model, verify_embedder
+from abdnet.engine.evaluate import (
+    evaluate_embedder,
+    evaluate_model,
+    evaluate_tracklets,
+    verify_embedder,
+)
 from abdnet.engine.inference import Runner, device_of, embed_batch, extract_features
 from abdnet.engine.precision import (
     Precision,
@@ -50,6 +55,7 @@ __all__ = [
     "seed_everything",
     "evaluate_embedder",
     "evaluate_model",
+    "evaluate_tracklets",
     "verify_embedder",
     "EmbedInput",
     "Embedder",

@@ -9,6 +9,11 @@ EER, are distances of the **embedder's space** (:class:`~abdnet.engine.Embedding
 thresholds ``abdnet eval`` prints are those ``abdnet calibrate`` writes and ``abdnet serve``
 accepts. Evaluation runs in ``eval.precision`` (fp32 by default) whatever precision
 training used, so a run's recorded metrics and ``abdnet eval`` of its checkpoint agree.
+
+Video data sets (:class:`~abdnet.data.TrackletDataset`) are scored tracklet to tracklet
+(:func:`evaluate_tracklets`), as torchreid does: a tracklet's feature is the mean of its
+frames' raw embeddings (all frames, or a few spread evenly over it), ranked by the same
+evaluator with the same cross-camera protocol.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import torch
 from PIL import Image
 
 from abdnet.config import Config, DataConfig, EvalConfig
-from abdnet.data import ImageRecord, ReIDDataset
+from abdnet.data import ImageRecord, ReIDDataset, TrackletDataset, TrackletRecord, sample_frames
 from abdnet.engine.embedder import Embedder, ModelEmbedder
 from abdnet.engine.inference import Runner
 from abdnet.engine.precision import Precision, choose_precision
@@ -34,7 +39,7 @@ from abdnet.evaluation import (
     is_junk,
 )
 
-__all__ = ["evaluate_embedder", "evaluate_model", "verify_embedder"]
+__all__ = ["evaluate_embedder", "evaluate_model", "evaluate_tracklets", "verify_embedder"]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +133,7 @@ def verify_embedder(
 def _verification(
     embedder: Embedder,
     features: torch.Tensor,
-    records: list[ImageRecord],
+    records: Sequence[ImageRecord | TrackletRecord],
     num_query: int,
     fars: Sequence[float],
 ) -> VerificationResult:
@@ -146,6 +151,74 @@ def _verification(
         fars=fars,
         metric=embedder.space.metric,
     )
+
+
+# frames per embed call when pooling tracklets: bounds the memory of a data set's embeddings
+_POOL_CHUNK = 2048
+
+
+def evaluate_tracklets(
+    embedder: Embedder,
+    dataset: TrackletDataset,
+    eval_cfg: EvalConfig,
+    *,
+    frames: int = 0,
+    progress: Callable[[int], None] | None = None,
+    verification: bool = True,
+) -> RankResult:
+    """CMC/mAP/mINP of ``dataset``'s query tracklets against its gallery tracklets.
+
+    Each tracklet's feature is the mean of the raw embeddings of its frames (every frame,
+    or ``frames`` of them spread evenly: :func:`~abdnet.data.sample_frames`), embedded as
+    ``embedder`` does (its flip averaging); the means are ranked as ``eval_cfg`` says by the
+    evaluator :func:`evaluate_embedder` uses. The verification ROC (TAR at
+    ``eval_cfg.verification_fars``, EER) is of the means moved into ``embedder.space``.
+    ``progress(n)`` is called after each batch of ``n`` frames."""
+    query = list(dataset.query)
+    ranked = [r for r in dataset.gallery if not is_junk(r.pid)]
+    if not query or not ranked:
+        raise ValueError(
+            f"data set {dataset.name}: nothing to evaluate "
+            f"({len(query)} query, {len(ranked)} gallery tracklets)"
+        )
+    records = query + ranked
+    chosen = [[r.paths[i] for i in sample_frames(len(r), frames)] for r in records]
+    pooled: list[torch.Tensor] = []
+    start = 0
+    while start < len(records):  # whole tracklets, about _POOL_CHUNK frames per call
+        stop, n = start, 0
+        while stop < len(records) and (n == 0 or n + len(chosen[stop]) <= _POOL_CHUNK):
+            n += len(chosen[stop])
+            stop += 1
+        paths = [p for c in chosen[start:stop] for p in c]
+        ext = embedder.embed(paths, progress=progress, keep_raw=True)
+        raw = ext.raw if ext.raw is not None else ext.features  # (n, D)
+        owner = torch.repeat_interleave(
+            torch.arange(stop - start), torch.tensor([len(c) for c in chosen[start:stop]])
+        )
+        sums = torch.zeros(stop - start, raw.shape[1], dtype=raw.dtype).index_add_(0, owner, raw)
+        pooled.append(sums / torch.bincount(owner).unsqueeze(1).to(raw.dtype))  # (T, D)
+        start = stop
+    features = torch.cat(pooled)  # (Q + G, D) mean raw embedding per tracklet
+    evaluator = RankEvaluator(
+        len(query),
+        metric=eval_cfg.metric,
+        normalize=eval_cfg.normalize,
+        max_rank=eval_cfg.max_rank,
+        rerank=eval_cfg.rerank,
+        aqe=eval_cfg.aqe,
+    )
+    evaluator.process(features, [r.pid for r in records], [r.camid for r in records])
+    result = evaluator.evaluate()
+    roc = None
+    if verification and eval_cfg.verification_fars:
+        try:
+            space = embedder.space.project(features)
+            roc = _verification(embedder, space, records, len(query), eval_cfg.verification_fars)
+        except ValueError as exc:  # no genuine or no impostor cross-camera pair
+            log.warning("no verification metrics: %s", exc)
+    left_out = len(dataset.gallery) - len(ranked)
+    return dataclasses.replace(result, verification=roc, num_gallery_skipped=left_out)
 
 
 def evaluate_model(

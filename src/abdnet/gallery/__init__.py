@@ -15,6 +15,7 @@ from abdnet.gallery.enrol import (
     EnrolReport,
     NameMetadata,
     embed_files,
+    enrol_embedded,
     enrol_files,
     enrol_sharded,
     name_metadata,
@@ -46,6 +47,13 @@ from abdnet.gallery.records import (
     SearchFilter,
     format_time,
     parse_time,
+)
+from abdnet.gallery.sightings import (
+    CameraSightings,
+    Sightings,
+    Span,
+    camera_spans,
+    group_sightings,
 )
 from abdnet.gallery.store import (
     CropIntegrityError,
@@ -88,6 +96,11 @@ __all__ = [
     "ModelInfo",
     "ModelMismatchError",
     "describe_extractor",
+    "CameraSightings",
+    "Sightings",
+    "Span",
+    "camera_spans",
+    "group_sightings",
     "CropIntegrityError",
     "CropStore",
     "StoreStats",
@@ -97,6 +110,7 @@ __all__ = [
     "EnrolReport",
     "NameMetadata",
     "embed_files",
+    "enrol_embedded",
     "enrol_files",
     "enrol_sharded",
     "name_metadata",

@@ -49,6 +49,7 @@ from abdnet.gallery.images import (
     read_crop,
     sha256_hex,
 )
+from abdnet.gallery.model import ModelInfo
 from abdnet.gallery.records import Enrolment
 from abdnet.retrieval import ImageReadError, ShardFailedError, parse_name
 
@@ -57,6 +58,7 @@ __all__ = [
     "EnrolReport",
     "NameMetadata",
     "embed_files",
+    "enrol_embedded",
     "enrol_files",
     "enrol_sharded",
     "name_metadata",
@@ -149,16 +151,7 @@ def enrol_files(
     pending: list[tuple[Enrolment, np.ndarray]] = []
 
     def commit() -> None:
-        if not pending:
-            return
-        enrolments = [e for e, _ in pending]
-        for e, added in zip(enrolments, gallery.add(enrolments, np.stack([f for _, f in pending]))):
-            report.ids[e.crop.name] = added.id
-            if added.created:
-                report.added += 1
-            else:
-                report.skipped += 1
-        pending.clear()
+        _commit(gallery, pending, report)
 
     for start in range(0, len(paths), batch_size):
         batch = [str(p) for p in paths[start : start + batch_size]]
@@ -192,6 +185,55 @@ def enrol_files(
         if progress is not None:
             progress(len(batch))
     commit()
+    return report
+
+
+def _commit(
+    gallery: Gallery, pending: list[tuple[Enrolment, np.ndarray]], report: EnrolReport
+) -> None:
+    """Add ``pending`` (crops synced, rows written), count it in ``report``, empty it."""
+    if not pending:
+        return
+    enrolments = [e for e, _ in pending]
+    for e, added in zip(enrolments, gallery.add(enrolments, np.stack([f for _, f in pending]))):
+        report.ids[e.crop.name] = added.id
+        if added.created:
+            report.added += 1
+        else:
+            report.skipped += 1
+    pending.clear()
+
+
+def enrol_embedded(
+    gallery: Gallery,
+    items: Sequence[tuple[Enrolment, np.ndarray]],
+    *,
+    model: ModelInfo,
+    commit_every: int = 512,
+    progress: Callable[[int], None] | None = None,
+) -> EnrolReport:
+    """Add crops whose embeddings were computed already (e.g. by ``abdnet track``), each
+    ``(enrolment, embedding (D,))``, committed every ``commit_every`` crops as
+    :func:`enrol_files` commits. ``model`` made the embeddings (:func:`describe_extractor`):
+    another than the gallery's raises :class:`ModelMismatchError` naming the gallery before
+    anything is added. A crop already enrolled (same bytes) is counted as skipped and keeps
+    its entry."""
+    gallery.model.check_same(model, f"gallery {gallery.uri}")
+    if commit_every < 1:
+        raise ValueError(f"commit_every must be >= 1, got {commit_every}")
+    report = EnrolReport()
+    pending: list[tuple[Enrolment, np.ndarray]] = []
+    for e, f in items:
+        pending.append((e, f))
+        if len(pending) >= commit_every:
+            n = len(pending)
+            _commit(gallery, pending, report)
+            if progress is not None:
+                progress(n)
+    n = len(pending)
+    _commit(gallery, pending, report)
+    if progress is not None and n:
+        progress(n)
     return report
 
 

@@ -17,7 +17,9 @@ Ranking: the model's embedding space (:attr:`ModelInfo.space`, an
 product of unit vectors) and turns what Milvus returns into the space's distance (squared
 Euclidean ``2 - 2 cos``, as ``abdnet search`` and thresholds) and the cosine score; each hit
 carries both. A gallery holds unit vectors only (a raw-embedding space has no score).
-Filtered queries are batched as :mod:`abdnet.gallery.search` describes.
+Filtered queries are batched as :mod:`abdnet.gallery.search` describes;
+:meth:`Gallery.sightings` groups a query's hits by identity (label) with their cameras and
+time spans (:mod:`abdnet.gallery.sightings`).
 
 Consistency: every read (search, count, get, list) is at Strong consistency: it sees every
 write acknowledged before it began (see :mod:`abdnet.gallery.collection`).
@@ -69,10 +71,12 @@ from abdnet.gallery.rows import (
     enrolment_row,
     hit_from_search,
     id_filter,
+    label_filter,
     list_filter,
     valid_id,
 )
 from abdnet.gallery.search import search_filtered
+from abdnet.gallery.sightings import Sightings, group_sightings
 from abdnet.gallery.store import CropStore, UrlCropStore, open_crop_store
 
 __all__ = ["Gallery", "GalleryError", "default_crop_folder"]
@@ -291,6 +295,33 @@ class Gallery:
             consistency_level=CONSISTENCY,
         )
         return [[hit_from_search(h, space) for h in hits] for hits in result]
+
+    def sightings(
+        self,
+        hits: Sequence[Hit],
+        *,
+        filter: SearchFilter | None = None,
+        gap: float | None = None,
+    ) -> list[Sightings]:
+        """Where and when the identities among one query's ``hits`` were seen: the hits
+        grouped by label with every entry of each label that ``filter`` (the query's) lets
+        through, per camera in time spans (:mod:`abdnet.gallery.sightings`)."""
+        labels = sorted({h.entry.label for h in hits if h.entry.label is not None})
+        entries: list[GalleryEntry] = []
+        complete = True
+        if labels:
+            rows = self._call(
+                "sightings",
+                self._client.query,
+                self.collection,
+                filter=label_filter(labels, (filter or SearchFilter()).expression()),
+                output_fields=["id", *FIELDS],
+                limit=MAX_RESULTS,
+                consistency_level=CONSISTENCY,
+            )
+            entries = [GalleryEntry.from_row(r) for r in rows]
+            complete = len(rows) < MAX_RESULTS
+        return group_sightings(hits, entries, gap=gap, complete=complete)
 
     def info(self) -> dict[str, Any]:
         """What ``abdnet gallery info`` prints."""

@@ -34,6 +34,7 @@ __all__ = [
     "enrolment_row",
     "hit_from_search",
     "id_filter",
+    "label_filter",
     "list_filter",
     "valid_id",
 ]
@@ -47,6 +48,12 @@ def valid_id(i: str) -> bool:
 def id_filter(ids: list[str]) -> str:
     """The Milvus expression selecting the rows of ``ids``."""
     return f"id in [{', '.join(quote(i) for i in ids)}]"
+
+
+def label_filter(labels: list[str], also: str = "") -> str:
+    """The Milvus expression selecting the rows of ``labels`` (and ``also``, when given)."""
+    expr = f"label in [{', '.join(quote(x) for x in labels)}]"
+    return f"{expr} and {also}" if also else expr
 
 
 def list_filter(camera: int | None, label: str | None) -> str:

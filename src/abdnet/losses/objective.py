@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from abdnet.config import Config, GramNorm, SVDOForm
+from abdnet.config import Config, GramNorm, LossConfig, SVDOForm
 
 from .metric import CrossEntropyLabelSmooth, TripletLoss
 from .svdo import of_penalty, ow_penalty
@@ -79,7 +79,7 @@ class ABDObjective(nn.Module):
         power_iters: int = 2,
         svdo_form: SVDOForm = "paper",
         of_gram_norm: GramNorm = "relative",
-        of_paper_scale: float = 128.0,
+        of_paper_scale: float = LossConfig.of_paper_scale,
         of_positions: Sequence[str] = (),
         arc_margin: float = 0.0,
         head_scale: float = 30.0,

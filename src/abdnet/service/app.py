@@ -9,6 +9,9 @@ Routes (JSON in and out; every error is ``{"error": "..."}`` with a 4xx/5xx stat
 - ``DELETE /gallery/{id}`` (write) -> 204, the crop is deleted too
 - ``POST /search?k=&camera=&exclude_same_camera=&after=&before=&label=`` (multipart
   ``image``) -> ``{"threshold", "far", "camera", "results": [...]}``, nearest first
+- ``POST /search/sightings?k=&camera=&exclude_same_camera=&after=&before=&label=&gap=``
+  (multipart ``image``) -> ``{"threshold", "far", "camera", "identities": [...]}``: the hits
+  grouped by label, each with its cameras and time spans (where and when it was seen)
 - ``POST /verify`` (multipart ``image_a``, ``image_b``) -> ``{"distance", "score", "match"}``
 - ``GET /healthz``, ``GET /info``, ``GET /metrics`` (Prometheus), ``GET /`` (the page)
 

@@ -19,6 +19,7 @@ from abdnet.gallery import (
     Hit,
     ModelInfo,
     SearchFilter,
+    Sightings,
     Threshold,
 )
 from abdnet.service.auth import AccessPolicy
@@ -130,4 +131,18 @@ class ServiceState:
             "score": h.score,
             "match": self.match(h.distance),
             **self.entry_json(h.entry),
+        }
+
+    def sightings_json(self, s: Sightings) -> dict[str, Any]:
+        """One identity of a sightings answer: its label, nearest distance, score and match,
+        its sightings per camera in spans, and its hits as ``hit_json``."""
+        return {
+            "label": s.label,
+            "distance": s.distance,
+            "score": s.score,
+            "match": self.match(s.distance),
+            "sightings": s.sightings,
+            "complete": s.complete,
+            "cameras": [c.to_dict() for c in s.cameras],
+            "hits": [self.hit_json(h) for h in s.hits],
         }

@@ -3,11 +3,27 @@
 MOTChallenge I/O (:mod:`.mot`), frame sources (:mod:`.video`, PyAV), the tracker protocol and
 its adapter over Roboflow's ``trackers`` (:mod:`.tracker`), tracklets and their crops
 (:mod:`.tracklets`), stitching and cross-camera linking on arrays (:mod:`.linking`), the
-pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), metrics (:mod:`.evaluate`) and
-synthetic footage with ground truth (:mod:`.footage`). ``trackers``, ``av`` and
-``supervision`` are imported only when used.
+pipeline (:mod:`.pipeline`), outputs (:mod:`.outputs`), enrolment into the gallery
+(:mod:`.enrol`), metrics (:mod:`.evaluate`), synthetic footage with ground truth
+(:mod:`.footage`) and the linked / not linked comparison on it (:mod:`.compare`), person
+detectors for footage without detections (:mod:`.detector`), annotated videos
+(:mod:`.annotate`) and ABD-Net as BoxMOT's appearance model (:mod:`.boxmot_reid`).
+``trackers``, ``av``, ``supervision``, torchvision's detection models, ``ultralytics`` and
+``boxmot`` are imported only when used.
 """
 
+from abdnet.tracking.annotate import identity_colour, write_annotated_video
+from abdnet.tracking.boxmot_reid import BOXMOT_TRACKERS, AbdnetReID, BoxmotTracker
+from abdnet.tracking.compare import LinkingComparison, compare_linking, comparison_table
+from abdnet.tracking.detector import (
+    DETECTORS,
+    TORCHVISION_DETECTORS,
+    Detector,
+    TorchvisionDetector,
+    YoloDetector,
+    build_detector,
+)
+from abdnet.tracking.enrol import camera_numbers, default_label_prefix, enrol_identities
 from abdnet.tracking.evaluate import (
     CameraScore,
     TrackingScore,
@@ -53,6 +69,17 @@ from abdnet.tracking.tracklets import (
 from abdnet.tracking.video import Frame, ImageSequence, VideoFile, open_source
 
 __all__ = [
+    "AbdnetReID",
+    "BOXMOT_TRACKERS",
+    "BoxmotTracker",
+    "DETECTORS",
+    "Detector",
+    "TORCHVISION_DETECTORS",
+    "TorchvisionDetector",
+    "YoloDetector",
+    "build_detector",
+    "identity_colour",
+    "write_annotated_video",
     "CONTACT_SHEET",
     "IDENTITIES_FILE",
     "TRACKERS",
@@ -65,6 +92,7 @@ __all__ = [
     "Frame",
     "Identities",
     "ImageSequence",
+    "LinkingComparison",
     "MotRows",
     "RoboflowTracker",
     "SequenceInfo",
@@ -75,8 +103,13 @@ __all__ = [
     "Tracks",
     "VideoFile",
     "build_tracker",
+    "camera_numbers",
+    "default_label_prefix",
+    "enrol_identities",
     "choose_crops",
     "clip_rows",
+    "compare_linking",
+    "comparison_table",
     "crop_quality",
     "evaluate_tracking",
     "find_ground_truth",

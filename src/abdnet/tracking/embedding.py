@@ -24,8 +24,9 @@ def embed_tracklets(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Embed the chosen crops of all ``tracklets`` at once and set each tracklet's pooled
-    ``embedding`` (quality-weighted mean, L2-normalized when the space is). Tracklets without crops keep
-    ``None``. Returns the number of crops embedded."""
+    ``embedding`` (quality-weighted mean, L2-normalized when the space is) and each embedded
+    crop's own ``embedding`` (what ``abdnet track --gallery`` enrols). Tracklets without crops
+    keep ``None``. Returns the number of crops embedded."""
     items = [(t, c) for t in tracklets for c in t.crops if c.image is not None and c.image.size]
     if not items:
         return 0
@@ -35,6 +36,7 @@ def embed_tracklets(
     by_tracklet: dict[int, list[tuple[np.ndarray, float]]] = {}
     for row, pos in enumerate(result.kept):
         t, c = items[pos]
+        c.embedding = feats[row]
         by_tracklet.setdefault(id(t), []).append((feats[row], c.quality))
     for t in tracklets:
         got = by_tracklet.get(id(t))

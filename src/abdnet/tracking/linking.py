@@ -15,6 +15,14 @@ per camera): an optimal assignment for two cameras, average-linkage merging for 
 :func:`impostor_threshold` reads a camera's own impostor distances (tracklets seen at the
 same moment) to cap the stitching threshold, since same-camera pairs look closer than the
 cross-camera pairs a calibration measures.
+
+Both clusterings first split the tracklets into the connected components of the graph that
+joins two tracklets when they may merge (not a cannot-link) and lie within the threshold;
+distances for it are computed in row blocks, never as one ``(N, N)`` matrix. Average
+linkage only merges groups with at least one such pair between them, and the one-to-one
+assignment's objective adds up over components, so clustering each component on its own
+gives exactly the result of clustering all rows at once, at the cost of the components'
+sizes rather than of N (10,000 tracklets over 10 cameras take seconds).
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from abdnet.engine import EmbeddingSpace
 
@@ -37,14 +47,67 @@ __all__ = [
 
 
 Distance = Callable[[np.ndarray, np.ndarray], object]
+# (row indices (R,), column indices (C,)) -> (R, C) bool: the pairs that may never merge
+Blocked = Callable[[np.ndarray, np.ndarray], np.ndarray]
+_CHUNK = 1024  # rows per block of distances
+
+
+def _distances(distance: Distance | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if distance is None:
+        return pairwise_distances(a, b)
+    d = distance(a, b)
+    d = d.numpy() if hasattr(d, "numpy") else np.asarray(d)
+    return np.asarray(d, dtype=np.float64)
 
 
 def _matrix(distance: Distance | None, x: np.ndarray) -> np.ndarray:
-    if distance is None:
-        return pairwise_distances(x)
-    d = distance(x, x)
-    d = d.numpy() if hasattr(d, "numpy") else np.asarray(d)
-    return np.asarray(d, dtype=np.float64)
+    return _distances(distance, x, x)
+
+
+def _components(
+    x: np.ndarray,
+    valid: np.ndarray,
+    blocked: Blocked,
+    threshold: float,
+    distance: Distance | None,
+) -> np.ndarray:
+    """Component label per row of the graph joining valid, unblocked pairs within
+    ``threshold``; distances computed ``_CHUNK`` rows at a time."""
+    n = valid.shape[0]
+    idx = np.flatnonzero(valid)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for s in range(0, idx.size, _CHUNK):
+        r = idx[s : s + _CHUNK]
+        d = _distances(distance, x[r], x[idx])  # (R, V)
+        ok = np.isfinite(d) & (d <= threshold) & ~blocked(r, idx)
+        ok &= r[:, None] != idx[None, :]
+        i, j = np.nonzero(ok)
+        rows.append(r[i])
+        cols.append(idx[j])
+    i = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    j = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    graph = coo_matrix((np.ones(i.size, dtype=np.int8), (i, j)), shape=(n, n))
+    return connected_components(graph.tocsr(), directed=False)[1]
+
+
+def _by_component(comp: np.ndarray, solve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Labels 0..G-1 numbered by each group's smallest row: singleton components are groups;
+    ``solve(idx)`` returns the labels of the rows ``idx`` of a larger one."""
+    n = comp.shape[0]
+    first = np.arange(n)  # each row's group, named by its smallest member
+    order = np.argsort(comp, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, comp[order][1:] != comp[order][:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        idx = order[a:b]  # ascending
+        if idx.size < 2:
+            continue
+        sub = solve(idx)
+        smallest = np.full(int(sub.max()) + 1, n)
+        np.minimum.at(smallest, sub, idx)
+        first[idx] = smallest[sub]
+    _, labels = np.unique(first, return_inverse=True)
+    return labels.astype(np.int64)
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -63,11 +126,6 @@ def overlaps(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     out = (s[:, None] <= e[None, :]) & (s[None, :] <= e[:, None])
     np.fill_diagonal(out, False)
     return out
-
-
-def _gaps(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    s, e = np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)
-    return np.maximum(np.maximum(s[:, None] - e[None, :], s[None, :] - e[:, None]), 0.0)
 
 
 def stitch(
@@ -91,54 +149,79 @@ def stitch(
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    d = np.full((n, n), np.inf)
-    if valid.any():
-        idx = np.flatnonzero(valid)
-        d[np.ix_(idx, idx)] = _matrix(distance, np.asarray(embeddings)[idx])
-    blocked = overlaps(starts, ends)
-    gap = _gaps(starts, ends)
-    if max_gap is not None:
-        blocked |= gap > max_gap
-    return _average_linkage(d, blocked, threshold, all_blocked=blocked)
+    emb = np.asarray(embeddings)
+    s = np.asarray(starts, dtype=np.float64)
+    e = np.asarray(ends, dtype=np.float64)
+
+    def blocked(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        out = (s[r][:, None] <= e[c][None, :]) & (s[c][None, :] <= e[r][:, None])
+        if max_gap is not None:
+            gap = np.maximum(s[r][:, None] - e[c][None, :], s[c][None, :] - e[r][:, None])
+            out |= gap > max_gap
+        return out & (r[:, None] != c[None, :])
+
+    def solve(idx: np.ndarray) -> np.ndarray:
+        b = blocked(idx, idx)
+        return _average_linkage(_matrix(distance, emb[idx]), b, threshold, all_blocked=b)
+
+    return _by_component(_components(emb, valid, blocked, threshold, distance), solve)
 
 
 def _average_linkage(
     d: np.ndarray, blocked: np.ndarray, threshold: float, *, all_blocked: np.ndarray
 ) -> np.ndarray:
     """Agglomerative clustering on ``d`` with cannot-links: a merge is refused when any
-    member pair is ``all_blocked``."""
+    member pair is ``all_blocked``; labels numbered by each group's smallest row.
+
+    Merges go closest pair first (average linkage: the mean of the member distances) while
+    it is ``<= threshold``. Each group keeps its nearest mergeable group; a merge updates
+    one row of the sums and recomputes only the rows whose nearest group was one of the
+    two merged, so a merge costs O(n) instead of a scan of all pairs.
+    """
+    del blocked  # the cannot-links are all_blocked (kept for the callers' spelling)
     n = d.shape[0]
-    members: list[list[int]] = [[i] for i in range(n)]
-    alive = list(range(n))
-    # group-level sums of distances and cannot-link flags
-    dsum = np.where(np.isfinite(d), d, 0.0).copy()
-    inf_pair = ~np.isfinite(d)
-    block = all_blocked.copy() | inf_pair
+    finite = np.isfinite(d)
+    dsum = np.where(finite, d, 0.0)  # (n, n) sums of member distances between groups
+    block = all_blocked | ~finite  # (n, n) group pairs that may never merge
     np.fill_diagonal(block, True)
     size = np.ones(n)
-    while len(alive) > 1:
-        a_idx = np.asarray(alive)
-        sub_block = block[np.ix_(a_idx, a_idx)]
-        avg = dsum[np.ix_(a_idx, a_idx)] / np.outer(size[a_idx], size[a_idx])
-        avg = np.where(sub_block, np.inf, avg)
-        k = int(np.argmin(avg))
-        i, j = divmod(k, len(alive))
-        if not np.isfinite(avg[i, j]) or avg[i, j] > threshold:
+    alive = np.ones(n, dtype=bool)
+    root = np.arange(n)  # the group of each row
+
+    def row(k: int) -> np.ndarray:
+        r = dsum[k] / (size[k] * size)
+        r[block[k] | ~alive] = np.inf
+        return r
+
+    avg = np.where(block, np.inf, dsum)  # sizes are 1
+    nn = np.argmin(avg, axis=1)  # each group's nearest mergeable group
+    nnd = avg[np.arange(n), nn]
+    del avg
+    while n > 1:
+        i = int(np.argmin(nnd))
+        if not np.isfinite(nnd[i]) or nnd[i] > threshold:
             break
-        gi, gj = int(a_idx[i]), int(a_idx[j])
-        members[gi].extend(members[gj])
-        members[gj] = []
-        dsum[gi, :] += dsum[gj, :]
-        dsum[:, gi] += dsum[:, gj]
-        block[gi, :] |= block[gj, :]
-        block[:, gi] |= block[:, gj]
-        block[gi, gi] = True
-        size[gi] += size[gj]
-        alive.remove(gj)
-    labels = np.empty(n, dtype=np.int64)
-    for g, root in enumerate(sorted(alive, key=lambda r: min(members[r]))):
-        labels[members[root]] = g
-    return labels
+        a, b = sorted((i, int(nn[i])))  # b merges into a, the smaller index
+        dsum[a] += dsum[b]
+        dsum[:, a] = dsum[a]
+        block[a] |= block[b]
+        block[:, a] = block[a]
+        size[a] += size[b]
+        alive[b] = False
+        nnd[b] = np.inf
+        root[root == b] = a
+        r = row(a)
+        nn[a] = int(np.argmin(r))
+        nnd[a] = r[nn[a]]
+        # a merged distance is a mean of two that were >= every other group's nearest, so
+        # only groups whose nearest was a or b can have a new nearest
+        stale = np.flatnonzero(alive & ((nn == a) | (nn == b)))
+        for k in stale[stale != a].tolist():
+            rk = row(k)
+            nn[k] = int(np.argmin(rk))
+            nnd[k] = rk[nn[k]]
+    _, labels = np.unique(root, return_inverse=True)  # roots are each group's smallest row
+    return labels.astype(np.int64)
 
 
 def group_embeddings(
@@ -186,14 +269,19 @@ def link_cameras(
     valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     names = sorted(set(cams))
     cam_idx = np.asarray([names.index(c) for c in cams])
-    d = np.full((n, n), np.inf)
-    if valid.any():
-        idx = np.flatnonzero(valid)
-        d[np.ix_(idx, idx)] = _matrix(distance, np.asarray(embeddings)[idx])
-    same_cam = cam_idx[:, None] == cam_idx[None, :]
-    if len(names) == 2:
-        return _assign_two(d, cam_idx, threshold)
-    return _average_linkage(d, same_cam, threshold, all_blocked=same_cam)
+    emb = np.asarray(embeddings)
+
+    def blocked(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return cam_idx[r][:, None] == cam_idx[c][None, :]
+
+    def solve(idx: np.ndarray) -> np.ndarray:
+        d = _matrix(distance, emb[idx])
+        if len(names) == 2:
+            return _assign_two(d, cam_idx[idx], threshold)
+        same = blocked(idx, idx)
+        return _average_linkage(d, same, threshold, all_blocked=same)
+
+    return _by_component(_components(emb, valid, blocked, threshold, distance), solve)
 
 
 def _assign_two(d: np.ndarray, cam_idx: np.ndarray, threshold: float) -> np.ndarray:

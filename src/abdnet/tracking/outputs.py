@@ -37,10 +37,15 @@ def _when(cam: CameraTracks, seconds: float) -> dict[str, Any]:
 
 
 def identities_document(
-    cameras: Sequence[CameraTracks], identities: Identities, *, model: str = ""
+    cameras: Sequence[CameraTracks],
+    identities: Identities,
+    *,
+    model: str = "",
+    gallery: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``identities.json``: per identity its cameras, and per camera the
-    first / last frame and time and the tracklets (tracker id, frames)."""
+    first / last frame and time and the tracklets (tracker id, frames); with ``gallery``,
+    what ``--gallery`` enrolled (its URI, label prefix, camera numbers, counts)."""
     people: dict[int, dict[str, Any]] = {}
     for cam in cameras:
         for t in cam.tracklets:
@@ -88,11 +93,13 @@ def identities_document(
                 "boxes_dropped": cam.clipped.dropped,
                 "detections_past_end": cam.past_end,
                 "tracklets": len(cam.tracklets),
+                **({"detector": cam.detector} if cam.detector else {}),
                 **({"start": cam.camera.start.isoformat()} if cam.camera.start else {}),
             }
             for cam in cameras
         },
         "identities": [people[p] for p in sorted(people)],
+        **({"gallery": gallery} if gallery is not None else {}),
     }
 
 
@@ -151,13 +158,15 @@ def write_results(
     identities: Identities,
     *,
     model: str = "",
+    gallery: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write every output into ``folder`` (the caller makes it atomic)."""
+    """Write every output into ``folder`` (the caller makes it atomic); ``gallery`` is
+    recorded in ``identities.json``."""
     folder = Path(folder)
     paths = []
     for cam in cameras:
         paths.append(write_mot(folder / f"{cam.camera.name}.txt", result_rows(cam, identities)))
-    doc = identities_document(cameras, identities, model=model)
+    doc = identities_document(cameras, identities, model=model, gallery=gallery)
     paths.append(atomic_write(folder / IDENTITIES_FILE, json.dumps(doc, indent=1) + "\n"))
     paths.append(contact_sheet(cameras, identities, folder / CONTACT_SHEET))
     return paths

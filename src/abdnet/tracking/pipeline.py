@@ -1,15 +1,18 @@
 """From camera footage to identities: track each camera, embed a few crops per tracklet,
 stitch inside each camera, link across cameras.
 
-:func:`track_camera` streams one camera's frames through a :class:`Tracker` into tracklets
-(with their chosen crops cut); :func:`identify` embeds all tracklets in one batched call
-and assigns global identities with :mod:`abdnet.tracking.linking`.
+:func:`track_camera` streams one camera's frames, with boxes from a detections file or a
+:class:`~abdnet.tracking.detector.Detector` (frames batched), through a :class:`Tracker` into
+tracklets (with their chosen crops cut); :func:`identify` embeds all tracklets in one batched
+call and assigns global identities with :mod:`abdnet.tracking.linking`. Both record the
+seconds spent per stage (``timings``) for ``benchmarks/track_speed.py``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time as _time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from abdnet.engine import Embedder
+from abdnet.tracking.boxmot_reid import BoxmotTracker
+from abdnet.tracking.detector import Detector
 from abdnet.tracking.embedding import embed_tracklets
+from abdnet.tracking.interpolate import fill_gaps
 from abdnet.tracking.linking import group_embeddings, impostor_threshold, link_cameras, stitch
 from abdnet.tracking.mot import ClipReport, MotRows, clip_rows, read_mot
-from abdnet.tracking.tracker import Detections, build_tracker
+from abdnet.tracking.tracker import Detections, Tracker, build_tracker
 from abdnet.tracking.tracklets import Tracklet, TrackletBuilder
-from abdnet.tracking.video import ImageSequence, open_source
+from abdnet.tracking.video import Frame, FrameSource, ImageSequence, open_source
 
 __all__ = [
     "CameraInput",
@@ -62,6 +68,10 @@ class CameraTracks:
     detections: int  # detections used
     clipped: ClipReport = field(default_factory=ClipReport)
     past_end: int = 0  # detections on frames the footage does not have
+    detector: str = ""  # the detector's name when the boxes came from one, else ""
+    # seconds spent per stage: decode, detect, track (the tracker library), crops (tracklet
+    # bookkeeping and cutting the crops kept for re-ID)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _detections_path(camera: CameraInput) -> Path:
@@ -82,36 +92,55 @@ def track_camera(
     tracker: str = "bytetrack",
     tracker_params: dict[str, Any] | None = None,
     crops: int = 6,
+    detector: Detector | None = None,
+    detector_name: str = "",
+    embedder: Embedder | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CameraTracks:
-    """Track one camera. Boxes are clipped to the frame (counted, warned); detections on
-    frames the footage lacks are counted and warned; an empty detection file gives no
-    tracklets. ``progress`` is called with 1 after each frame."""
+    """Track one camera. Its boxes come from ``camera.detections``, else from ``detector``
+    (batches of ``detector.batch_size`` frames), else from the sequence's ``det/det.txt``.
+    Boxes of a file are clipped to the frame (counted, warned); detections on frames the
+    footage lacks are counted and warned; an empty detection file gives no tracklets.
+    ``embedder`` is the re-ID model of a ``boxmot:NAME`` tracker. ``progress`` is called
+    with 1 after each frame."""
     source = open_source(camera.path)
-    det_path = _detections_path(camera)
-    rows = read_mot(det_path)
     w, h = source.info.width, source.info.height
-    rows, report = clip_rows(rows, width=w, height=h)
-    if report.clipped or report.dropped:
-        log.warning("%s", report.message(str(det_path)))
+    timings = {"decode": 0.0, "detect": 0.0, "track": 0.0, "crops": 0.0}
+    use_detector = detector is not None and camera.detections is None
+    det_path: Path | None = None
+    rows = MotRows.empty()
+    report = ClipReport()
+    if use_detector:
+        stream = _detected(source, detector, timings)
+    else:
+        det_path = _detections_path(camera)
+        rows = read_mot(det_path)
+        rows, report = clip_rows(rows, width=w, height=h)
+        if report.clipped or report.dropped:
+            log.warning("%s", report.message(str(det_path)))
+        stream = _from_rows(source, rows, timings)
     per_frame = rows.by_frame()
-    trk = build_tracker(tracker, frame_rate=source.info.frame_rate, **(tracker_params or {}))
+    if tracker.startswith("boxmot:"):
+        if embedder is None:
+            raise ValueError(f"tracker {tracker}: needs the run's embedder as its re-ID model")
+        trk: Tracker = BoxmotTracker(
+            tracker, embedder=embedder, frame_rate=source.info.frame_rate, params=tracker_params
+        )
+    else:
+        trk = build_tracker(tracker, frame_rate=source.info.frame_rate, **(tracker_params or {}))
     builder = TrackletBuilder(camera.name, input_height=input_height, crops=crops)
     seen: set[int] = set()
     known: set[int] = set()
     previous: tuple[int, float, np.ndarray, np.ndarray] | None = None
     n_frames = 0
-    for frame in source:
+    n_dets = 0
+    for frame, dets in stream:
         n_frames += 1
-        idx = per_frame.get(frame.index)
+        n_dets += len(dets)
         seen.add(frame.index)
-        if idx is None:
-            dets = Detections(np.zeros((0, 4)), np.zeros(0))
-        else:
-            xywh = rows.boxes[idx]
-            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-            dets = Detections(xyxy, rows.scores[idx])
+        t0 = _time.perf_counter()
         tracks = trk.update(dets, frame.image, time=frame.time)
+        t1 = _time.perf_counter()
         _backfill(builder, tracks, dets, previous, known)
         untracked = np.setdiff1d(np.arange(len(dets)), tracks.index)
         previous = (frame.index, frame.time, dets.boxes[untracked], dets.scores[untracked])
@@ -125,6 +154,8 @@ def track_camera(
                 scores=dets.scores[tracks.index],
                 all_boxes=dets.boxes,
             )
+        timings["track"] += t1 - t0
+        timings["crops"] += _time.perf_counter() - t1
         if progress is not None:
             progress(1)
     if isinstance(source, ImageSequence):
@@ -138,12 +169,14 @@ def track_camera(
             camera.path,
             n_frames,
         )
+    t0 = _time.perf_counter()
     tracklets = builder.finish()
+    timings["crops"] += _time.perf_counter() - t0
     log.info(
         "%s: %d frames, %d detections, %d tracklets",
         camera.name,
         n_frames,
-        len(rows),
+        n_dets,
         len(tracklets),
     )
     return CameraTracks(
@@ -152,10 +185,61 @@ def track_camera(
         frames=n_frames,
         frame_rate=source.info.frame_rate,
         size=(w, h),
-        detections=len(rows),
+        detections=n_dets,
         clipped=report,
         past_end=past,
+        detector=(detector_name or type(detector).__name__) if use_detector else "",
+        timings=timings,
     )
+
+
+def _timed_frames(source: FrameSource, timings: dict[str, float]) -> Iterator[Frame]:
+    """The source's frames, the time spent decoding each added to ``timings["decode"]``."""
+    frames = iter(source)
+    while True:
+        t0 = _time.perf_counter()
+        frame = next(frames, None)
+        timings["decode"] += _time.perf_counter() - t0
+        if frame is None:
+            return
+        yield frame
+
+
+def _from_rows(
+    source: FrameSource, rows: MotRows, timings: dict[str, float]
+) -> Iterator[tuple[Frame, Detections]]:
+    per_frame = rows.by_frame()
+    for frame in _timed_frames(source, timings):
+        idx = per_frame.get(frame.index)
+        if idx is None:
+            yield frame, Detections(np.zeros((0, 4)), np.zeros(0))
+            continue
+        xywh = rows.boxes[idx]
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        yield frame, Detections(xyxy, rows.scores[idx])
+
+
+def _detected(
+    source: FrameSource, detector: Detector, timings: dict[str, float]
+) -> Iterator[tuple[Frame, Detections]]:
+    """Frames with the detector's boxes, the frames batched ``detector.batch_size`` at a time."""
+    batch: list[Frame] = []
+
+    def flush() -> list[tuple[Frame, Detections]]:
+        t0 = _time.perf_counter()
+        dets = detector.detect([f.image for f in batch])
+        timings["detect"] += _time.perf_counter() - t0
+        if len(dets) != len(batch):
+            raise RuntimeError(f"the detector gave {len(dets)} results for {len(batch)} frames")
+        return list(zip(batch, dets))
+
+    for frame in _timed_frames(source, timings):
+        batch.append(frame)
+        if len(batch) >= detector.batch_size:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -203,6 +287,7 @@ class Identities:
     threshold: float  # the cross-camera link threshold
     stitch_thresholds: dict[str, float]  # per camera
     crops_embedded: int = 0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: embed, link
 
 
 def identify(
@@ -221,7 +306,9 @@ def identify(
     keeps every camera's people apart. Tracklets shorter than ``min_length`` frames are not
     stitched or linked."""
     every = [t for c in cameras for t in c.tracklets]
+    t0 = _time.perf_counter()
     n_crops = embed_tracklets(embedder, every, progress=progress)
+    t_embed = _time.perf_counter() - t0
     dist = embedder.space.distances
     labels: dict[str, int] = {}
     groups: dict[str, int] = {}
@@ -286,20 +373,32 @@ def identify(
         for g, keys in enumerate(group_keys):
             for k in keys:
                 labels[k] = number[int(glab[g])]
-    return Identities(labels, groups, threshold, stitch_t, n_crops)
+    timings = {"embed": t_embed, "link": _time.perf_counter() - t0 - t_embed}
+    return Identities(labels, groups, threshold, stitch_t, n_crops, timings)
 
 
-def result_rows(cam: CameraTracks, identities: Identities) -> MotRows:
-    """The MOTChallenge result rows of one camera: every tracked box with its identity."""
-    frames, ids, boxes, scores = [], [], [], []
+def result_rows(cam: CameraTracks, identities: Identities, *, fill_gap: int = 0) -> MotRows:
+    """The MOTChallenge result rows of one camera: every tracked box with its identity, and
+    with ``fill_gap`` > 0 each identity's gaps of at most that many frames interpolated
+    (:func:`abdnet.tracking.interpolate.fill_gaps`)."""
+    per_id: dict[int, list[Tracklet]] = {}
     for t in cam.tracklets:
         pid = identities.labels.get(t.key)
-        if pid is None:
-            continue
-        frames.append(t.frames)
-        ids.append(np.full(len(t), pid))
-        boxes.append(np.concatenate([t.boxes[:, :2], t.boxes[:, 2:] - t.boxes[:, :2]], axis=1))
-        scores.append(t.scores)
+        if pid is not None:
+            per_id.setdefault(pid, []).append(t)
+    frames, ids, boxes, scores = [], [], [], []
+    for pid, ts in sorted(per_id.items()):
+        f = np.concatenate([t.frames for t in ts])
+        b = np.concatenate([t.boxes for t in ts])
+        s = np.concatenate([t.scores for t in ts])
+        order = np.argsort(f, kind="stable")
+        f, b, s = f[order], b[order], s[order]
+        if fill_gap > 0 and np.all(np.diff(f) > 0):
+            f, b, s, _ = fill_gaps(f, b, s, max_gap=fill_gap, frame_size=cam.size)
+        frames.append(f)
+        ids.append(np.full(f.shape[0], pid))
+        boxes.append(np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1))
+        scores.append(s)
     if not frames:
         return MotRows.empty()
     return MotRows.from_arrays(

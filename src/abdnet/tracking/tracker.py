@@ -3,7 +3,9 @@
 ``Tracker.update(detections, frame) -> Tracks`` is called once per frame, in order. The
 default adapter wraps Roboflow's ``trackers`` package (Apache-2.0: SORT, ByteTrack,
 OC-SORT, BoT-SORT); the motion model, the association and the track life cycle are the
-library's. BoxMOT (AGPL-3.0) has no adapter yet; one would be imported only when asked for.
+library's. BoxMOT (AGPL-3.0) appearance trackers, with ABD-Net as their re-ID model, are
+built by :class:`abdnet.tracking.boxmot_reid.BoxmotTracker` (the pipeline picks it by name,
+``boxmot:botsort`` ...); boxmot is imported only then.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ class Crop:
     box: np.ndarray  # (4,) x0, y0, x1, y1 in frame pixels
     quality: float
     image: np.ndarray | None = None  # (h, w, 3) uint8 RGB, cut from the frame
+    embedding: np.ndarray | None = None  # (D,) in the embedder's space, once embedded
 
 
 @dataclass

@@ -7,5 +7,6 @@ resource:
 - ``system``: ``GET /healthz``, ``GET /info``, ``GET /metrics``
 - ``gallery``: ``POST /gallery``, ``GET /gallery``, ``GET /gallery/{id}``,
   ``GET /gallery/{id}/image``, ``DELETE /gallery/{id}``
-- ``search``: ``POST /search``; ``verify``: ``POST /verify``; ``page``: ``GET /`` and ``/static``
+- ``search``: ``POST /search``, ``POST /search/sightings``; ``verify``: ``POST /verify``;
+  ``page``: ``GET /`` and ``/static``
 """

@@ -1,5 +1,6 @@
-// The abdnet page: search by a dropped crop, browse, enrol and delete. No build step and no
-// third-party code; everything goes through the JSON API of the same server.
+// The abdnet page: search by a dropped crop, see where and when the person was seen (a
+// timeline in SVG), browse, enrol and delete. No build step and no third-party code;
+// everything goes through the JSON API of the same server.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -158,10 +159,154 @@ async function search(event) {
     say("search-message", data.results.length + " results" +
       (data.threshold === null ? "" : ", " + matches + " above the threshold") +
       (data.camera === null ? "" : " (query camera " + data.camera + ")"));
+    await sightings(params);
   } catch (e) {
     say("search-message", e.message, true);
   } finally {
     $("search-button").disabled = false;
+  }
+}
+
+// -- where and when: one SVG per identity, one lane per camera, one bar per span ----------
+
+const SVG = "http://www.w3.org/2000/svg";
+const TL = { width: 760, label: 90, right: 12, lane: 26, axis: 22 };
+
+function svg(tag, attrs, text) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+// An identity's axis: capture times when every span has one, else frame numbers, else none.
+function axisOf(identity) {
+  const spans = identity.cameras.flatMap((c) => c.spans);
+  if (spans.every((s) => s.first !== null)) return "time";
+  if (spans.every((s) => s.first_frame !== null)) return "frame";
+  return null;
+}
+
+function spanRange(span, axis) {
+  return axis === "time"
+    ? [Date.parse(span.first), Date.parse(span.last)]
+    : [span.first_frame, span.last_frame];
+}
+
+function tickText(value, axis) {
+  return axis === "time" ? shortTime(new Date(value).toISOString()) : "frame " + value;
+}
+
+function spanText(span) {
+  const parts = [];
+  if (span.first !== null) parts.push(shortTime(span.first) + " – " + shortTime(span.last));
+  if (span.first_frame !== null) parts.push("frames " + span.first_frame + "–" + span.last_frame);
+  parts.push(span.sightings + (span.sightings === 1 ? " sighting" : " sightings"));
+  return parts.join(" · ");
+}
+
+function timeline(identity, axis, range) {
+  const lanes = identity.cameras;
+  const height = TL.lane * lanes.length + TL.axis;
+  const chart = svg("svg", {
+    class: "timeline", viewBox: "0 0 " + TL.width + " " + height,
+    width: TL.width, height: height, role: "img",
+  });
+  const [lo, hi] = range;
+  const plot = TL.width - TL.label - TL.right;
+  const x = (v) => TL.label + (hi > lo ? (v - lo) / (hi - lo) : 0.5) * plot;
+  lanes.forEach((cam, i) => {
+    const y = i * TL.lane;
+    const lane = svg("g", { class: "lane", "data-camera": cam.camera === null ? "" : cam.camera });
+    lane.append(svg("text", { class: "lane-name", x: 4, y: y + TL.lane * 0.65 },
+      "camera " + (cam.camera === null ? "?" : cam.camera)));
+    lane.append(svg("line", { class: "lane-line", x1: TL.label, x2: TL.width - TL.right,
+      y1: y + TL.lane / 2, y2: y + TL.lane / 2 }));
+    for (const span of cam.spans) {
+      if (!axis) continue;
+      const [a, b] = spanRange(span, axis);
+      const x0 = x(a);
+      const bar = svg("rect", { class: "bar", x: x0, y: y + 5, height: TL.lane - 10,
+        width: Math.max(3, x(b) - x0), rx: 2 });
+      bar.append(svg("title", {}, "camera " + cam.camera + ": " + spanText(span)));
+      lane.append(bar);
+    }
+    chart.append(lane);
+  });
+  if (axis) {
+    const base = TL.lane * lanes.length;
+    chart.append(svg("line", { class: "axis", x1: TL.label, x2: TL.width - TL.right, y1: base, y2: base }));
+    chart.append(svg("text", { class: "tick", x: TL.label, y: base + 15 }, tickText(lo, axis)));
+    if (hi > lo) {
+      chart.append(svg("text", { class: "tick end", x: TL.width - TL.right, y: base + 15 },
+        tickText(hi, axis)));
+    }
+  }
+  return chart;
+}
+
+function renderSightings(data) {
+  const box = $("timeline");
+  box.replaceChildren();
+  // identities on the same axis share its scale, so that their bars can be compared
+  const ranges = {};
+  for (const identity of data.identities) {
+    const axis = axisOf(identity);
+    identity.axis = axis;
+    if (!axis) continue;
+    for (const span of identity.cameras.flatMap((c) => c.spans)) {
+      const [a, b] = spanRange(span, axis);
+      const r = ranges[axis] || [a, b];
+      ranges[axis] = [Math.min(r[0], a), Math.max(r[1], b)];
+    }
+  }
+  for (const identity of data.identities) {
+    const div = document.createElement("div");
+    div.className = "identity";
+    div.dataset.label = identity.label === null ? "" : identity.label;
+    const head = document.createElement("div");
+    head.className = "identity-head";
+    const name = document.createElement("strong");
+    name.textContent = identity.label === null
+      ? "unlabelled entry " + identity.hits[0].id : identity.label;
+    const badge = document.createElement("span");
+    if (identity.match === null) { badge.className = "badge unknown"; badge.textContent = "uncalibrated"; }
+    else if (identity.match) { badge.className = "badge match"; badge.textContent = "match"; }
+    else { badge.className = "badge nomatch"; badge.textContent = "no match"; }
+    const facts = document.createElement("span");
+    facts.className = "muted";
+    facts.textContent = "distance " + identity.distance.toFixed(4) + " · " +
+      identity.sightings + " sightings in " + identity.cameras.length + " camera(s)" +
+      (identity.complete ? "" : " (more than could be read)");
+    head.append(name, badge, facts);
+    div.append(head, timeline(identity, identity.axis, ranges[identity.axis] || [0, 0]));
+    const list = document.createElement("ul");
+    list.className = "spans";
+    for (const cam of identity.cameras) {
+      for (const span of cam.spans) {
+        const li = document.createElement("li");
+        li.textContent = "camera " + (cam.camera === null ? "?" : cam.camera) + ": " + spanText(span);
+        list.append(li);
+      }
+    }
+    div.append(list);
+    box.append(div);
+  }
+}
+
+async function sightings(params) {
+  const query = new URLSearchParams(params);
+  if ($("gap-on").checked && $("gap").value) query.set("gap", $("gap").value);
+  const body = new FormData();
+  body.append("image", state.query, state.query.name);
+  say("timeline-message", "looking up sightings…");
+  try {
+    const data = await api("POST", "/search/sightings?" + query.toString(), body);
+    renderSightings(data);
+    say("timeline-message", data.identities.length + " identities among the results");
+  } catch (e) {
+    $("timeline").replaceChildren();
+    say("timeline-message", e.message, true);
   }
 }
 
