@@ -231,6 +231,20 @@ def small_config_file() -> Path:
 
 
 @pytest.fixture(scope="session")
+def copy_run():
+    """``copy(src, dest)``: a copy of a run folder whose files are hard links to the
+    original's (a 235 MB checkpoint costs no space twice) and whose symlinks stay links. A
+    test changes such a copy only by replacing or deleting files (atomic writes do), never by
+    writing into one in place, which would change the original too."""
+
+    def copy(src: Path, dest: Path) -> Path:
+        shutil.copytree(src, dest, symlinks=True, copy_function=os.link)
+        return dest
+
+    return copy
+
+
+@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """The small run trained: checkpoints/last, metrics.jsonl and config.yaml, as
     ``abdnet train`` writes them."""

@@ -181,17 +181,10 @@ def test_eval_options_are_checked_before_any_work(small_run, capsys):
     assert "argument --batch-size: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
-def _copy_run(run, dest):
+def test_dangling_resume_is_refused_and_history_kept(small_run, tmp_path, capsys, copy_run):
     import shutil
 
-    shutil.copytree(run, dest, symlinks=True)
-    return dest
-
-
-def test_dangling_resume_is_refused_and_history_kept(small_run, tmp_path, capsys):
-    import shutil
-
-    run = _copy_run(small_run, tmp_path / "run")
+    run = copy_run(small_run, tmp_path / "run")
     history = (run / "metrics.jsonl").read_text()
     shutil.rmtree((run / "checkpoints" / "last").resolve())
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
@@ -209,13 +202,15 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def test_malicious_state_on_resume_is_one_line_naming_the_file(small_run, tmp_path, capsys):
+def test_malicious_state_on_resume_is_one_line_naming_the_file(
+    small_run, tmp_path, capsys, copy_run
+):
     import pickle
 
-    run = _copy_run(small_run, tmp_path / "run")
+    run = copy_run(small_run, tmp_path / "run")
     marker = tmp_path / "code-ran"
     state_file = run / "checkpoints" / "last" / "state.pt"
-    state_file.unlink()  # (a fresh file, not the copy's inode)
+    state_file.unlink()  # a fresh file: the copy's state.pt is the original's inode
     state_file.write_bytes(pickle.dumps({"epoch": 1, "x": _Payload(str(marker))}))
     assert main(["train", "--resume", str(run), "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -1,7 +1,6 @@
 """abdnet track / abdnet track eval end to end on a trained run and synthetic footage."""
 
 import json
-import shutil
 
 import pytest
 
@@ -13,9 +12,9 @@ from abdnet.tracking.footage import FootageConfig, write_footage
 
 
 @pytest.fixture(scope="module")
-def run_with_threshold(trained_run, tmp_path_factory):
+def run_with_threshold(trained_run, tmp_path_factory, copy_run):
     run = tmp_path_factory.mktemp("track-run") / "run"
-    shutil.copytree(trained_run, run, symlinks=True)
+    copy_run(trained_run, run)
     t = keep_run_threshold(run, far=1e-2, show=False)
     assert t is not None and (run / THRESHOLD_FILE).is_file()
     return run

@@ -11,12 +11,23 @@ metadata), so ``FeatureExtractor(OpenVinoEmbedder(path))`` extracts with it.
 ``"fp32"`` (exact to float rounding), ``"bf16"`` (only on CPUs with native bf16: AVX512-BF16
 or AMX; OpenVINO's own default there) or ``"auto"`` (OpenVINO's default for the CPU). The
 ``openvino`` package (``pip install abdnet[openvino]``) is imported when an embedder is built.
+
+Every embedder shares one ``openvino.Core``, made once per process and never released
+(:func:`shared_core`). OpenVINO's CPU plugin (2026.4), built with each Core, maps an alternate
+signal stack and installs it with ``sigaltstack`` on the thread that builds it; when it is
+destroyed it unmaps that memory, restoring the previous stack only if the destroying thread's
+current stack is its own. A Core released on another thread, or two Cores released in the
+order they were made, left a thread's alternate stack pointing at unmapped memory, and the next
+Python signal handler run on that thread (all run on the alternate stack, e.g. PyTorch's
+``SIGCHLD`` handler when a child exits) killed the process with a kernel-sent SIGSEGV, with no
+traceback (tests/export/test_one_process.py reproduces it).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +42,7 @@ from abdnet.export.onnx import (
 )
 from abdnet.models.io import LoadedModel
 
-__all__ = ["OPENVINO_PRECISIONS", "OpenVinoEmbedder"]
+__all__ = ["OPENVINO_PRECISIONS", "OpenVinoEmbedder", "shared_core"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,22 @@ def _openvino() -> Any:
             "the OpenVINO backend needs the openvino package: pip install 'abdnet[openvino]'"
         ) from None
     return openvino
+
+
+_core: Any = None
+_core_lock = threading.Lock()
+
+
+def shared_core() -> Any:
+    """The process's one ``openvino.Core``, made on first use and kept until the process
+    exits (why: the module docstring). Imports ``openvino`` on every call, so that a package
+    that cannot be imported fails here even after the Core was made."""
+    global _core
+    ov = _openvino()
+    with _core_lock:
+        if _core is None:
+            _core = ov.Core()
+        return _core
 
 
 class OpenVinoEmbedder:
@@ -69,8 +96,7 @@ class OpenVinoEmbedder:
             raise ValueError(
                 f"OpenVINO precision: expected one of {OPENVINO_PRECISIONS}, got {precision!r}"
             )
-        ov = _openvino()
-        self.core = ov.Core()
+        self.core = shared_core()
         if precision == "bf16" and "BF16" not in self.core.get_property(
             "CPU", "OPTIMIZATION_CAPABILITIES"
         ):
