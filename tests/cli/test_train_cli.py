@@ -81,7 +81,9 @@ def test_eval_json_matches_brute_force(small_run, capsys):
     assert got["num_genuine_pairs"] == genuine.size and got["num_impostor_pairs"] == impostor.size
     for far in ("1e-02", "1e-03"):
         t = got[f"threshold@far={far}"]
-        assert (impostor <= t).mean() <= float(far) + 1e-12
+        # the reference distances are computed here in another order: a pair within float32
+        # rounding (1e-6) of the threshold may fall on either side of it
+        assert (impostor <= t - 1e-6).mean() <= float(far) + 1e-12
         assert got[f"tar@far={far}"] == pytest.approx((genuine <= t).mean(), abs=1e-4)
     assert 0.0 <= got["eer"] <= 1.0
 
