@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -142,9 +143,9 @@ def _check_duplicates(splits: dict[str, Sequence[ImageRecord]]) -> None:
             seen[r.path] = split
 
 
-def _unmatched_queries(
-    query: Sequence[ImageRecord], gallery: Sequence[ImageRecord]
-) -> list[ImageRecord]:
+def unmatched_queries(query: Sequence[Any], gallery: Sequence[Any]) -> list[Any]:
+    """The queries (images or tracklets: anything with ``pid`` and ``camid``) that have no
+    gallery item of their identity in another camera."""
     cams_of: dict[int, set[int]] = defaultdict(set)
     for g in gallery:
         cams_of[g.pid].add(g.camid)
@@ -246,7 +247,7 @@ def make_dataset(
                     f"({len(skipped)} left out)"
                 )
     train_records, pid_map = relabel(splits["train"])
-    unmatched = _unmatched_queries(splits["query"], splits["gallery"])
+    unmatched = unmatched_queries(splits["query"], splits["gallery"])
     ds = ReIDDataset(
         name=name,
         root=str(root),

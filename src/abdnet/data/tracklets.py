@@ -19,13 +19,12 @@ opened: MARS alone has over a million frames. An unreadable frame is an
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dataset import DatasetError
+from .dataset import DatasetError, unmatched_queries
 
 __all__ = ["TrackletRecord", "TrackletDataset", "make_tracklet_dataset", "sample_frames"]
 
@@ -118,10 +117,7 @@ def make_tracklet_dataset(
                 )
     pid_map = {pid: label for label, pid in enumerate(sorted({r.pid for r in splits["train"]}))}
     train_records = [TrackletRecord(r.paths, pid_map[r.pid], r.camid) for r in splits["train"]]
-    cams_of: dict[int, set[int]] = defaultdict(set)
-    for g in splits["gallery"]:
-        cams_of[g.pid].add(g.camid)
-    unmatched = [q for q in splits["query"] if not (cams_of.get(q.pid, set()) - {q.camid})]
+    unmatched = unmatched_queries(splits["query"], splits["gallery"])
     ds = TrackletDataset(
         name=name,
         root=str(root),

@@ -92,14 +92,7 @@ def evaluate_embedder(
     query, records, left_out = _split(dataset, query, gallery)
     ext = embedder.embed(_RecordImages(dataset, records), progress=progress, keep_raw=True)
     pids, camids = [r.pid for r in records], [r.camid for r in records]
-    evaluator = RankEvaluator(
-        len(query),
-        metric=eval_cfg.metric,
-        normalize=eval_cfg.normalize,
-        max_rank=eval_cfg.max_rank,
-        rerank=eval_cfg.rerank,
-        aqe=eval_cfg.aqe,
-    )
+    evaluator = _rank_evaluator(len(query), eval_cfg)
     evaluator.process(ext.raw if ext.raw is not None else ext.features, pids, camids)
     result = evaluator.evaluate()
     roc = None
@@ -110,6 +103,19 @@ def evaluate_embedder(
         except ValueError as exc:  # no genuine or no impostor cross-camera pair
             log.warning("no verification metrics: %s", exc)
     return dataclasses.replace(result, verification=roc, num_gallery_skipped=left_out)
+
+
+def _rank_evaluator(num_query: int, eval_cfg: EvalConfig) -> RankEvaluator:
+    """The ranking of ``eval_cfg`` (metric, normalization, CMC length, re-ranking, query
+    expansion) over ``num_query`` queries followed by the gallery."""
+    return RankEvaluator(
+        num_query,
+        metric=eval_cfg.metric,
+        normalize=eval_cfg.normalize,
+        max_rank=eval_cfg.max_rank,
+        rerank=eval_cfg.rerank,
+        aqe=eval_cfg.aqe,
+    )
 
 
 def verify_embedder(
@@ -200,14 +206,7 @@ def evaluate_tracklets(
         pooled.append(sums / torch.bincount(owner).unsqueeze(1).to(raw.dtype))  # (T, D)
         start = stop
     features = torch.cat(pooled)  # (Q + G, D) mean raw embedding per tracklet
-    evaluator = RankEvaluator(
-        len(query),
-        metric=eval_cfg.metric,
-        normalize=eval_cfg.normalize,
-        max_rank=eval_cfg.max_rank,
-        rerank=eval_cfg.rerank,
-        aqe=eval_cfg.aqe,
-    )
+    evaluator = _rank_evaluator(len(query), eval_cfg)
     evaluator.process(features, [r.pid for r in records], [r.camid for r in records])
     result = evaluator.evaluate()
     roc = None
