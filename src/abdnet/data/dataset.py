@@ -22,13 +22,14 @@ Conventions (all parsers follow them):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -126,10 +127,14 @@ class ReIDDataset:
         return "\n".join(lines)
 
 
-def relabel(records: Sequence[ImageRecord]) -> tuple[list[ImageRecord], dict[int, int]]:
-    """Map the pids of ``records`` to 0..N-1 (in sorted order); returns records and the map."""
+_R = TypeVar("_R", bound=Any)
+
+
+def relabel(records: Sequence[_R]) -> tuple[list[_R], dict[int, int]]:
+    """Map the pids of ``records`` (images or tracklets: dataclasses with a ``pid``) to
+    0..N-1 (in sorted order); returns records and the map."""
     pid_map = {pid: label for label, pid in enumerate(sorted({r.pid for r in records}))}
-    return [ImageRecord(r.path, pid_map[r.pid], r.camid) for r in records], pid_map
+    return [dataclasses.replace(r, pid=pid_map[r.pid]) for r in records], pid_map
 
 
 def _check_duplicates(splits: dict[str, Sequence[ImageRecord]]) -> None:

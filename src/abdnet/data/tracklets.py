@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .dataset import DatasetError, unmatched_queries
+from .dataset import DatasetError, relabel, unmatched_queries
 
 __all__ = ["TrackletRecord", "TrackletDataset", "make_tracklet_dataset", "sample_frames"]
 
@@ -115,8 +115,7 @@ def make_tracklet_dataset(
                 raise DatasetError(
                     f"{r.paths[0]}: negative camera id {r.camid} in the {split} split"
                 )
-    pid_map = {pid: label for label, pid in enumerate(sorted({r.pid for r in splits["train"]}))}
-    train_records = [TrackletRecord(r.paths, pid_map[r.pid], r.camid) for r in splits["train"]]
+    train_records, pid_map = relabel(splits["train"])
     unmatched = unmatched_queries(splits["query"], splits["gallery"])
     ds = TrackletDataset(
         name=name,
