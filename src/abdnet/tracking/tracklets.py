@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from abdnet.tracking.interpolate import touches_border
+
 __all__ = [
     "Crop",
     "Tracklet",
@@ -116,8 +118,7 @@ def crop_quality(
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     vis = visibility(b) if visible is None else visible
     size = np.clip((b[:, 3] - b[:, 1]) / float(input_height), 0.0, 1.0)
-    w, h = frame_size
-    edge = (b[:, 0] <= 1) | (b[:, 1] <= 1) | (b[:, 2] >= w - 1) | (b[:, 3] >= h - 1)
+    edge = touches_border(b, frame_size, margin=1.0)
     conf = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
     return conf * vis * size * np.where(edge, 0.5, 1.0)
 
