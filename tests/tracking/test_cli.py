@@ -75,6 +75,25 @@ def test_a_camera_named_twice_is_refused(run_with_threshold, cams, tmp_path, cap
     assert not (tmp_path / "o").exists()
 
 
+def test_a_negative_fill_gap_is_refused(run_with_threshold, cams, tmp_path, capsys):
+    code = main(
+        [
+            "track",
+            "--checkpoint",
+            str(run_with_threshold),
+            "--out",
+            str(tmp_path / "o"),
+            "--camera",
+            f"a={cams[0]}",
+            "--fill-gaps",
+            "-1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "--fill-gaps must be >= 0 seconds, got -1.0" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_run_without_threshold_says_how_to_get_one(trained_run, cams, tmp_path, capsys):
     code = main(
         [

@@ -50,3 +50,43 @@ def test_off_and_bad_input():
         True,
     ]
     assert not touches_border(np.array([[5, 5, 600, 350]]), SIZE).any()
+
+
+def _camera(tracklets):
+    from pathlib import Path
+
+    from abdnet.tracking.pipeline import CameraInput, CameraTracks
+
+    return CameraTracks(
+        camera=CameraInput("cam1", Path("unused")),
+        tracklets=tracklets,
+        frames=40,
+        frame_rate=10.0,
+        size=SIZE,
+        detections=0,
+    )
+
+
+def test_result_rows_fill_one_identitys_gap_between_its_stitched_tracklets():
+    from abdnet.tracking.pipeline import Identities, result_rows
+    from abdnet.tracking.tracklets import Tracklet
+
+    def tracklet(track, frames, x):
+        f = np.asarray(frames)
+        boxes = np.array([[x + 2 * k, 100, x + 2 * k + 40, 200] for k in f], float)
+        return Tracklet("cam1", track, f, boxes, np.full(f.size, 0.9), f / 10.0)
+
+    # one person behind someone from frame 6 to 9 (two tracklets), another person alone
+    cam = _camera([tracklet(1, [1, 2, 3, 4, 5], 100), tracklet(2, [10, 11], 100)])
+    cam.tracklets.append(tracklet(3, [1, 2], 300))
+    labels = {"cam1/1": 1, "cam1/2": 1, "cam1/3": 2}
+    ids = Identities(labels, {}, 0.5, {}, fill_gap=0.5)  # 0.5 s at 10 frames/s: 5 frames
+    rows = result_rows(cam, ids)
+    one = np.flatnonzero(rows.ids == 1)
+    assert sorted(rows.frames[one].tolist()) == list(range(1, 12))
+    # the boxes keep walking on the straight line: x0 = 100 + 2 * frame
+    order = one[np.argsort(rows.frames[one])]
+    np.testing.assert_allclose(rows.boxes[order, 0], 100 + 2 * np.arange(1, 12))
+    assert sorted(rows.frames[rows.ids == 2].tolist()) == [1, 2]
+    # 0.3 s (3 frames) is shorter than the 4-frame gap: nothing is filled
+    assert len(result_rows(cam, ids, fill_gap=0.3)) == 9
