@@ -427,12 +427,12 @@ def gallery_target(request, tmp_path, make_gallery_target) -> GalleryTarget:
 
 
 @pytest.fixture(scope="session")
-def calibrated_run(trained_run, tmp_path_factory) -> Path:
-    """The small run with its threshold kept (FAR 1e-2), as ``abdnet track`` needs it."""
+def calibrated_run(trained_run, copy_run, tmp_path_factory) -> Path:
+    """The small run with its threshold kept (FAR 1e-2), as ``abdnet track`` needs it (a
+    hard-linked copy: only ``threshold.json`` is new)."""
     from abdnet.cli.calibrate import keep_run_threshold
 
-    run = tmp_path_factory.mktemp("session-calibrated-run") / "run"
-    shutil.copytree(trained_run, run, symlinks=True)
+    run = copy_run(trained_run, tmp_path_factory.mktemp("session-calibrated-run") / "run")
     assert keep_run_threshold(run, far=1e-2, show=False) is not None
     return run
 

@@ -437,6 +437,9 @@ def test_resumes_per_variant_and_seed(tmp_path):
     again = run_ablation(base, tmp_path, ["baseline"], seeds=4, train_fn=counting_train)
     assert len(calls) == 4  # nothing retrained
     assert [r.to_json() for r in again[0].runs] == [r.to_json() for r in row.runs]
+    for run in row.runs:  # finished: the weights stay, the training state went
+        last = Path(run.run_dir) / "checkpoints" / "last"
+        assert (last / "model.safetensors").is_file() and not (last / "state.pt").exists()
 
 
 @pytest.mark.slow

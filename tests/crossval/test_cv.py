@@ -95,8 +95,13 @@ def test_run_cv_trains_each_fold_resumes_and_reports(tmp_path):
     stamp = first.stat().st_mtime_ns
     assert not (out / "r0-f1" / "fold_result.json").exists()
 
-    results = run_cv(base, out, folds=2)
+    # a finished fold keeps what it is read and evaluated with, not its training state
+    assert (out / "r0-f0" / "run" / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert not (out / "r0-f0" / "run" / "checkpoints" / "last" / "state.pt").exists()
+
+    results = run_cv(base, out, folds=2, keep_state=True)
     assert first.stat().st_mtime_ns == stamp  # the finished fold was kept, not retrained
+    assert (out / "r0-f1" / "run" / "checkpoints" / "last" / "state.pt").is_file()
     assert [r.name for r in results] == ["r0-f0", "r0-f1"]
     for r in results:
         rows = list(csv.DictReader((out / r.name / "split.csv").open()))

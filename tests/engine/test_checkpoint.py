@@ -87,3 +87,27 @@ def test_dangling_last_link_is_an_error_not_a_fresh_start(tmp_path):
     shutil.rmtree(target)
     with pytest.raises(FileNotFoundError, match="missing folder"):
         load_checkpoint(tmp_path)
+
+
+def test_dropped_training_state_keeps_the_weights_and_refuses_resume(tmp_path):
+    from safetensors.torch import load_file
+
+    from abdnet.engine import drop_training_state
+
+    state = _state(0)
+    save_checkpoint(tmp_path, "last", state, Config())
+    save_checkpoint(tmp_path, "best", state, Config())
+    folders = [tmp_path / "checkpoints" / n for n in ("last", "best")]
+    sizes = sum((f / "state.pt").stat().st_size for f in folders)
+    weights = {f: (f / "model.safetensors").read_bytes() for f in folders}
+
+    assert drop_training_state(tmp_path) == sizes > 0
+    for f in folders:
+        assert not (f / "state.pt").exists()
+        assert (f / "model.safetensors").read_bytes() == weights[f]  # untouched
+        loaded = load_file(str(f / "model.safetensors"))
+        for k, v in state.model.state_dict().items():
+            assert torch.equal(loaded[k], v), k
+    with pytest.raises(FileNotFoundError, match=r"last: holds the weights .* not resumed"):
+        load_checkpoint(tmp_path)
+    assert drop_training_state(tmp_path) == 0  # nothing left to drop

@@ -24,7 +24,7 @@ from abdnet.ablation.stats import VariantSummary, summarize
 from abdnet.ablation.variants import VARIANTS, Variant, resolve_variants, variant_config
 from abdnet.config import Config, config_from_dict, config_to_dict, dump_config, load_config
 from abdnet.data import build_dataset
-from abdnet.engine import evaluate_model, resolve_device, train
+from abdnet.engine import drop_training_state, evaluate_model, resolve_device, train
 from abdnet.evaluation import RankResult
 from abdnet.files import FolderLock, atomic_write
 from abdnet.layout import LAST, RunLayout
@@ -136,6 +136,7 @@ def _run_one(
     run_dir: Path,
     train_fn: Callable[[Config, Path, bool], Any],
     evaluate_fn: Callable[[Config, Path], dict[str, float]],
+    keep_state: bool = False,
 ) -> VariantResult:
     """Train (or continue) and evaluate one (variant, seed); its result file marks it finished."""
     # The trainer writes config.yaml before anything else: from then on the folder holds the
@@ -169,6 +170,8 @@ def _run_one(
         **{k: float(metrics[k]) for k in METRIC_NAMES},
     )
     atomic_write(run_dir / RESULT_FILE, json.dumps(vr.to_json(), indent=2))
+    if not keep_state:  # a finished run is read, never resumed: its weights are what stays
+        drop_training_state(run_dir)
     return vr
 
 
@@ -188,16 +191,19 @@ class _Job(NamedTuple):
     base: dict[str, Any]  # the base config, as config_to_dict gives it
     out_dir: str
     threads: int
+    keep_state: bool
 
 
 def _worker(job: _Job) -> dict[str, Any]:
     """One (variant, seed) in a worker process of ``jobs > 1``."""
-    name, seed, base_dict, out_dir, threads = job
+    name, seed, base_dict, out_dir, threads, keep_state = job
     torch.set_num_threads(threads)
     variant = VARIANTS[name]
     cfg = variant_config(variant, config_from_dict(base_dict), seed=seed)
     run_dir = run_folder(out_dir, name, seed)
-    return _run_one(variant, seed, cfg, run_dir, _default_train, _default_evaluate).to_json()
+    return _run_one(
+        variant, seed, cfg, run_dir, _default_train, _default_evaluate, keep_state
+    ).to_json()
 
 
 def run_ablation(
@@ -209,6 +215,7 @@ def run_ablation(
     jobs: int = 1,
     train_fn: Callable[[Config, Path, bool], Any] | None = None,
     evaluate_fn: Callable[[Config, Path], dict[str, float]] | None = None,
+    keep_state: bool = False,
 ) -> list[VariantSummary]:
     """Train and evaluate each variant ``seeds`` times, then write the tables.
 
@@ -222,7 +229,9 @@ def run_ablation(
     trained with another config is an error, raised before anything trains. ``out_dir`` is
     locked against a second ablation. ``jobs > 1`` trains runs in parallel processes
     (default train/evaluate only). ``train_fn(cfg, dir, resume)`` and ``evaluate_fn(cfg, dir)
-    -> metrics`` default to ``abdnet.engine``. Returns one summary per variant.
+    -> metrics`` default to ``abdnet.engine``. A finished run keeps its weights, config and
+    metrics; its training state goes (:func:`abdnet.engine.drop_training_state`: two thirds
+    of a checkpoint) unless ``keep_state``. Returns one summary per variant.
     """
     out = Path(out_dir)
     chosen = resolve_variants(variants)
@@ -260,7 +269,7 @@ def run_ablation(
             return [done[(v.name, s)] for v in chosen for s in seed_list if (v.name, s) in done]
 
         if todo and jobs > 1 and train_fn is None and evaluate_fn is None:
-            _run_parallel(todo, base, out, jobs, done, collected)
+            _run_parallel(todo, base, out, jobs, done, collected, keep_state)
         else:
             if jobs > 1:
                 log.warning(
@@ -269,7 +278,8 @@ def run_ablation(
             tf = train_fn or _default_train
             ef = evaluate_fn or _default_evaluate
             for v, seed, cfg in todo:
-                done[(v.name, seed)] = _run_one(v, seed, cfg, run_folder(out, v.name, seed), tf, ef)
+                run_dir = run_folder(out, v.name, seed)
+                done[(v.name, seed)] = _run_one(v, seed, cfg, run_dir, tf, ef, keep_state)
                 write_tables(collected(), out)  # a partial table survives an interruption
         results = collected()
         write_tables(results, out)
@@ -283,6 +293,7 @@ def _run_parallel(
     jobs: int,
     done: dict[tuple[str, int], VariantResult],
     collected: Callable[[], list[VariantResult]],
+    keep_state: bool,
 ) -> None:
     """The runs of ``todo`` in ``jobs`` worker processes; the tables are rewritten as each
     finishes, and a failed run does not stop the others (its error is raised at the end)."""
@@ -291,10 +302,11 @@ def _run_parallel(
     errors: list[BaseException] = []
     # spawn: a fresh interpreter per worker (forking a process that holds torch threads is unsafe)
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {
-            pool.submit(_worker, _Job(v.name, seed, base_dict, str(out), threads)): (v, seed)
+        jobs_of = [
+            (v, seed, _Job(v.name, seed, base_dict, str(out), threads, keep_state))
             for v, seed, _ in todo
-        }
+        ]
+        futures = {pool.submit(_worker, job): (v, seed) for v, seed, job in jobs_of}
         for future in as_completed(futures):
             v, seed = futures[future]
             try:

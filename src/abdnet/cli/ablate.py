@@ -77,6 +77,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "becomes N reshuffled K-fold repeats",
     )
     p.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep each finished run's training state (checkpoints/*/state.pt: optimizer, "
+        "schedule, RNG; twice the weights' size) instead of removing it once the run's "
+        "result is written (the weights, config and metrics always stay)",
+    )
+    p.add_argument(
         "--list", action="store_true", help="print the variants and what each sets, then exit"
     )
 
@@ -115,7 +122,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--jobs: expected a positive number, got {args.jobs}")
     if args.cv is not None:
         return _run_cv(base, args, [v.name for v in chosen])
-    rows = run_ablation(base, args.out, [v.name for v in chosen], seeds=args.seeds, jobs=args.jobs)
+    rows = run_ablation(
+        base,
+        args.out,
+        [v.name for v in chosen],
+        seeds=args.seeds,
+        jobs=args.jobs,
+        keep_state=args.keep_state,
+    )
     ref = reference_row(rows)
     several = any(r.n > 1 for r in rows)
     print(
@@ -146,7 +160,9 @@ def _run_cv(base, args: argparse.Namespace, names: list[str]) -> int:
         raise ValueError(f"--cv: expected at least 2 folds, got {args.cv}")
     if args.jobs != 1:
         raise ValueError("--jobs: not available with --cv (the folds train one after another)")
-    rows = run_ablation_cv(base, args.out, names, folds=args.cv, repeats=args.seeds)
+    rows = run_ablation_cv(
+        base, args.out, names, folds=args.cv, repeats=args.seeds, keep_state=args.keep_state
+    )
     for r in rows:
         cells = "  ".join(f"{m} {r.stats(m).text()}" for m in ("mAP", "rank1", "mINP"))
         print(f"{r.label:30s} {len(r.folds):2d} folds  {cells}")

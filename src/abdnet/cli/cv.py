@@ -68,6 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=20 (repeatable)",
     )
+    p.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep each finished run's training state (checkpoints/*/state.pt: optimizer, "
+        "schedule, RNG; twice the weights' size) instead of removing it once the run's "
+        "result is written (the weights, config and metrics always stay)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumable)")
 
 
@@ -101,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         queries_per_camera=args.queries_per_camera,
         on_fold=report,
+        keep_state=args.keep_state,
     )
     stats = summarize_folds(results)
     print(

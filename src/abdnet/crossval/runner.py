@@ -32,7 +32,7 @@ from abdnet.config import Config, config_from_dict, config_to_dict, replace_chec
 from abdnet.crossval.folds import FoldSplit
 from abdnet.crossval.plan import METRICS, CVPlan, FoldResult, plan_cv
 from abdnet.data import build_dataset
-from abdnet.engine import evaluate_model, resolve_device, train
+from abdnet.engine import drop_training_state, evaluate_model, resolve_device, train
 from abdnet.files import FolderLock, atomic_write
 from abdnet.layout import LAST, RunLayout
 
@@ -155,11 +155,14 @@ def run_cv(
     queries_per_camera: int = 2,
     train_fn: Callable[[Config, Path, bool], Any] | None = None,
     on_fold: Callable[[FoldResult], None] | None = None,
+    keep_state: bool = False,
 ) -> list[FoldResult]:
     """Cross-validate ``base`` (module docstring): every fold trained with
     ``train_fn(cfg, run_dir, resume)`` (default :func:`abdnet.engine.train`) and tested;
     ``cv.json`` / ``cv.md`` / ``cv.png`` rewritten after each fold. Returns the fold
-    results in plan order (repeat, then fold)."""
+    results in plan order (repeat, then fold). A finished fold's run keeps its weights,
+    config and metrics; its training state goes (:func:`abdnet.engine.drop_training_state`)
+    unless ``keep_state``."""
     from abdnet.crossval.report import write_report
 
     out = Path(out_dir)
@@ -183,6 +186,8 @@ def run_cv(
                     split, fold_config(plan.config, csv_path.resolve()), fold_dir, fn
                 )
                 atomic_write(fold_dir / RESULT_FILE, json.dumps(finished.to_json(), indent=1))
+                if not keep_state:  # a finished fold is read, never resumed
+                    drop_training_state(fold_dir / RUN_DIR)
             else:
                 log.info("fold %s: finished earlier (%s)", split.name, fold_dir)
             results.append(finished)

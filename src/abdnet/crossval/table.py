@@ -53,13 +53,19 @@ def run_ablation_cv(
     folds: int,
     repeats: int = 1,
     seed: int | None = None,
+    keep_state: bool = False,
 ) -> list[CVRow]:
     """Cross-validate each variant over the same folds; writes ``DIR/cv_table.md``."""
     out = Path(out_dir)
     rows: list[CVRow] = []
     for v in resolve_variants(variants):
         results = run_cv(
-            variant_config(v, base), out / v.name, folds=folds, repeats=repeats, seed=seed
+            variant_config(v, base),
+            out / v.name,
+            folds=folds,
+            repeats=repeats,
+            seed=seed,
+            keep_state=keep_state,
         )
         rows.append(CVRow(v.name, v.label, tuple(results)))
         atomic_write(out / "cv_table.md", cv_table(rows, folds=folds, repeats=repeats))

@@ -4,6 +4,7 @@ evaluation."""
 
 from abdnet.engine.checkpoint import (
     Checkpoint,
+    drop_training_state,
     load_checkpoint,
     restore_checkpoint,
     save_checkpoint,
@@ -75,6 +76,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "restore_checkpoint",
+    "drop_training_state",
     "capture_rng_state",
     "restore_rng_state",
     "unwrap_model",

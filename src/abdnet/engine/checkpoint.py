@@ -24,11 +24,17 @@ from safetensors.torch import load_file
 
 from abdnet.config import Config
 from abdnet.engine.state import TrainState, unwrap_model
-from abdnet.files import atomic_directory
-from abdnet.layout import LAST, META_FILE, MODEL_FILE, STATE_FILE, RunLayout
+from abdnet.files import atomic_directory, atomic_write
+from abdnet.layout import BEST, LAST, META_FILE, MODEL_FILE, STATE_FILE, RunLayout
 from abdnet.models import save_model
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "restore_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "restore_checkpoint",
+    "drop_training_state",
+]
 
 
 @dataclass
@@ -64,6 +70,35 @@ def save_checkpoint(
     return target
 
 
+# in a checkpoint folder whose state.pt drop_training_state removed
+DROPPED_FILE = "state-dropped.txt"
+
+
+def drop_training_state(run_dir: str | Path) -> int:
+    """Remove the training state (``state.pt``: optimizer, LR schedule and RNG state, twice
+    the weights' size with Adam) from the ``last`` and ``best`` checkpoints of a finished
+    run; returns the bytes freed. The weights, config and metrics stay, so the run is
+    evaluated, exported and searched with as before; resuming it is refused with an error
+    naming the checkpoint. A marker file is written before the state goes, so a kill in
+    between leaves a checkpoint that says what happened to it."""
+    run = RunLayout(run_dir)
+    freed = 0
+    for name in (LAST, BEST):
+        folder = run.checkpoint(name)
+        state = folder / STATE_FILE
+        if not state.is_file():
+            continue
+        size = state.stat().st_size
+        atomic_write(
+            folder / DROPPED_FILE,
+            "state.pt was removed when this run finished (the weights are complete);\n"
+            "train a new run to continue from these weights.\n",
+        )
+        state.unlink()
+        freed += size
+    return freed
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint folder (or ``RUN`` -> ``RUN/checkpoints/last``).
 
@@ -77,6 +112,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if p.is_symlink() and not p.exists():
         raise FileNotFoundError(
             f"{p}: the link points to a missing folder ({p.readlink()}); the checkpoint is gone"
+        )
+    if (p / MODEL_FILE).is_file() and (p / DROPPED_FILE).is_file():
+        raise FileNotFoundError(
+            f"{p}: holds the weights of a finished run whose training state was dropped "
+            f"({DROPPED_FILE}); it can be evaluated, exported and searched with, not resumed"
         )
     if not (p / STATE_FILE).is_file() or not (p / MODEL_FILE).is_file():
         raise FileNotFoundError(
