@@ -247,12 +247,14 @@ def copy_run():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """The small run trained: checkpoints/last, metrics.jsonl and config.yaml, as
-    ``abdnet train`` writes them."""
+    ``abdnet train`` writes them, less the training state (a finished run, as ``abdnet cv``
+    and ``abdnet ablate`` keep it: every test reads its weights, none resumes it)."""
     from abdnet.config import load_config
-    from abdnet.engine import train
+    from abdnet.engine import drop_training_state, train
 
     run = tmp_path_factory.mktemp("session-small-run") / "run"
     train(load_config(SMALL_RUN), run, progress=False)
+    assert drop_training_state(run) > 0
     return run
 
 

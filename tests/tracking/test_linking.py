@@ -1,6 +1,7 @@
 """Stitching inside a camera and linking across cameras, on plain arrays."""
 
 import numpy as np
+import pytest
 
 from abdnet.tracking import impostor_threshold, link_cameras, overlaps, pairwise_distances, stitch
 
@@ -89,6 +90,42 @@ def test_one_to_one_takes_the_best_assignment_not_the_first_greedy_pair():
     assert labels[0] == labels[3] and labels[1] == labels[2]
 
 
+def test_a_short_fragment_does_not_take_the_partner_of_a_long_track():
+    # cam a: a0 a long track, a1 a 13-box fragment, a2 another long track; cam b: b0, b1.
+    # a1 looks closest to b0, but a0 (100 boxes) matches b0 within the threshold too: with
+    # the box counts the assignment gives b0 to a0 and leaves the fragment alone; without
+    # them (every group worth the same) the fragment's smaller distance wins.
+    d = np.full((5, 5), 9.0)
+    for (i, j), v in {(0, 3): 0.322, (1, 3): 0.235, (1, 4): 0.295, (2, 4): 0.145}.items():
+        d[i, j] = d[j, i] = v
+    np.fill_diagonal(d, 0.0)
+
+    def lookup(x, y):
+        return d[np.ix_(x[:, 0].astype(int), y[:, 0].astype(int))]
+
+    args = dict(
+        cameras=["a", "a", "a", "b", "b"],
+        embeddings=np.arange(5.0)[:, None],
+        threshold=0.396,
+        distance=lookup,
+    )
+    weighted = link_cameras(**args, sizes=np.array([100, 13, 100, 75, 100]))
+    assert weighted[0] == weighted[3] and weighted[2] == weighted[4]
+    assert len({weighted[1], weighted[0], weighted[2]}) == 3  # the fragment stays alone
+    plain = link_cameras(**args)
+    assert plain[1] == plain[3] and plain[2] == plain[4] and plain[0] not in plain[1:]
+    with pytest.raises(ValueError, match="sizes: expected 5 positive"):
+        link_cameras(**args, sizes=np.array([1, 1, 0, 1, 1]))
+
+    # still the most pairs first: a strong, well-evidenced pair a0-b0 never costs two links
+    d[:] = 9.0
+    for (i, j), v in {(0, 3): 0.01, (0, 4): 0.39, (1, 3): 0.39}.items():
+        d[i, j] = d[j, i] = v
+    np.fill_diagonal(d, 0.0)
+    two = link_cameras(**args, sizes=np.array([100, 1, 1, 100, 1]))
+    assert two[0] == two[4] and two[1] == two[3]
+
+
 def test_three_cameras_never_put_two_groups_of_one_camera_in_one_identity():
     rng = np.random.default_rng(4)
     p = _people(3)
@@ -174,7 +211,7 @@ def _dense_link(cams, emb, threshold, valid):
     idx = np.flatnonzero(valid)
     d[np.ix_(idx, idx)] = pairwise_distances(emb[idx])
     if len(names) == 2:
-        return _assign_two(d, cam_idx, threshold)
+        return _assign_two(d, cam_idx, threshold, np.ones(len(cam_idx)))
     same = cam_idx[:, None] == cam_idx[None, :]
     return _naive_average_linkage(d, same, threshold)
 

@@ -254,19 +254,27 @@ def link_cameras(
     threshold: float,
     valid: np.ndarray | None = None,
     distance: Distance | None = None,
+    sizes: np.ndarray | None = None,
 ) -> np.ndarray:
     """Global identity labels (0..P-1) for per-camera groups (one row per group).
 
     A person has at most one group per camera. With two cameras the groups are matched by
-    an optimal one-to-one assignment (least total distance) over the pairs within
-    ``threshold``; with more, identities merge closest first (average linkage) while no
-    camera repeats. Groups left unmatched are identities of their own.
+    an optimal one-to-one assignment over the pairs within ``threshold``: the most pairs,
+    and among those the largest sum over linked pairs of ``(threshold - distance) *
+    sqrt(size_a * size_b)``, so a link's worth grows with its margin and with the evidence
+    on both sides (``sizes``: e.g. each group's box count; all 1 when None). A short, noisy
+    fragment then cannot take the partner of a long track that matches it almost as well.
+    With more cameras, identities merge closest first (average linkage) while no camera
+    repeats. Groups left unmatched are identities of their own.
     """
     cams = list(cameras)
     n = len(cams)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    size = np.ones(n) if sizes is None else np.asarray(sizes, dtype=np.float64)
+    if size.shape != (n,) or not np.all(size > 0):
+        raise ValueError(f"sizes: expected {n} positive numbers, got {size.tolist()}")
     names = sorted(set(cams))
     cam_idx = np.asarray([names.index(c) for c in cams])
     emb = np.asarray(embeddings)
@@ -277,23 +285,29 @@ def link_cameras(
     def solve(idx: np.ndarray) -> np.ndarray:
         d = _matrix(distance, emb[idx])
         if len(names) == 2:
-            return _assign_two(d, cam_idx[idx], threshold)
+            return _assign_two(d, cam_idx[idx], threshold, size[idx])
         same = blocked(idx, idx)
         return _average_linkage(d, same, threshold, all_blocked=same)
 
     return _by_component(_components(emb, valid, blocked, threshold, distance), solve)
 
 
-def _assign_two(d: np.ndarray, cam_idx: np.ndarray, threshold: float) -> np.ndarray:
+def _assign_two(
+    d: np.ndarray, cam_idx: np.ndarray, threshold: float, size: np.ndarray
+) -> np.ndarray:
     a, b = np.flatnonzero(cam_idx == 0), np.flatnonzero(cam_idx == 1)
     n = d.shape[0]
     labels = -np.ones(n, dtype=np.int64)
     pairs: list[tuple[int, int]] = []
     if a.size and b.size:
         cost = d[np.ix_(a, b)]
-        big = 1e6
         allowed = np.isfinite(cost) & (cost <= threshold)
-        rows, cols = linear_sum_assignment(np.where(allowed, cost - big, 0.0))
+        weight = np.sqrt(size[a][:, None] * size[b][None, :])
+        # lexicographic: the most pairs first (each allowed pair is worth 1), then the
+        # largest sum of margin x evidence, scaled so that all of it together stays below 1
+        margin = np.where(allowed, (threshold - np.where(allowed, cost, threshold)) * weight, 0.0)
+        worth = np.where(allowed, 1.0 + margin / (2.0 * margin.sum() + 1e-300), 0.0)
+        rows, cols = linear_sum_assignment(-worth)
         pairs = [(int(a[r]), int(b[c])) for r, c in zip(rows, cols) if allowed[r, c]]
     next_label = 0
     partner = {i: j for i, j in pairs}

@@ -327,6 +327,7 @@ def identify(
     stitch_t: dict[str, float] = {}
     group_rows: list[tuple[str, np.ndarray, float]] = []  # camera, embedding, weight
     group_keys: list[list[str]] = []
+    group_boxes: list[int] = []  # tracked boxes per group: the evidence behind a link
     for cam in cameras:
         ts = cam.tracklets
         if not ts:
@@ -362,6 +363,7 @@ def identify(
             else:
                 group_rows.append((cam.camera.name, np.zeros(emb.shape[1]), 0.0))
             group_keys.append(keys)
+            group_boxes.append(sum(len(ts[i]) for i in members))
     if group_rows:
         valid_g = np.asarray([w > 0 for _, _, w in group_rows])
         if link:
@@ -371,6 +373,7 @@ def identify(
                 threshold=threshold,
                 valid=valid_g,
                 distance=dist,
+                sizes=np.asarray([max(b, 1) for b in group_boxes], dtype=np.float64),
             )
         else:
             glab = np.arange(len(group_rows))
