@@ -173,9 +173,9 @@ def pipeline(args, embedder) -> None:
         height=args.height,
         seed=1,
     )
-    from abdnet.tracking import build_tracker
+    from abdnet.tracking import DEFAULT_TRACKER, build_tracker
 
-    build_tracker("bytetrack", frame_rate=25.0)  # imports trackers / supervision untimed
+    build_tracker(DEFAULT_TRACKER, frame_rate=25.0)  # imports trackers / supervision untimed
     with tempfile.TemporaryDirectory(prefix="track-speed-") as tmp:
         seqs = write_footage(Path(tmp) / "root", cfg)
         tracks = []

@@ -10,6 +10,7 @@ import torch
 from abdnet.config import Config, DataConfig
 from abdnet.retrieval import FeatureExtractor
 from abdnet.tracking import (
+    DEFAULT_TRACKER,
     CameraInput,
     Detections,
     RoboflowTracker,
@@ -75,6 +76,28 @@ def test_a_tracker_keeps_one_id_per_person_in_a_known_scene():
             seen[i].add(tid)
     assert all(len(ids) == 1 for ids in seen.values())
     assert len(set.union(*seen.values())) == 3
+
+
+def _track_fast_walker(tracker):
+    """(track ids, frames reported) for a 19 px wide person moving 11 px a frame:
+    consecutive boxes overlap by IoU 0.27."""
+    ids, reported = set(), 0
+    for k in range(20):
+        box = np.array([[10.0 + 11 * k, 20, 29 + 11 * k, 70]])
+        out = tracker.update(Detections(box, np.full(1, 0.9)), None, time=k / 25)
+        ids |= set(out.ids.tolist())
+        reported += len(out)
+    return ids, reported
+
+
+def test_sort_is_the_default_and_keeps_a_fast_walker_in_one_track():
+    assert DEFAULT_TRACKER == "sort" and RoboflowTracker().name == "sort"
+    ids, reported = _track_fast_walker(RoboflowTracker("sort", frame_rate=25))
+    assert len(ids) == 1 and reported == 19  # every frame after the first
+    # SORT's own IoU gate (0.3) loses the walker between frames: never one track
+    strict = RoboflowTracker("sort", frame_rate=25, params={"minimum_iou_threshold": 0.3})
+    ids, reported = _track_fast_walker(strict)
+    assert reported < 10
 
 
 def test_footage_plans_people_in_both_cameras_and_in_one():

@@ -19,9 +19,10 @@ def _named(value: str, option: str) -> tuple[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from abdnet.cli.extract import add_model_arguments
+    from abdnet.tracking.tracker import DEFAULT_TRACKER, TRACKERS  # `abdnet track` only
 
     parser.description = (
-        "Track each camera's people (Roboflow 'trackers', ByteTrack by default) on given "
+        "Track each camera's people (Roboflow 'trackers', SORT by default) on given "
         "detections or those of a detector (--detector), embed a few good crops per tracklet with the model, stitch tracklets of "
         "one person inside each camera and link them across cameras with the calibrated "
         "threshold. Writes OUT/NAME.txt per camera (MOTChallenge 'frame,id,x,y,w,h,conf,-1,-1,"
@@ -65,17 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--tracker",
-        default="bytetrack",
+        default=DEFAULT_TRACKER,
         choices=[
-            "bytetrack",
-            "sort",
-            "ocsort",
-            "botsort",
+            *TRACKERS,
             "boxmot:botsort",
             "boxmot:strongsort",
             "boxmot:deepocsort",
         ],
-        help="tracker inside each camera (default bytetrack; the first four are Roboflow "
+        help=f"tracker inside each camera (default {DEFAULT_TRACKER}; the first four are Roboflow "
         "'trackers'). boxmot:NAME is a BoxMOT appearance tracker with the run's model as its "
         "re-ID model; BoxMOT is AGPL-3.0 and abdnet does not install it (pip install boxmot)",
     )

@@ -51,6 +51,7 @@ from abdnet.tracking.mot import (
 from abdnet.tracking.outputs import CONTACT_SHEET, IDENTITIES_FILE, write_results
 from abdnet.tracking.pipeline import CameraInput, CameraTracks, Identities, identify, track_camera
 from abdnet.tracking.tracker import (
+    DEFAULT_TRACKER,
     TRACKERS,
     Detections,
     RoboflowTracker,
@@ -82,6 +83,7 @@ __all__ = [
     "write_annotated_video",
     "CONTACT_SHEET",
     "IDENTITIES_FILE",
+    "DEFAULT_TRACKER",
     "TRACKERS",
     "CameraInput",
     "CameraScore",

@@ -19,6 +19,7 @@ from abdnet.files import atomic_directory
 from abdnet.tracking.evaluate import TrackingScore, evaluate_tracking, find_ground_truth
 from abdnet.tracking.outputs import write_results
 from abdnet.tracking.pipeline import CameraInput, identify, track_camera
+from abdnet.tracking.tracker import DEFAULT_TRACKER
 
 __all__ = ["LinkingComparison", "compare_linking", "comparison_table"]
 
@@ -45,7 +46,7 @@ def compare_linking(
     threshold: float,
     far: float,
     out: Path,
-    tracker: str = "bytetrack",
+    tracker: str = DEFAULT_TRACKER,
 ) -> LinkingComparison:
     """Track each sequence folder of ``cameras`` (named by its folder name, detections in
     ``det/det.txt``, ground truth in ``gt/gt.txt``), identify its tracklets with and without

@@ -27,7 +27,7 @@ from abdnet.tracking.embedding import embed_tracklets
 from abdnet.tracking.interpolate import fill_gaps
 from abdnet.tracking.linking import group_embeddings, impostor_threshold, link_cameras, stitch
 from abdnet.tracking.mot import ClipReport, MotRows, clip_rows, read_mot
-from abdnet.tracking.tracker import Detections, Tracker, build_tracker
+from abdnet.tracking.tracker import DEFAULT_TRACKER, Detections, Tracker, build_tracker
 from abdnet.tracking.tracklets import Tracklet, TrackletBuilder
 from abdnet.tracking.video import Frame, FrameSource, ImageSequence, open_source
 
@@ -89,7 +89,7 @@ def track_camera(
     camera: CameraInput,
     *,
     input_height: int,
-    tracker: str = "bytetrack",
+    tracker: str = DEFAULT_TRACKER,
     tracker_params: dict[str, Any] | None = None,
     crops: int = 6,
     detector: Detector | None = None,

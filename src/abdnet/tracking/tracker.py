@@ -21,6 +21,7 @@ __all__ = [
     "Tracks",
     "Tracker",
     "TRACKERS",
+    "DEFAULT_TRACKER",
     "RoboflowTracker",
     "build_tracker",
 ]
@@ -32,6 +33,12 @@ TRACKERS: dict[str, str] = {
     "ocsort": "OCSORTTracker",
     "botsort": "BoTSORTTracker",
 }
+# SORT: on development footage of unseen people (docs/tracking.md) it switched identities
+# at crossings far less often than ByteTrack, whose second association with low-confidence
+# boxes carries a track over to the person in front. A track broken at a crossing is
+# stitched back by re-ID; a track that swapped people cannot be repaired.
+DEFAULT_TRACKER = "sort"
+SORT_MIN_IOU = 0.1  # abdnet's default for SORT's minimum_iou_threshold (see RoboflowTracker)
 
 
 @dataclass
@@ -77,12 +84,13 @@ class RoboflowTracker:
 
     ``name`` one of :data:`TRACKERS`; ``params`` go to its constructor as given (its own
     defaults otherwise, except ``minimum_consecutive_frames=1``: a track is reported from its
-    second frame on, its first box stays untracked).
+    second frame on, its first box stays untracked; and SORT's ``minimum_iou_threshold``
+    :data:`SORT_MIN_IOU`).
     Frames go to the tracker only when it uses them (BoT-SORT's camera-motion
     compensation).
     """
 
-    name: str = "bytetrack"
+    name: str = DEFAULT_TRACKER
     frame_rate: float = 30.0
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -95,6 +103,11 @@ class RoboflowTracker:
         kwargs = {"frame_rate": self.frame_rate, **self.params}
         if self.name in ("bytetrack", "sort", "ocsort", "botsort"):
             kwargs.setdefault("minimum_consecutive_frames", 1)
+        if self.name == "sort":
+            # SORT's own IoU gate (0.3) drops people who move more than about a third of
+            # their width between frames (small or fast walkers, low frame rates); 0.1 is
+            # the gate of ByteTrack's first association
+            kwargs.setdefault("minimum_iou_threshold", SORT_MIN_IOU)
         try:
             self._tracker = cls(**kwargs)
         except TypeError as exc:
@@ -125,6 +138,6 @@ class RoboflowTracker:
         return Tracks(ids[keep], index[keep])
 
 
-def build_tracker(name: str = "bytetrack", *, frame_rate: float, **params: Any) -> Tracker:
+def build_tracker(name: str = DEFAULT_TRACKER, *, frame_rate: float, **params: Any) -> Tracker:
     """The tracker called ``name``: one of :data:`TRACKERS` (Roboflow ``trackers``)."""
     return RoboflowTracker(name=name, frame_rate=frame_rate, params=dict(params))

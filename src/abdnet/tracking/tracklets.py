@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from abdnet.gallery.images import DEFAULT_MIN_SIDE
 from abdnet.tracking.interpolate import touches_border
 
 __all__ = [
@@ -176,8 +177,9 @@ class TrackletBuilder:
     """Collects one camera's tracked boxes frame by frame into :class:`Tracklet` objects.
 
     Per track, at most ``pool`` candidate crops are cut (the best by quality so far); crops
-    of quality below ``min_quality`` are never cut. ``finish`` chooses ``crops`` of them per
-    tracklet (:func:`choose_crops`).
+    of quality below ``min_quality``, or less than the gallery's minimum side
+    (:data:`abdnet.gallery.images.DEFAULT_MIN_SIDE` pixels) wide or high, are never cut.
+    ``finish`` chooses ``crops`` of them per tracklet (:func:`choose_crops`).
     """
 
     def __init__(
@@ -234,6 +236,8 @@ class TrackletBuilder:
             if len(t.pool) >= self.pool and q[i] <= t.pool[0][0]:
                 continue
             x0, y0, x1, y1 = np.round(boxes[i]).astype(int)
+            if min(x1 - x0, y1 - y0) < DEFAULT_MIN_SIDE:
+                continue  # a sliver at the frame edge: the gallery refuses it as a person crop
             crop = Crop(int(frame), boxes[i].copy(), float(q[i]), image[y0:y1, x0:x1].copy())
             self._counter += 1
             item = (float(q[i]), self._counter, crop)
