@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import math
 
+from abdnet.cli.options import add_keep_state_option
+
 HELP = "run the Table 1 ablation (baseline ... ABD-Net) on a config's data and tabulate it"
 
 DESCRIPTION = f"""{HELP}.
@@ -76,13 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "paired differences) instead of training on its one train/test split; --seeds N "
         "becomes N reshuffled K-fold repeats",
     )
-    p.add_argument(
-        "--keep-state",
-        action="store_true",
-        help="keep each finished run's training state (checkpoints/*/state.pt: optimizer, "
-        "schedule, RNG; twice the weights' size) instead of removing it once the run's "
-        "result is written (the weights, config and metrics always stay)",
-    )
+    add_keep_state_option(p)
     p.add_argument(
         "--list", action="store_true", help="print the variants and what each sets, then exit"
     )

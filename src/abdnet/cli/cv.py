@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from abdnet.cli.options import int_at_least, positive_int
+from abdnet.cli.options import add_keep_state_option, int_at_least, positive_int
 
 HELP = "cross-validate a config: K identity folds of a data set, each trained and tested"
 
@@ -68,13 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=20 (repeatable)",
     )
-    p.add_argument(
-        "--keep-state",
-        action="store_true",
-        help="keep each finished run's training state (checkpoints/*/state.pt: optimizer, "
-        "schedule, RNG; twice the weights' size) instead of removing it once the run's "
-        "result is written (the weights, config and metrics always stay)",
-    )
+    add_keep_state_option(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (resumable)")
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "positive_float",
     "non_negative_float",
     "add_force_option",
+    "add_keep_state_option",
 ]
 
 
@@ -108,3 +109,15 @@ CHECKPOINT_HELP = (
     "cached in $ABDNET_CACHE, default ~/.cache/abdnet; ABDNET_OFFLINE=1 uses only the cache) "
     "or hf://OWNER/REPO[/FILE][@REVISION] (Hugging Face Hub)"
 )
+
+
+def add_keep_state_option(parser: argparse.ArgumentParser) -> None:
+    """``--keep-state`` of the commands that train many runs (``abdnet cv``, ``abdnet
+    ablate``): a finished run keeps its training state instead of dropping it."""
+    parser.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep each finished run's training state (checkpoints/*/state.pt: optimizer, "
+        "schedule, RNG; twice the weights' size) instead of removing it once the run's "
+        "result is written (the weights, config and metrics always stay)",
+    )
