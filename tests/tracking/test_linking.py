@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from abdnet.tracking import impostor_threshold, link_cameras, overlaps, pairwise_distances, stitch
+from abdnet.tracking import (
+    attach_by_motion,
+    impostor_threshold,
+    link_cameras,
+    overlaps,
+    pairwise_distances,
+    stitch,
+)
 
 
 def _people(n, dim=16, seed=0):
@@ -60,6 +67,87 @@ def test_stitching_leaves_far_tracklets_and_rows_without_embedding_alone():
         valid=np.array([True, True, False]),
     )
     assert len(set(labels.tolist())) == 3
+
+
+def _box(cx: float, cy: float, h: float, w: float | None = None) -> list[float]:
+    w = h / 3 if w is None else w
+    return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+
+def test_a_tracklet_with_nothing_to_embed_joins_the_track_it_continues():
+    # 0: a walker (0.0-2.0 s) leaving at the right edge; 1: the 1-box sliver of it that the
+    # tracker lost (2.04 s, the box cut to 2 px by the edge); 2: someone else, far away;
+    # 3: a sliver far from every track's end; 4: a sliver after too long a gap
+    starts = np.array([0.0, 2.04, 0.0, 2.04, 3.0])
+    ends = np.array([2.0, 2.04, 2.5, 2.04, 3.0])
+    first = np.array(
+        [
+            _box(20, 50, 60),
+            _box(159, 50, 60, 2),
+            _box(40, 50, 60),
+            _box(80, 10, 20, 2),
+            _box(159, 50, 60, 2),
+        ]
+    )
+    last = np.array(
+        [
+            _box(150, 50, 60),
+            _box(159, 50, 60, 2),
+            _box(40, 50, 60),
+            _box(80, 10, 20, 2),
+            _box(159, 50, 60, 2),
+        ]
+    )
+    valid = np.array([True, False, True, False, False])
+    lab = attach_by_motion(
+        labels=np.arange(5),
+        valid=valid,
+        starts=starts,
+        ends=ends,
+        first_boxes=first,
+        last_boxes=last,
+    )
+    assert lab[1] == lab[0]  # the sliver continues the walker
+    assert len({lab[0], lab[2], lab[3], lab[4]}) == 4  # the rest stay apart
+    assert sorted(set(lab.tolist())) == list(range(4))  # labels stay 0..G-1
+    # a track that starts just after a sliver ends takes it too (the sliver came first)
+    lab = attach_by_motion(
+        labels=np.arange(2),
+        valid=np.array([False, True]),
+        starts=np.array([0.0, 0.04]),
+        ends=np.array([0.0, 2.0]),
+        first_boxes=np.array([_box(1, 50, 60, 2), _box(10, 50, 60)]),
+        last_boxes=np.array([_box(1, 50, 60, 2), _box(90, 50, 60)]),
+    )
+    assert lab[0] == lab[1]
+
+
+def test_motion_never_puts_a_tracklet_into_a_group_that_overlaps_it():
+    # 0 (0-1 s) and 1 (1-3 s) are one stitched person; the sliver 2 at 1.04 s faces 0's
+    # end, but 1 is on screen then, so the sliver joins 3, the other track that just ended
+    starts = np.array([0.0, 1.0, 1.04, 0.0])
+    ends = np.array([1.0, 3.0, 1.04, 1.0])
+    first = np.array([_box(10, 50, 60), _box(10, 50, 60), _box(60, 50, 60), _box(10, 50, 60)])
+    last = np.array([_box(58, 50, 60), _box(90, 50, 60), _box(60, 50, 60), _box(65, 50, 60)])
+    lab = attach_by_motion(
+        labels=np.array([0, 0, 1, 2]),
+        valid=np.array([True, True, False, True]),
+        starts=starts,
+        ends=ends,
+        first_boxes=first,
+        last_boxes=last,
+    )
+    assert lab[2] == lab[3] != lab[0]
+    # with no other candidate it stays alone
+    lab = attach_by_motion(
+        labels=np.array([0, 0, 1]),
+        valid=np.array([True, True, False]),
+        starts=starts[:3],
+        ends=ends[:3],
+        first_boxes=first[:3],
+        last_boxes=last[:3],
+    )
+    assert lab[2] != lab[0]
 
 
 def test_two_cameras_link_one_to_one_and_one_camera_people_stay_alone():

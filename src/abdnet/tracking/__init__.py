@@ -31,6 +31,7 @@ from abdnet.tracking.evaluate import (
     find_ground_truth,
 )
 from abdnet.tracking.linking import (
+    attach_by_motion,
     group_embeddings,
     impostor_threshold,
     link_cameras,
@@ -116,6 +117,7 @@ __all__ = [
     "evaluate_tracking",
     "find_ground_truth",
     "group_embeddings",
+    "attach_by_motion",
     "identify",
     "impostor_threshold",
     "link_cameras",

@@ -10,6 +10,8 @@ L2-normalized embeddings (``2 - 2 cos``, the default space). Two rules hold ever
   threshold stays alone.
 
 :func:`stitch` groups one camera's tracklets (average linkage, cannot-links respected);
+:func:`attach_by_motion` gives a tracklet with nothing to embed (every box too small or cut
+by the frame edge) the group of the tracklet it continues in time and place;
 :func:`link_cameras` joins the groups of different cameras one-to-one (a person is one group
 per camera): an optimal assignment for two cameras, average-linkage merging for more.
 :func:`impostor_threshold` reads a camera's own impostor distances (tracklets seen at the
@@ -40,6 +42,7 @@ __all__ = [
     "pairwise_distances",
     "overlaps",
     "stitch",
+    "attach_by_motion",
     "link_cameras",
     "impostor_threshold",
     "group_embeddings",
@@ -126,6 +129,73 @@ def overlaps(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     out = (s[:, None] <= e[None, :]) & (s[None, :] <= e[:, None])
     np.fill_diagonal(out, False)
     return out
+
+
+#: Longest gap (seconds) between a tracklet with no embedding and the tracklet it continues
+#: (:func:`attach_by_motion`): a tracker loses a box that shrinks at the frame edge within a
+#: frame or two.
+MOTION_GAP_SECONDS = 0.5
+#: Largest distance between the two boxes' centres, in heights of the taller one.
+MOTION_REACH = 0.75
+
+
+def attach_by_motion(
+    *,
+    labels: np.ndarray,
+    valid: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    first_boxes: np.ndarray,
+    last_boxes: np.ndarray,
+    max_gap: float = MOTION_GAP_SECONDS,
+    reach: float = MOTION_REACH,
+) -> np.ndarray:
+    """Labels (0..G-1) after each tracklet where ``valid`` is False (no embedding: nothing
+    for appearance to go on) joins the group of the valid tracklet of the same camera it
+    continues: one that ends at most ``max_gap`` seconds before it starts, or starts at most
+    ``max_gap`` seconds after it ends, with the facing boxes' centres at most ``reach``
+    heights (of the taller box) apart; the nearest in time, then in place, among those whose
+    group does not overlap it in time. With no such tracklet it stays alone.
+
+    ``labels`` are :func:`stitch`'s; boxes are ``(N, 4)`` xyxy, the first and last box of
+    each tracklet."""
+    lab = np.asarray(labels, dtype=np.int64).copy()
+    ok = np.asarray(valid, dtype=bool)
+    s, e = np.asarray(starts, dtype=np.float64), np.asarray(ends, dtype=np.float64)
+    first = np.asarray(first_boxes, dtype=np.float64).reshape(-1, 4)
+    last = np.asarray(last_boxes, dtype=np.float64).reshape(-1, 4)
+
+    def centre(b: np.ndarray) -> np.ndarray:
+        return np.stack([(b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2], axis=-1)
+
+    def height(b: np.ndarray) -> np.ndarray:
+        return np.maximum(b[..., 3] - b[..., 1], 1e-9)
+
+    cand = np.flatnonzero(ok)
+    if cand.size == 0:
+        return lab
+    for i in np.flatnonzero(~ok):
+        # j before i (j's last box faces i's first) and j after i (i's last faces j's first)
+        before_gap = s[i] - e[cand]
+        after_gap = s[cand] - e[i]
+        d_before = np.linalg.norm(centre(last[cand]) - centre(first[i]), axis=1) / np.maximum(
+            height(last[cand]), height(first[i])
+        )
+        d_after = np.linalg.norm(centre(first[cand]) - centre(last[i]), axis=1) / np.maximum(
+            height(first[cand]), height(last[i])
+        )
+        gap = np.where(before_gap > 0, before_gap, after_gap)
+        dist = np.where(before_gap > 0, d_before, d_after)
+        near = (gap > 0) & (gap <= max_gap) & (dist <= reach)
+        best = None
+        for k in sorted(np.flatnonzero(near), key=lambda k: (gap[k], dist[k])):
+            members = np.flatnonzero(lab == lab[cand[k]])
+            if not ((s[members] <= e[i]) & (s[i] <= e[members])).any():
+                best = cand[k]
+                break
+        if best is not None:
+            lab[i] = lab[best]
+    return np.unique(lab, return_inverse=True)[1].astype(np.int64)
 
 
 def stitch(

@@ -43,8 +43,9 @@ def identities_document(
     model: str = "",
     gallery: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``identities.json``: per identity its cameras, and per camera the
-    first / last frame and time and the tracklets (tracker id, frames); with ``gallery``,
+    """The content of ``identities.json``: per identity its cameras and the number of its
+    crops embedded (0: nothing to search it by, so ``--gallery`` holds none of it), and per
+    camera the first / last frame and time and the tracklets (tracker id, frames); with ``gallery``,
     what ``--gallery`` enrolled (its URI, label prefix, camera numbers, counts)."""
     people: dict[int, dict[str, Any]] = {}
     for cam in cameras:
@@ -52,11 +53,13 @@ def identities_document(
             pid = identities.labels.get(t.key)
             if pid is None:
                 continue
-            person = people.setdefault(pid, {"id": pid, "cameras": {}})
+            person = people.setdefault(pid, {"id": pid, "crops_embedded": 0, "cameras": {}})
             c = person["cameras"].setdefault(
                 cam.camera.name,
                 {"first_frame": int(t.frames[0]), "last_frame": int(t.frames[-1]), "tracklets": []},
             )
+            embedded = len(t.crops) if t.embedding is not None else 0
+            person["crops_embedded"] += embedded
             c["first_frame"] = min(c["first_frame"], int(t.frames[0]))
             c["last_frame"] = max(c["last_frame"], int(t.frames[-1]))
             c["tracklets"].append(
@@ -65,7 +68,7 @@ def identities_document(
                     "first_frame": int(t.frames[0]),
                     "last_frame": int(t.frames[-1]),
                     "boxes": len(t),
-                    "crops_embedded": len(t.crops) if t.embedding is not None else 0,
+                    "crops_embedded": embedded,
                 }
             )
     for cam in cameras:

@@ -25,7 +25,13 @@ from abdnet.tracking.boxmot_reid import BoxmotTracker
 from abdnet.tracking.detector import Detector
 from abdnet.tracking.embedding import embed_tracklets
 from abdnet.tracking.interpolate import fill_gaps
-from abdnet.tracking.linking import group_embeddings, impostor_threshold, link_cameras, stitch
+from abdnet.tracking.linking import (
+    attach_by_motion,
+    group_embeddings,
+    impostor_threshold,
+    link_cameras,
+    stitch,
+)
 from abdnet.tracking.mot import ClipReport, MotRows, clip_rows, read_mot
 from abdnet.tracking.tracker import DEFAULT_TRACKER, Detections, Tracker, build_tracker
 from abdnet.tracking.tracklets import Tracklet, TrackletBuilder
@@ -312,8 +318,10 @@ def identify(
     """Embed, stitch and link. ``threshold`` (a distance of ``embedder.space``) links
     groups across cameras; inside a camera the threshold is the smaller of it and the
     camera's own impostor quantile at ``far`` (:func:`impostor_threshold`). ``link=False``
-    keeps every camera's people apart. Tracklets shorter than ``min_length`` frames are not
-    stitched or linked. ``fill_gap`` (seconds) is kept in the result: the longest gap of one
+    keeps every camera's people apart. Tracklets shorter than ``min_length`` frames or with
+    nothing embedded are not stitched or linked by appearance: each joins the tracklet it
+    continues in time and place (:func:`~abdnet.tracking.linking.attach_by_motion`) or
+    stays alone. ``fill_gap`` (seconds) is kept in the result: the longest gap of one
     identity inside one camera that :func:`result_rows` interpolates (0: none)."""
     if fill_gap < 0:
         raise ValueError(f"fill_gap must be >= 0 seconds, got {fill_gap}")
@@ -344,6 +352,14 @@ def identify(
         stitch_t[cam.camera.name] = t_cam
         lab = stitch(
             embeddings=emb, starts=starts, ends=ends, threshold=t_cam, valid=valid, distance=dist
+        )
+        lab = attach_by_motion(
+            labels=lab,
+            valid=valid,
+            starts=starts,
+            ends=ends,
+            first_boxes=np.stack([t.boxes[0] for t in ts]),
+            last_boxes=np.stack([t.boxes[-1] for t in ts]),
         )
         weights = np.asarray([max(len(t.crops), 1) for t in ts], dtype=np.float64)
         for g in range(int(lab.max()) + 1 if lab.size else 0):
