@@ -108,6 +108,32 @@ def test_footage_plans_people_in_both_cameras_and_in_one():
     assert any(len(c) == 1 for c in cams_of.values())
 
 
+def test_photo_appearance_shows_each_person_by_their_own_camera_photos(tmp_path):
+    from PIL import Image
+
+    from abdnet.data.dataset import ImageRecord
+    from abdnet.tracking.footage import photo_appearance
+
+    def photo(name, value):
+        path = tmp_path / name
+        Image.fromarray(np.full((16, 8, 3), value, dtype=np.uint8)).save(path)
+        return ImageRecord(str(path), *map(int, name[:-4].split("_")[:2]))
+
+    # pid_camid_k.png; person 9 has photos of camera 1 only, junk (-1) is left out
+    records = [
+        photo("7_0_a.png", 10), photo("7_0_b.png", 20), photo("7_1_a.png", 30),
+        photo("9_1_a.png", 40), photo("-1_0_a.png", 250),
+    ]  # fmt: skip
+    look, pids = photo_appearance(reversed(records))
+    assert pids == [7, 9]
+    assert [int(look(1, 0, k)[0, 0, 0]) for k in range(3)] == [10, 20, 10]
+    assert int(look(1, 1, 5)[0, 0, 0]) == 30
+    assert int(look(2, 0, 0)[0, 0, 0]) == 40  # no camera-0 photo: their first camera's
+    assert look(2, 1, 0).shape == (16, 8, 3)
+    with pytest.raises(ValueError, match="no records"):
+        photo_appearance(records[-1:])
+
+
 def test_footage_to_identities_links_cameras_and_scores_high(footage, extractor, tmp_path):
     tracks = [track_camera(CameraInput(c.name, c), input_height=64) for c in footage]
     ids = identify(tracks, embedder=extractor, threshold=0.05)

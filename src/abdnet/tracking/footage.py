@@ -16,14 +16,14 @@ camera).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from abdnet.data.dataset import ImageRecord
 from abdnet.files import atomic_directory, check_output
 from abdnet.tracking.mot import MotRows, SequenceInfo, write_mot, write_seqinfo
 
@@ -247,30 +247,28 @@ def synthetic_appearance(*, seed: int = 0, cameras: int = 2, ids: int = 200) -> 
     return look
 
 
-_MARKET = re.compile(r"^(\d+)_c(\d+)")
-
-
-def photo_appearance(
-    folders: list[str | Path], *, min_photos: int = 1
-) -> tuple[Appearance, list[int]]:
-    """People from photos named like Market-1501 (``PPPP_cC...jpg``) in ``folders``:
-    person ``i`` (1-based) of the footage is the ``i``-th person id found, in camera ``c``
-    shown by that person's photos of camera ``c + 1``. Returns the appearance function and
-    the person ids in order."""
-    photos: dict[int, dict[int, list[Path]]] = {}
-    for folder in folders:
-        for f in sorted(Path(folder).glob("*.jpg")):
-            m = _MARKET.match(f.name)
-            if m and int(m.group(1)) > 0:
-                photos.setdefault(int(m.group(1)), {}).setdefault(int(m.group(2)) - 1, []).append(f)
-    pids = sorted(
-        p for p, cams in photos.items() if min(len(v) for v in cams.values()) >= min_photos
-    )
-    cache: dict[Path, np.ndarray] = {}
+def photo_appearance(records: Iterable[ImageRecord]) -> tuple[Appearance, list[int]]:
+    """People from photos of real people: person ``i`` (1-based) of the footage is the
+    ``i``-th smallest pid of ``records`` (any parsed data set's records, e.g. a split's
+    query and gallery), in footage camera ``c`` shown by that person's photos of camera
+    ``c`` (0-based, as :class:`~abdnet.data.dataset.ImageRecord`), or by the photos of their
+    first camera where they have none in ``c``. Returns the appearance function and the
+    pids in footage order."""
+    photos: dict[int, dict[int, list[str]]] = {}
+    for r in records:
+        if r.pid >= 0:
+            photos.setdefault(r.pid, {}).setdefault(r.camid, []).append(r.path)
+    if not photos:
+        raise ValueError("photo_appearance: no records with a person id")
+    for cams in photos.values():
+        for files in cams.values():
+            files.sort()
+    pids = sorted(photos)
+    cache: dict[str, np.ndarray] = {}
 
     def look(pid: int, cam: int, k: int) -> np.ndarray:
         cams = photos[pids[pid - 1]]
-        files = cams.get(cam) or next(iter(cams.values()))
+        files = cams.get(cam) or cams[min(cams)]
         f = files[k % len(files)]
         if f not in cache:
             with Image.open(f) as im:
