@@ -4,7 +4,9 @@ For each fold of an ``abdnet cv`` folder (``DIR/rR-fK/run`` and ``split.csv``), 
 rendered (``abdnet.tracking.footage``) from the photos of that fold's test people, its query
 and gallery records, so none of its people were trained on; then ``abdnet track
 --checkpoint DIR/rR-fK/run`` (the threshold kept with the run) tracks, stitches and links it
-and ``abdnet track eval`` scores it, exactly as a user runs them. Printed: per fold and
+and ``abdnet track eval`` scores it, exactly as a user runs them (a fold without a kept
+threshold is first calibrated on its own test split at ``--far``, as ``abdnet train`` does
+when training ends). Printed: per fold and
 rendering the multi-camera IDF1, each camera's IDF1 and the identities found against the true
 number; then the mean ± sample std over folds for each rendering and over all runs.
 ``--plot`` draws the multi-camera IDF1 of every fold and rendering.
@@ -67,6 +69,18 @@ def render(fold_dir: Path, rendering: str, root: Path, frames: int) -> list[Path
     return write_footage(root, cfg, appearance=look)
 
 
+def threshold(fold_dir: Path, far: float) -> Path:
+    """The fold's kept threshold: ``abdnet cv`` trains without the calibration that ``abdnet
+    train`` ends with, so it is made here the same way (the fold's test split, ``--far``)."""
+    from abdnet.layout import THRESHOLD_FILE
+
+    path = fold_dir / "run" / THRESHOLD_FILE
+    if not path.exists():
+        abdnet("calibrate", "--checkpoint", str(fold_dir / "run"), "--data",
+               str(fold_dir / "split.csv"), "--far", str(far), "--out", str(path), "--no-progress")  # fmt: skip
+    return path
+
+
 def run_one(fold_dir: Path, rendering: str, work: Path, tag: str, frames: int, extra: list[str]):
     done = work / fold_dir.name / rendering / tag / "eval.json"
     if done.exists():
@@ -96,6 +110,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300, help="frames per camera")
     ap.add_argument("--tag", default="default", help="name of this variant's result folders")
     ap.add_argument("--track-arg", action="append", default=[], help="passed to abdnet track")
+    ap.add_argument(
+        "--far",
+        type=float,
+        default=1e-2,
+        help="for folds without a threshold (abdnet train's default)",
+    )
     ap.add_argument("--plot", type=Path, help="write a PNG of every fold's IDF1")
     args = ap.parse_args()
 
@@ -119,6 +139,7 @@ def main() -> None:
     table: dict[str, dict[str, float]] = {}
     for fold in folds:
         for r in renderings:
+            threshold(fold, args.far)
             s = run_one(fold, r, args.out, args.tag, args.frames, args.track_arg)
             cams = s["cameras"]
             table.setdefault(fold.name, {})[r] = s["multi_camera_idf1"]

@@ -5,6 +5,8 @@ import pytest
 
 from abdnet.tracking import (
     attach_by_motion,
+    impostor_distances,
+    impostor_quantile,
     impostor_threshold,
     link_cameras,
     overlaps,
@@ -234,6 +236,12 @@ def test_impostor_threshold_is_a_quantile_of_overlapping_pairs():
         embeddings=emb, starts=np.arange(12.0) * 2, ends=np.arange(12.0) * 2 + 1, far=0.1
     )
     assert apart is None  # no two tracklets at once: no impostor evidence
+    pairs = impostor_distances(embeddings=emb, starts=starts, ends=ends)
+    np.testing.assert_allclose(np.sort(pairs), np.sort(d), rtol=1e-6)
+    assert impostor_quantile(pairs, 0.1) == t
+    assert impostor_quantile(pairs[:9], 0.1) is None  # fewer than 10 pairs
+    half = np.r_[np.zeros(6), np.full(6, 5.0)], np.r_[np.ones(6), np.full(6, 6.0)]
+    assert impostor_distances(embeddings=emb, starts=half[0], ends=half[1]).size == 30
 
 
 # --- the component split gives the clustering of all rows at once --------------------------

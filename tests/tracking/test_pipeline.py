@@ -108,6 +108,46 @@ def test_footage_plans_people_in_both_cameras_and_in_one():
     assert any(len(c) == 1 for c in cams_of.values())
 
 
+def _tracklet(camera, track, first, last, embedding, x):
+    from abdnet.tracking import Tracklet
+
+    frames = np.arange(first, last + 1)
+    boxes = np.tile([x, 20.0, x + 20.0, 80.0], (len(frames), 1))
+    e = np.asarray(embedding, dtype=np.float64)
+    return Tracklet(camera, track, frames, boxes, np.ones(len(frames)), (frames - 1) / 25.0,
+                    embedding=e / np.linalg.norm(e))  # fmt: skip
+
+
+def test_a_camera_without_impostor_pairs_stitches_at_the_cameras_pooled_impostor_quantile(
+    extractor,
+):
+    from pathlib import Path
+
+    from abdnet.tracking import CameraTracks
+
+    def cam(name, ts):
+        return CameraTracks(CameraInput(name, Path(name)), ts, 200, 25.0, (320, 180), 0)
+
+    axis = np.eye(8)
+    # cam1: two look-alikes one after the other (2 - 2 cos = 0.33), never seen at once
+    a = _tracklet("cam1", 1, 1, 50, axis[0] + 0.3 * axis[6], 10)
+    b = _tracklet("cam1", 2, 60, 110, axis[0] - 0.3 * axis[6], 200)
+    # cam2: five people at once, closer to each other than a and b are (0.118)
+    crowd = [_tracklet("cam2", k, 1, 100, axis[0] + 0.25 * axis[k], 40 * k) for k in range(1, 6)]
+    e = np.stack([t.embedding for t in crowd])
+    pooled = np.sort((2 - 2 * e @ e.T)[np.triu_indices(5, 1)])[0]  # 10 pairs: the smallest
+    ids = identify([cam("cam1", [a, b]), cam("cam2", crowd)], embedder=extractor,
+                   threshold=1.0, far=1e-2)  # fmt: skip
+    assert ids.stitch_thresholds["cam1"] == pytest.approx(pooled, abs=1e-6)
+    assert ids.stitch_thresholds["cam2"] == pytest.approx(pooled, abs=1e-6)
+    assert ids.groups[a.key] != ids.groups[b.key]
+    # with no impostor evidence anywhere, the link threshold is all there is
+    alone = identify([cam("cam1", [a, b]), cam("cam2", crowd[:1])], embedder=extractor,
+                     threshold=1.0, far=1e-2)  # fmt: skip
+    assert alone.stitch_thresholds["cam1"] == 1.0
+    assert alone.groups[a.key] == alone.groups[b.key]
+
+
 def test_photo_appearance_shows_each_person_by_their_own_camera_photos(tmp_path):
     from PIL import Image
 

@@ -33,6 +33,8 @@ from abdnet.tracking.evaluate import (
 from abdnet.tracking.linking import (
     attach_by_motion,
     group_embeddings,
+    impostor_distances,
+    impostor_quantile,
     impostor_threshold,
     link_cameras,
     overlaps,
@@ -119,6 +121,8 @@ __all__ = [
     "group_embeddings",
     "attach_by_motion",
     "identify",
+    "impostor_distances",
+    "impostor_quantile",
     "impostor_threshold",
     "link_cameras",
     "open_source",

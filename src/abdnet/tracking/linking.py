@@ -14,9 +14,9 @@ L2-normalized embeddings (``2 - 2 cos``, the default space). Two rules hold ever
 by the frame edge) the group of the tracklet it continues in time and place;
 :func:`link_cameras` joins the groups of different cameras one-to-one (a person is one group
 per camera): an optimal assignment for two cameras, average-linkage merging for more.
-:func:`impostor_threshold` reads a camera's own impostor distances (tracklets seen at the
-same moment) to cap the stitching threshold, since same-camera pairs look closer than the
-cross-camera pairs a calibration measures.
+:func:`impostor_distances` reads a camera's own impostor distances (tracklets seen at the
+same moment) and :func:`impostor_quantile` turns them into a cap on the stitching threshold,
+since same-camera pairs look closer than the cross-camera pairs a calibration measures.
 
 Both clusterings first split the tracklets into the connected components of the graph that
 joins two tracklets when they may merge (not a cannot-link) and lie within the threshold;
@@ -44,6 +44,8 @@ __all__ = [
     "stitch",
     "attach_by_motion",
     "link_cameras",
+    "impostor_distances",
+    "impostor_quantile",
     "impostor_threshold",
     "group_embeddings",
 ]
@@ -391,6 +393,38 @@ def _assign_two(
     return labels
 
 
+def impostor_distances(
+    *,
+    embeddings: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    valid: np.ndarray | None = None,
+    distance: Distance | None = None,
+) -> np.ndarray:
+    """The distances of this camera's impostor pairs: the pairs of (valid) tracklets that
+    overlap in time, two people seen at once."""
+    n = int(np.asarray(starts).shape[0])
+    valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    idx = np.flatnonzero(valid)
+    if idx.size < 2:
+        return np.zeros(0)
+    ov = overlaps(np.asarray(starts)[idx], np.asarray(ends)[idx])
+    iu = np.triu_indices(idx.size, k=1)
+    mask = ov[iu]
+    if not mask.any():
+        return np.zeros(0)
+    return np.asarray(_matrix(distance, np.asarray(embeddings)[idx])[iu][mask], dtype=np.float64)
+
+
+def impostor_quantile(distances: np.ndarray, far: float, *, min_pairs: int = 10) -> float | None:
+    """The distance below which a share ``far`` of the impostor ``distances`` fall; None
+    with fewer than ``min_pairs`` of them. With few pairs the quantile is the smallest."""
+    d = np.asarray(distances, dtype=np.float64).reshape(-1)
+    if d.size < min_pairs:
+        return None
+    return float(np.quantile(d, far, method="lower"))
+
+
 def impostor_threshold(
     *,
     embeddings: np.ndarray,
@@ -401,21 +435,9 @@ def impostor_threshold(
     min_pairs: int = 10,
     distance: Distance | None = None,
 ) -> float | None:
-    """The distance below which a share ``far`` of this camera's impostor pairs fall.
-
-    Impostors are the pairs of tracklets that overlap in time (two people at once). None
-    when fewer than ``min_pairs`` such pairs exist. With few pairs the quantile is the
-    smallest impostor distance.
-    """
-    n = int(np.asarray(starts).shape[0])
-    valid = np.ones(n, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
-    idx = np.flatnonzero(valid)
-    if idx.size < 2:
-        return None
-    ov = overlaps(np.asarray(starts)[idx], np.asarray(ends)[idx])
-    iu = np.triu_indices(idx.size, k=1)
-    mask = ov[iu]
-    if mask.sum() < min_pairs:
-        return None
-    dist = _matrix(distance, np.asarray(embeddings)[idx])[iu][mask]
-    return float(np.quantile(dist, far, method="lower"))
+    """The distance below which a share ``far`` of this camera's impostor pairs
+    (:func:`impostor_distances`) fall; None when fewer than ``min_pairs`` such pairs exist."""
+    d = impostor_distances(
+        embeddings=embeddings, starts=starts, ends=ends, valid=valid, distance=distance
+    )
+    return impostor_quantile(d, far, min_pairs=min_pairs)

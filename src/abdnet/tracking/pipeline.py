@@ -28,7 +28,8 @@ from abdnet.tracking.interpolate import fill_gaps
 from abdnet.tracking.linking import (
     attach_by_motion,
     group_embeddings,
-    impostor_threshold,
+    impostor_distances,
+    impostor_quantile,
     link_cameras,
     stitch,
 )
@@ -317,7 +318,9 @@ def identify(
 ) -> Identities:
     """Embed, stitch and link. ``threshold`` (a distance of ``embedder.space``) links
     groups across cameras; inside a camera the threshold is the smaller of it and the
-    camera's own impostor quantile at ``far`` (:func:`impostor_threshold`). ``link=False``
+    camera's own impostor quantile at ``far`` (:func:`~abdnet.tracking.linking.
+    impostor_distances`: tracklets seen at once), or, for a camera with too few such pairs,
+    the quantile of every camera's impostor pairs pooled. ``link=False``
     keeps every camera's people apart. Tracklets shorter than ``min_length`` frames or with
     nothing embedded are not stitched or linked by appearance: each joins the tracklet it
     continues in time and place (:func:`~abdnet.tracking.linking.attach_by_motion`) or
@@ -336,6 +339,7 @@ def identify(
     group_rows: list[tuple[str, np.ndarray, float]] = []  # camera, embedding, weight
     group_keys: list[list[str]] = []
     group_boxes: list[int] = []  # tracked boxes per group: the evidence behind a link
+    per_cam = []  # camera, its tracklets, embeddings, valid, starts, ends
     for cam in cameras:
         ts = cam.tracklets
         if not ts:
@@ -345,9 +349,17 @@ def identify(
         valid = np.asarray([t.embedding is not None and len(t) >= min_length for t in ts])
         starts = np.asarray([t.start for t in ts])
         ends = np.asarray([t.end for t in ts])
-        own = impostor_threshold(
-            embeddings=emb, starts=starts, ends=ends, far=far, valid=valid, distance=dist
+        per_cam.append((cam, ts, emb, valid, starts, ends))
+    impostors = {
+        cam.camera.name: impostor_distances(
+            embeddings=emb, starts=starts, ends=ends, valid=valid, distance=dist
         )
+        for cam, _, emb, valid, starts, ends in per_cam
+    }
+    pooled = impostor_quantile(np.concatenate([np.zeros(0), *impostors.values()]), far)
+    for cam, ts, emb, valid, starts, ends in per_cam:
+        own = impostor_quantile(impostors[cam.camera.name], far)
+        own = pooled if own is None else own
         t_cam = threshold if own is None else min(threshold, own)
         stitch_t[cam.camera.name] = t_cam
         lab = stitch(
