@@ -7,6 +7,7 @@ from abdnet.tracking import (
     MotRows,
     SequenceInfo,
     clip_rows,
+    confidences_in_unit_range,
     read_mot,
     read_seqinfo,
     write_mot,
@@ -84,3 +85,24 @@ def test_seqinfo_round_trip_and_errors(tmp_path):
     (tmp_path / "seqinfo.ini").write_text("[Sequence]\nframeRate=x\n")
     with pytest.raises(ValueError, match="frameRate = 'x' is not a number"):
         read_seqinfo(tmp_path)
+
+
+def test_confidences_come_to_the_unit_range_only_when_they_are_off_it():
+    def rows(scores):
+        n = len(scores)
+        return MotRows.from_arrays(
+            frames=np.arange(1, n + 1), ids=-np.ones(n), boxes=np.ones((n, 4)), scores=scores
+        )
+
+    for fine in ([0.2, 0.9, 0.5], [0.0, 1.0], [0.7, 0.7], [1.0]):
+        out, note = confidences_in_unit_range(rows(fine))
+        assert note == "" and out.scores.tolist() == fine
+    out, note = confidences_in_unit_range(rows([-1.0, -1.0, -1.0]))
+    assert out.scores.tolist() == [1.0, 1.0, 1.0] and "confidence -1: taken as 1" in note
+    out, note = confidences_in_unit_range(rows([0.0, 0.0]))
+    assert out.scores.tolist() == [1.0, 1.0]
+    out, note = confidences_in_unit_range(rows([-0.5, 1.5, 0.5, 3.5]))
+    np.testing.assert_allclose(out.scores, [0.0, 0.5, 0.25, 1.0])
+    assert "[-0.5, 3.5]" in note
+    empty, note = confidences_in_unit_range(MotRows.empty())
+    assert len(empty) == 0 and note == ""

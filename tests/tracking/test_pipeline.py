@@ -262,6 +262,25 @@ def test_detections_past_the_last_frame_are_counted(footage, tmp_path, caplog):
     assert "frames that" in caplog.text
 
 
+def test_a_detection_file_without_scores_is_tracked_as_if_every_score_were_one(
+    footage, tmp_path, caplog
+):
+    rows = (footage[0] / "det" / "det.txt").read_text().splitlines()
+    det = tmp_path / "det.txt"
+    det.write_text(
+        "".join(",".join(r.split(",")[:6] + ["-1", "-1", "-1", "-1"]) + "\n" for r in rows)
+    )
+    ones = tmp_path / "ones.txt"
+    ones.write_text("".join(",".join(r.split(",")[:6] + ["1"]) + "\n" for r in rows))
+    got = track_camera(CameraInput("c", footage[0], det), input_height=64)
+    assert "every detection has confidence -1: taken as 1" in caplog.text
+    want = track_camera(CameraInput("c", footage[0], ones), input_height=64)
+    assert len(got.tracklets) == len(want.tracklets) > 0
+    for a, b in zip(got.tracklets, want.tracklets):
+        np.testing.assert_array_equal(a.frames, b.frames)
+        assert len(a.crops) == len(b.crops) > 0
+
+
 def _video(path, frames=30):
     import av
 

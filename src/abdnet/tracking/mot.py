@@ -28,6 +28,7 @@ __all__ = [
     "read_mot",
     "write_mot",
     "clip_rows",
+    "confidences_in_unit_range",
 ]
 
 log = logging.getLogger(__name__)
@@ -291,3 +292,26 @@ def clip_rows(
         first_line=int(rows.lines[bad][0]) if bad.any() else 0,
     )
     return out, report
+
+
+def confidences_in_unit_range(rows: MotRows) -> tuple[MotRows, str]:
+    """Detection confidences on the [0, 1] scale the trackers and the crop choice read, and
+    what was changed (empty when nothing was). A file whose rows all carry one value outside
+    (0, 1] (``-1`` or ``0``: no score given) is taken as all 1; scores on another scale
+    (some detectors' raw margins, negative or above 1) are mapped linearly onto [0, 1],
+    keeping their order. Scores already in [0, 1] are kept as they are."""
+    if not len(rows):
+        return rows, ""
+    s = rows.scores
+    lo, hi = float(s.min()), float(s.max())
+    if lo == hi:
+        if 0.0 < lo <= 1.0:
+            return rows, ""
+        scores = np.ones_like(s)
+        note = f"every detection has confidence {lo:g}: taken as 1"
+    elif lo >= 0.0 and hi <= 1.0:
+        return rows, ""
+    else:
+        scores = (s - lo) / (hi - lo)
+        note = f"confidences span [{lo:g}, {hi:g}], outside [0, 1]: mapped linearly onto [0, 1]"
+    return MotRows(rows.frames, rows.ids, rows.boxes, scores, rows.lines, rows.path), note

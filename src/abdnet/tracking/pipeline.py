@@ -33,7 +33,13 @@ from abdnet.tracking.linking import (
     link_cameras,
     stitch,
 )
-from abdnet.tracking.mot import ClipReport, MotRows, clip_rows, read_mot
+from abdnet.tracking.mot import (
+    ClipReport,
+    MotRows,
+    clip_rows,
+    confidences_in_unit_range,
+    read_mot,
+)
 from abdnet.tracking.tracker import DEFAULT_TRACKER, Detections, Tracker, build_tracker
 from abdnet.tracking.tracklets import Tracklet, TrackletBuilder
 from abdnet.tracking.video import Frame, FrameSource, ImageSequence, open_source
@@ -106,7 +112,8 @@ def track_camera(
 ) -> CameraTracks:
     """Track one camera. Its boxes come from ``camera.detections``, else from ``detector``
     (batches of ``detector.batch_size`` frames), else from the sequence's ``det/det.txt``.
-    Boxes of a file are clipped to the frame (counted, warned); detections on frames the
+    Boxes of a file are clipped to the frame (counted, warned) and its confidences brought
+    onto [0, 1] (:func:`~abdnet.tracking.mot.confidences_in_unit_range`, warned); detections on frames the
     footage lacks are counted and warned; an empty detection file gives no tracklets.
     ``embedder`` is the re-ID model of a ``boxmot:NAME`` tracker. ``progress`` is called
     with 1 after each frame."""
@@ -125,6 +132,9 @@ def track_camera(
         rows, report = clip_rows(rows, width=w, height=h)
         if report.clipped or report.dropped:
             log.warning("%s", report.message(str(det_path)))
+        rows, rescaled = confidences_in_unit_range(rows)
+        if rescaled:
+            log.warning("%s: %s", det_path, rescaled)
         stream = _from_rows(source, rows, timings)
     per_frame = rows.by_frame()
     if tracker.startswith("boxmot:"):
