@@ -5,6 +5,7 @@ import pytest
 
 from abdnet.tracking import (
     attach_by_motion,
+    cannot_links_by_proxy,
     impostor_distances,
     impostor_quantile,
     impostor_threshold,
@@ -224,6 +225,48 @@ def test_three_cameras_never_put_two_groups_of_one_camera_in_one_identity():
     assert same[0] != same[1]
 
 
+def _unit(*rows):
+    v = np.asarray(rows, dtype=np.float64)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_another_camera_seeing_two_look_alikes_at_once_keeps_them_apart_in_this_one():
+    # camera A: tracklets a0 (person p) and a1 (person q) at different times, alike (0.20);
+    # camera B sees p and q at the same moment, each far closer to its A tracklet
+    a = _unit([1, 0.3, 0, 0], [1, -0.15, 0, 0.2])
+    b = _unit([1, 0.32, 0, 0], [1, -0.17, 0, 0.21], [0, 0, 1, 0])
+    t = 1.0
+    d_a = pairwise_distances(a)[0, 1]
+    d_ab = pairwise_distances(a, b)
+    assert np.diag(d_ab[:, :2]).max() < d_a < t  # the cross-camera matches are the closer
+    both = (b, np.ones(3, bool), np.array([0.0, 0.0, 9.0]), np.array([5.0, 5.0, 10.0]))
+    proxy = cannot_links_by_proxy(embeddings=a, valid=np.ones(2, bool), others=[both], threshold=t)
+    assert proxy.toarray().tolist() == [[False, True], [True, False]]
+    starts, ends = np.array([0.0, 10.0]), np.array([5.0, 15.0])
+    assert stitch(embeddings=a, starts=starts, ends=ends, threshold=t).tolist() == [0, 0]
+    kept = stitch(embeddings=a, starts=starts, ends=ends, threshold=t, cannot_link=proxy)
+    assert kept.tolist() == [0, 1]
+    # no evidence: B's two seen at different times, or its matches farther than the
+    # threshold, or farther than the look-alikes are from each other
+    apart = (b, np.ones(3, bool), np.array([0.0, 6.0, 9.0]), np.array([5.0, 8.0, 10.0]))
+    for others, thr in (([apart], t), ([both], 1e-4)):
+        none = cannot_links_by_proxy(
+            embeddings=a, valid=np.ones(2, bool), others=others, threshold=thr
+        )
+        assert none.nnz == 0
+    weak = _unit([1, 0.3, 0, 0], [1, 0.28, 0, 0.01])  # alike (far closer than to B)
+    assert not cannot_links_by_proxy(
+        embeddings=weak, valid=np.ones(2, bool), others=[both], threshold=t
+    ).nnz
+    # tracklets without an embedding are never marked; the dense form stitches the same
+    none_valid = cannot_links_by_proxy(
+        embeddings=a, valid=np.array([True, False]), others=[both], threshold=t
+    )
+    assert none_valid.nnz == 0
+    dense = stitch(embeddings=a, starts=starts, ends=ends, threshold=t, cannot_link=proxy.toarray())
+    assert dense.tolist() == [0, 1]
+
+
 def test_impostor_threshold_is_a_quantile_of_overlapping_pairs():
     rng = np.random.default_rng(5)
     emb = rng.normal(size=(12, 8))
@@ -351,3 +394,34 @@ def test_linking_by_components_equals_one_clustering_of_all_rows():
                 ref = _dense_link(cams, emb, threshold, valid)
                 np.testing.assert_array_equal(got, _canonical(ref))
             assert 1 < len(set(got.tolist())) < len(got)
+
+
+def test_proxy_cannot_links_in_row_blocks_equal_the_rule_pair_by_pair(monkeypatch):
+    import abdnet.tracking.linking as linking
+
+    monkeypatch.setattr(linking, "_CHUNK", 7)  # many blocks, ragged last one
+    for seed in range(4):
+        emb, _, _, valid = _scene(40, 12, seed, noise=0.8)
+        o_emb, o_starts, o_ends, o_valid = _scene(30, 12, seed + 10, noise=0.8)
+        o_valid = o_valid & (np.arange(30) % 5 != 0)
+        for t in (0.8, 2.0, 4.0):
+            got = cannot_links_by_proxy(
+                embeddings=emb, valid=valid,
+                others=[(o_emb, o_valid, o_starts, o_ends)], threshold=t,
+            ).toarray()  # fmt: skip
+            ref = np.zeros((40, 40), dtype=bool)
+            d_o = pairwise_distances(emb, o_emb)
+            d_o[:, ~o_valid] = np.inf
+            d = pairwise_distances(emb)
+            for i in range(40):
+                for j in range(40):
+                    if i == j or not (valid[i] and valid[j]):
+                        continue
+                    x, y = int(np.argmin(d_o[i])), int(np.argmin(d_o[j]))
+                    together = o_starts[x] <= o_ends[y] and o_starts[y] <= o_ends[x]
+                    ref[i, j] = (
+                        x != y and together and max(d_o[i, x], d_o[j, y]) <= t
+                        and max(d_o[i, x], d_o[j, y]) < d[i, j]
+                    )  # fmt: skip
+            np.testing.assert_array_equal(got, ref)
+        assert ref.any()

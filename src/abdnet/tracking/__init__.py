@@ -32,6 +32,7 @@ from abdnet.tracking.evaluate import (
 )
 from abdnet.tracking.linking import (
     attach_by_motion,
+    cannot_links_by_proxy,
     group_embeddings,
     impostor_distances,
     impostor_quantile,
@@ -122,6 +123,7 @@ __all__ = [
     "find_ground_truth",
     "group_embeddings",
     "attach_by_motion",
+    "cannot_links_by_proxy",
     "identify",
     "impostor_distances",
     "impostor_quantile",

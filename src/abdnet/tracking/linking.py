@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from abdnet.engine import EmbeddingSpace
@@ -43,6 +43,7 @@ __all__ = [
     "overlaps",
     "stitch",
     "attach_by_motion",
+    "cannot_links_by_proxy",
     "link_cameras",
     "impostor_distances",
     "impostor_quantile",
@@ -200,6 +201,63 @@ def attach_by_motion(
     return np.unique(lab, return_inverse=True)[1].astype(np.int64)
 
 
+def cannot_links_by_proxy(
+    *,
+    embeddings: np.ndarray,
+    valid: np.ndarray,
+    others: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    threshold: float,
+    distance: Distance | None = None,
+) -> csr_matrix:
+    """Pairs of one camera's ``N`` tracklets that another camera shows to be two people, as
+    an ``(N, N)`` sparse bool matrix. ``others`` holds each other camera's ``(embeddings,
+    valid, starts, ends)``.
+
+    Tracklets ``i`` and ``j`` are marked when, in one other camera, their nearest tracklets
+    ``x`` and ``y`` (each within ``threshold``) are seen at the same moment there (two
+    people), and both cross-camera matches are closer than ``i`` and ``j`` are to each
+    other: the other camera's evidence is then stronger than the look-alike pair's own.
+    Distances are computed ``_CHUNK`` rows at a time, never as one ``(N, N)`` matrix.
+    """
+    emb = np.asarray(embeddings)
+    ok = np.asarray(valid, dtype=bool)
+    n = ok.shape[0]
+    idx = np.flatnonzero(ok)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for o_emb, o_valid, o_starts, o_ends in others if idx.size >= 2 else ():
+        o_idx = np.flatnonzero(np.asarray(o_valid, dtype=bool))
+        if o_idx.size < 2:
+            continue
+        o_s = np.asarray(o_starts, dtype=np.float64)[o_idx]
+        o_e = np.asarray(o_ends, dtype=np.float64)[o_idx]
+        near = np.zeros(idx.size, dtype=np.int64)
+        near_d = np.zeros(idx.size)
+        for k in range(0, idx.size, _CHUNK):
+            d = _distances(distance, emb[idx[k : k + _CHUNK]], np.asarray(o_emb)[o_idx])
+            d = np.where(np.isfinite(d), d, np.inf)
+            near[k : k + _CHUNK] = np.argmin(d, axis=1)
+            near_d[k : k + _CHUNK] = d[np.arange(d.shape[0]), near[k : k + _CHUNK]]
+        has = np.flatnonzero(near_d <= threshold)  # positions in idx with a match
+        if has.size < 2:
+            continue
+        x, xd = near[has], near_d[has]
+        for k in range(0, has.size, _CHUNK):
+            r = slice(k, k + _CHUNK)
+            own = _distances(distance, emb[idx[has[r]]], emb[idx[has]])
+            at_once = (o_s[x[r]][:, None] <= o_e[x][None, :]) & (
+                o_s[x][None, :] <= o_e[x[r]][:, None]
+            )
+            at_once &= x[r][:, None] != x[None, :]
+            at_once &= np.maximum(xd[r][:, None], xd[None, :]) < own
+            i, j = np.nonzero(at_once)
+            rows.append(idx[has[r]][i])
+            cols.append(idx[has][j])
+    i = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    j = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    return coo_matrix((np.ones(i.size, dtype=bool), (i, j)), shape=(n, n)).tocsr()
+
+
 def stitch(
     *,
     embeddings: np.ndarray,
@@ -209,13 +267,16 @@ def stitch(
     max_gap: float | None = None,
     valid: np.ndarray | None = None,
     distance: Distance | None = None,
+    cannot_link: csr_matrix | np.ndarray | None = None,
 ) -> np.ndarray:
     """Group the tracklets of one camera into people; returns a label per tracklet (0..G-1).
 
     Groups merge closest first by average-linkage distance while it is ``<= threshold``;
-    two groups never merge when any of their tracklets overlap in time, or (``max_gap``
-    seconds) when the nearest pair of their tracklets is farther apart in time. Rows where
-    ``valid`` is False (no embedding) stay alone.
+    two groups never merge when any of their tracklets overlap in time, when a pair of them
+    is marked in ``cannot_link`` (``(N, N)`` bool, dense or sparse, e.g.
+    :func:`cannot_links_by_proxy`), or
+    (``max_gap`` seconds) when the nearest pair of their tracklets is farther apart in time.
+    Rows where ``valid`` is False (no embedding) stay alone.
     """
     n = int(np.asarray(starts).shape[0])
     if n == 0:
@@ -230,6 +291,9 @@ def stitch(
         if max_gap is not None:
             gap = np.maximum(s[r][:, None] - e[c][None, :], s[c][None, :] - e[r][:, None])
             out |= gap > max_gap
+        if cannot_link is not None:
+            extra = cannot_link[r][:, c]
+            out |= extra.toarray() if hasattr(extra, "toarray") else extra
         return out & (r[:, None] != c[None, :])
 
     def solve(idx: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from abdnet.tracking.embedding import embed_tracklets
 from abdnet.tracking.interpolate import fill_gaps
 from abdnet.tracking.linking import (
     attach_by_motion,
+    cannot_links_by_proxy,
     group_embeddings,
     impostor_distances,
     impostor_quantile,
@@ -372,8 +373,25 @@ def identify(
         own = pooled if own is None else own
         t_cam = threshold if own is None else min(threshold, own)
         stitch_t[cam.camera.name] = t_cam
+        proxy = (
+            cannot_links_by_proxy(
+                embeddings=emb,
+                valid=valid,
+                others=[(e2, v2, s2, n2) for c2, _, e2, v2, s2, n2 in per_cam if c2 is not cam],
+                threshold=threshold,
+                distance=dist,
+            )
+            if link
+            else None
+        )
         lab = stitch(
-            embeddings=emb, starts=starts, ends=ends, threshold=t_cam, valid=valid, distance=dist
+            embeddings=emb,
+            starts=starts,
+            ends=ends,
+            threshold=t_cam,
+            valid=valid,
+            distance=dist,
+            cannot_link=proxy,
         )
         lab = attach_by_motion(
             labels=lab,
