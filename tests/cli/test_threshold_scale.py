@@ -48,6 +48,11 @@ def test_eval_and_calibrate_agree(tmp_path, tiny_checkpoint, synth_root, capsys)
     assert 0.0 <= b.threshold <= 4.0
     assert (impostor <= b.threshold).mean() <= 0.1 + 1e-12
     assert b.tar == pytest.approx((genuine <= b.threshold).mean(), abs=1e-9)
+    # both files hold the stitching point (FAR / 10), the same in both, and it is stricter
+    for t in (a, b):
+        assert t.threshold_at(0.01) == pytest.approx(a.stitch_threshold, abs=1e-6)
+        assert (impostor <= t.stitch_threshold).mean() <= 0.01 + 1e-12
+        assert t.stitch_threshold <= t.threshold
 
 
 def test_eval_prints_the_space(tiny_checkpoint, synth_root, capsys):

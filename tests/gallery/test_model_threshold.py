@@ -81,3 +81,22 @@ def test_threshold_round_trip_and_errors(tmp_path, info):
         load_threshold(tmp_path / "other.json")
     with pytest.raises(FileNotFoundError):
         load_threshold(tmp_path / "none.json")
+
+
+def test_the_stitch_threshold_is_the_far_over_ten_point_of_the_calibration(info):
+    from abdnet.gallery import STITCH_FAR_RATIO, Threshold, calibration_fars
+
+    assert STITCH_FAR_RATIO == 10
+    assert calibration_fars(0.1) == [0.1, 0.01, 0.001]
+    assert calibration_fars(0.01) == [0.01, 0.001]
+    assert calibration_fars(0.001) == [0.01, 0.001, 0.0001]
+    points = [{"far_target": 0.01, "threshold": 0.5}, {"far_target": 0.001, "threshold": 0.3}]
+    t = Threshold(0.5, 0.01, 0.009, 0.4, 0.1, info, extra={"operating_points": points})
+    assert t.threshold_at(0.001) == 0.3 and t.threshold_at(0.01) == 0.5
+    assert t.threshold_at(0.05) is None
+    assert t.stitch_threshold == 0.3
+    # a file without that point (older calibrations at 1e-3) stitches at its threshold
+    old = Threshold(0.3, 0.001, 0.001, 0.2, 0.1, info, extra={"operating_points": points})
+    assert old.stitch_threshold == 0.3
+    odd = Threshold(0.2, 0.01, 0.009, 0.4, 0.1, info, extra={"operating_points": points})
+    assert odd.stitch_threshold == 0.2  # never looser than the threshold

@@ -146,6 +146,11 @@ def test_a_camera_without_impostor_pairs_stitches_at_the_cameras_pooled_impostor
                      threshold=1.0, far=1e-2)  # fmt: skip
     assert alone.stitch_thresholds["cam1"] == 1.0
     assert alone.groups[a.key] == alone.groups[b.key]
+    # the calibration's stricter stitching point caps it too
+    strict = identify([cam("cam1", [a, b]), cam("cam2", crowd[:1])], embedder=extractor,
+                      threshold=1.0, stitch_threshold=0.3, far=1e-2)  # fmt: skip
+    assert strict.stitch_thresholds["cam1"] == 0.3
+    assert strict.groups[a.key] != strict.groups[b.key]
 
 
 def test_photo_appearance_shows_each_person_by_their_own_camera_photos(tmp_path):

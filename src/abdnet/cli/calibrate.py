@@ -42,7 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from abdnet.engine import verify_embedder
     from abdnet.evaluation import is_junk
     from abdnet.files import check_output
-    from abdnet.gallery import Threshold, describe_extractor, format_time, save_threshold
+    from abdnet.gallery import (
+        Threshold,
+        calibration_fars,
+        describe_extractor,
+        format_time,
+        save_threshold,
+    )
     from abdnet.viz import plot_roc
 
     if not 0.0 < args.far < 1.0:
@@ -54,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     extractor, info = build_extractor(args)
     model = describe_extractor(extractor, source=info["source"])
     dataset = build_dataset(with_data_root(extractor.config.data, args.data))
-    fars = sorted({args.far, 1e-2, 1e-3}, reverse=True)
+    fars = calibration_fars(args.far)
     total = len(dataset.query) + sum(not is_junk(r.pid) for r in dataset.gallery)
     with progress_bar(total, "embed", show=not args.no_progress) as bar:
         result = verify_embedder(extractor, dataset, fars=fars, progress=bar.update)
@@ -97,7 +103,13 @@ def keep_run_threshold(run_dir, *, far: float, show: bool = True):
     from abdnet.data import build_dataset
     from abdnet.engine import verify_embedder
     from abdnet.evaluation import is_junk
-    from abdnet.gallery import Threshold, describe_extractor, format_time, save_threshold
+    from abdnet.gallery import (
+        Threshold,
+        calibration_fars,
+        describe_extractor,
+        format_time,
+        save_threshold,
+    )
     from abdnet.layout import THRESHOLD_FILE
     from abdnet.models import load_model
     from abdnet.retrieval import FeatureExtractor
@@ -113,7 +125,7 @@ def keep_run_threshold(run_dir, *, far: float, show: bool = True):
             roc = verify_embedder(
                 extractor,
                 dataset,
-                fars=sorted({far, 1e-2, 1e-3}, reverse=True),
+                fars=calibration_fars(far),
                 progress=bar.update,
             )
     except ValueError as exc:

@@ -216,7 +216,12 @@ def _run_footage(args: argparse.Namespace, cfg, out: Path, run_dir: Path, t0: fl
     look = synthetic_appearance(seed=seed, cameras=fcfg.cameras)
     cameras = write_footage(footage, fcfg, appearance=look, force=True)
     comparison = compare_linking(
-        cameras, embedder=extractor, threshold=threshold.threshold, far=args.far, out=tracked
+        cameras,
+        embedder=extractor,
+        threshold=threshold.threshold,
+        stitch_threshold=threshold.stitch_threshold,
+        far=args.far,
+        out=tracked,
     )
     seconds = time.perf_counter() - t0
     table = comparison_table(comparison)

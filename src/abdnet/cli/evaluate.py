@@ -135,10 +135,14 @@ def run(args: argparse.Namespace) -> int:
     if args.precision:
         changes["precision"] = args.precision
     eval_cfg = replace_checked(cfg.eval, "eval", **changes)
-    if out is not None and args.far not in eval_cfg.verification_fars:
-        eval_cfg = replace_checked(
-            eval_cfg, "eval", verification_fars=(*eval_cfg.verification_fars, args.far)
-        )
+    if out is not None:
+        from abdnet.gallery import calibration_fars
+
+        more = [f for f in calibration_fars(args.far) if f not in eval_cfg.verification_fars]
+        if more:
+            eval_cfg = replace_checked(
+                eval_cfg, "eval", verification_fars=(*eval_cfg.verification_fars, *more)
+            )
     if args.onnx:
         quantized = "quantization" in source.metadata  # type: ignore[attr-defined]
         precision_name = "int8" if quantized else "fp32"

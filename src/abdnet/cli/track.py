@@ -252,6 +252,7 @@ def _run_track(args: argparse.Namespace) -> int:
             tracks,
             embedder=extractor,
             threshold=threshold.threshold,
+            stitch_threshold=threshold.stitch_threshold,
             far=threshold.far,
             link=not args.no_link,
             fill_gap=FILL_GAP_SECONDS if args.fill_gaps is None else args.fill_gaps,

@@ -62,7 +62,13 @@ from abdnet.gallery.store import (
     UrlCropStore,
     open_crop_store,
 )
-from abdnet.gallery.threshold import Threshold, load_threshold, save_threshold
+from abdnet.gallery.threshold import (
+    STITCH_FAR_RATIO,
+    Threshold,
+    calibration_fars,
+    load_threshold,
+    save_threshold,
+)
 
 __all__ = [
     "DEFAULT_COLLECTION",
@@ -117,5 +123,7 @@ __all__ = [
     "pending_files",
     "Threshold",
     "load_threshold",
+    "calibration_fars",
+    "STITCH_FAR_RATIO",
     "save_threshold",
 ]

@@ -22,10 +22,30 @@ from abdnet.evaluation import VerificationResult
 from abdnet.files import atomic_write
 from abdnet.gallery.model import ModelInfo
 
-__all__ = ["THRESHOLD_FORMAT", "Threshold", "load_threshold", "save_threshold"]
+__all__ = [
+    "THRESHOLD_FORMAT",
+    "STITCH_FAR_RATIO",
+    "Threshold",
+    "calibration_fars",
+    "load_threshold",
+    "save_threshold",
+]
 
 THRESHOLD_FORMAT = "abdnet-threshold"
 _VERSION = 1
+#: Stitching inside a camera is held to a false-accept rate this many times smaller than
+#: the threshold's: the impostors of one camera (two people at once, sharing its background
+#: and light) sit closer than the cross-camera impostors a calibration measures, and a wrong
+#: stitch cannot be undone by the cross-camera linking. On development footage of unseen
+#: people (docs/tracking.md) the FAR/10 operating point removed over-merges without losing
+#: true stitches.
+STITCH_FAR_RATIO = 10.0
+
+
+def calibration_fars(far: float) -> list[float]:
+    """The false-accept rates a calibration for ``far`` computes, largest first: ``far``,
+    the stitching rate ``far / STITCH_FAR_RATIO``, and the reported 1e-2 and 1e-3."""
+    return sorted({far, far / STITCH_FAR_RATIO, 1e-2, 1e-3}, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,24 @@ class Threshold:
 
     def matches(self, distance: float) -> bool:
         return distance <= self.threshold
+
+    def threshold_at(self, far: float) -> float | None:
+        """The threshold of the calibration's operating point for target ``far`` (kept in
+        ``extra``), or None when it was not computed."""
+        if math.isclose(far, self.far, rel_tol=1e-9):
+            return self.threshold
+        for p in self.extra.get("operating_points", []):
+            if math.isclose(float(p.get("far_target", -1.0)), far, rel_tol=1e-9):
+                return float(p["threshold"])
+        return None
+
+    @property
+    def stitch_threshold(self) -> float:
+        """The largest distance at which two tracklets of one camera may be stitched: the
+        operating point at ``far / STITCH_FAR_RATIO`` (never above :attr:`threshold`); the
+        threshold itself for a file calibrated without that point."""
+        t = self.threshold_at(self.far / STITCH_FAR_RATIO)
+        return self.threshold if t is None else min(t, self.threshold)
 
     @classmethod
     def from_verification(

@@ -47,11 +47,12 @@ def compare_linking(
     far: float,
     out: Path,
     tracker: str = DEFAULT_TRACKER,
+    stitch_threshold: float | None = None,
 ) -> LinkingComparison:
     """Track each sequence folder of ``cameras`` (named by its folder name, detections in
     ``det/det.txt``, ground truth in ``gt/gt.txt``), identify its tracklets with and without
     cross-camera linking at ``threshold`` (a distance of ``embedder.space``; ``far`` the rate
-    it was calibrated for), write ``out/linked/`` and ``out/unlinked/`` as ``abdnet track``
+    it was calibrated for; ``stitch_threshold`` as :func:`identify` takes it), write ``out/linked/`` and ``out/unlinked/`` as ``abdnet track``
     writes ``OUT`` (each atomically, replacing an earlier one) and score both."""
     height = embedder.config.data.height
     tracks = [
@@ -65,7 +66,14 @@ def compare_linking(
     counts: dict[str, int] = {}
     crops = 0
     for name, link in ((LINKED, True), (UNLINKED, False)):
-        ids = identify(tracks, embedder=embedder, threshold=threshold, far=far, link=link)
+        ids = identify(
+            tracks,
+            embedder=embedder,
+            threshold=threshold,
+            stitch_threshold=stitch_threshold,
+            far=far,
+            link=link,
+        )
         crops = ids.crops_embedded
         with atomic_directory(out / name) as tmp:
             write_results(tmp, tracks, ids)

@@ -321,6 +321,7 @@ def identify(
     *,
     embedder: Embedder,
     threshold: float,
+    stitch_threshold: float | None = None,
     far: float = 1e-3,
     link: bool = True,
     fill_gap: float = FILL_GAP_SECONDS,
@@ -328,7 +329,9 @@ def identify(
     progress: Callable[[int], None] | None = None,
 ) -> Identities:
     """Embed, stitch and link. ``threshold`` (a distance of ``embedder.space``) links
-    groups across cameras; inside a camera the threshold is the smaller of it and the
+    groups across cameras; inside a camera the threshold is the smaller of
+    ``stitch_threshold`` (default ``threshold``; ``abdnet track`` passes
+    :attr:`abdnet.gallery.Threshold.stitch_threshold`, a stricter operating point) and the
     camera's own impostor quantile at ``far`` (:func:`~abdnet.tracking.linking.
     impostor_distances`: tracklets seen at once), or, for a camera with too few such pairs,
     the quantile of every camera's impostor pairs pooled. ``link=False``
@@ -339,6 +342,7 @@ def identify(
     identity inside one camera that :func:`result_rows` interpolates (0: none)."""
     if fill_gap < 0:
         raise ValueError(f"fill_gap must be >= 0 seconds, got {fill_gap}")
+    stitch_cap = threshold if stitch_threshold is None else float(stitch_threshold)
     every = [t for c in cameras for t in c.tracklets]
     t0 = _time.perf_counter()
     n_crops = embed_tracklets(embedder, every, progress=progress)
@@ -371,7 +375,7 @@ def identify(
     for cam, ts, emb, valid, starts, ends in per_cam:
         own = impostor_quantile(impostors[cam.camera.name], far)
         own = pooled if own is None else own
-        t_cam = threshold if own is None else min(threshold, own)
+        t_cam = min(threshold, stitch_cap) if own is None else min(threshold, stitch_cap, own)
         stitch_t[cam.camera.name] = t_cam
         proxy = (
             cannot_links_by_proxy(
