@@ -192,6 +192,12 @@ def test_sixteen_concurrent_clients_lose_nothing(served):
     count = _metric(metrics, 'abdnet_batch_size_count{stage="embed"}')
     images = _metric(metrics, 'abdnet_batch_size_sum{stage="embed"}')
     assert images > count  # concurrent requests were embedded together
+    # leave the shared gallery as it was: the noise crops (no camera, no frame) would
+    # otherwise crowd the later tests' searches, more of them the faster the machine
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        for i in acked:
+            assert c.delete(f"/gallery/{i}", headers=_auth()).status_code == 204
+    assert server.health()["gallery_size"] == size0
 
 
 def test_enrolment_answers_201_only_when_created_and_refuses_tiny_crops(served):
