@@ -52,8 +52,9 @@ def compare_linking(
     """Track each sequence folder of ``cameras`` (named by its folder name, detections in
     ``det/det.txt``, ground truth in ``gt/gt.txt``), identify its tracklets with and without
     cross-camera linking at ``threshold`` (a distance of ``embedder.space``; ``far`` the rate
-    it was calibrated for; ``stitch_threshold`` as :func:`identify` takes it), write ``out/linked/`` and ``out/unlinked/`` as ``abdnet track``
-    writes ``OUT`` (each atomically, replacing an earlier one) and score both."""
+    it was calibrated for; ``stitch_threshold`` as :func:`identify` takes it), write
+    ``out/linked/`` and ``out/unlinked/`` as ``abdnet track`` writes ``OUT`` (each
+    atomically, replacing an earlier one) and score both."""
     height = embedder.config.data.height
     tracks = [
         track_camera(CameraInput(c.name, Path(c)), input_height=height, tracker=tracker)
